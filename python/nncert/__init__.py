@@ -1,0 +1,20 @@
+"""nncert: verification and analysis of neural networks.
+
+One :class:`Network` (held by the Rust core) is read by every analysis: certified Lipschitz bounds,
+complete safety verification, convex training of two-layer ReLU networks, and Krylov / learned
+linear solvers. See the README for a tour.
+"""
+
+from ._core import __version__
+from .errors import (Error, InvalidInputError, PropertyFormatError, ShapeError, SolverError, TimeLimitError,
+                     UnsupportedModelError)
+from .layers import Dense, GroupSort, Householder, Layer, LeakyReLU, MaxMin, ReLU, Residual, Sigmoid, Tanh
+from .network import Network
+
+__all__ = [
+    "__version__",
+    "Network",
+    "Layer", "Dense", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "MaxMin", "GroupSort", "Householder", "Residual",
+    "Error", "ShapeError", "InvalidInputError", "UnsupportedModelError", "SolverError", "TimeLimitError",
+    "PropertyFormatError",
+]

@@ -1,0 +1,28 @@
+"""Type stubs for the Rust extension ``nncert._core`` (hand-written; keep in step with rust/py/src)."""
+
+from typing import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+class Network:
+    """The core network. Built from layer specs produced by ``nncert.layers.Layer.spec()``."""
+
+    def __init__(self, specs: Sequence[tuple], input_dim: int | None = None) -> None: ...
+    @property
+    def input_dim(self) -> int: ...
+    @property
+    def output_dim(self) -> int: ...
+    @property
+    def num_params(self) -> int: ...
+    def forward_f64(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Batched forward pass of a 2-D float64 array (any memory order, read in place; GIL released)."""
+    def forward_f32(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Batched forward pass of a 2-D float32 array, computed in float32."""
+    def jacobian(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """The Jacobian (output_dim, input_dim) at one point."""
+    def vjp_batch(self, xs: npt.NDArray[np.float64], cs: npt.NDArray[np.float64]
+                  ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """(f(x_i), grad of c_i^T f at x_i) for each row; cs has 1 row or one per row of xs."""

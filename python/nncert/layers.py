@@ -1,0 +1,225 @@
+"""Layer descriptions. A :class:`~nncert.Network` is built from these; the Rust core holds the
+validated network and runs it. Parameters are stored as read-only float64 copies."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ._arrays import frozen_copy
+from .errors import InvalidInputError, ShapeError
+
+PAIRINGS = ("adjacent", "halves")
+
+
+def _check_pairing(pairing: str) -> str:
+    if pairing not in PAIRINGS:
+        raise InvalidInputError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
+    return pairing
+
+
+class Layer:
+    """Base class of all layers."""
+
+    #: True for layers with an element-wise slope-restricted activation (LipSDP's sector constraints).
+    slope_restricted: bool = False
+
+    def spec(self) -> tuple:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def __eq__(self, other: object) -> bool:
+        if type(self) is not type(other):
+            return NotImplemented
+        a, b = self.params(), other.params()  # type: ignore[union-attr]
+        return a.keys() == b.keys() and all(_param_eq(a[k], b[k]) for k in a)
+
+    def __hash__(self) -> int:
+        return hash(type(self).__name__)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _param_eq(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.array_equal(a, b)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_param_eq(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+class Dense(Layer):
+    """Affine layer ``y = W x + b`` with ``W`` of shape (out, in)."""
+
+    def __init__(self, W: Any, b: Any = None):
+        self.W = frozen_copy(W, "Dense.W", ndim=2)
+        if b is None:
+            self.b = np.zeros(self.W.shape[0])
+            self.b.setflags(write=False)
+        else:
+            self.b = frozen_copy(b, "Dense.b", ndim=1)
+        if self.b.shape[0] != self.W.shape[0]:
+            raise ShapeError(f"Dense: b has length {self.b.shape[0]} but W has shape {self.W.shape} "
+                             f"(b needs one entry per output row)")
+
+    @property
+    def in_features(self) -> int:
+        return int(self.W.shape[1])
+
+    @property
+    def out_features(self) -> int:
+        return int(self.W.shape[0])
+
+    def spec(self) -> tuple:
+        return ("dense", self.W, self.b)
+
+    def params(self) -> dict[str, Any]:
+        return {"W": self.W, "b": self.b}
+
+    def __repr__(self) -> str:
+        return f"Dense({self.in_features} -> {self.out_features})"
+
+
+class ReLU(Layer):
+    slope_restricted = True
+    sector = (0.0, 1.0)
+
+    def spec(self) -> tuple:
+        return ("relu",)
+
+
+class LeakyReLU(Layer):
+    slope_restricted = True
+
+    def __init__(self, slope: float = 0.01):
+        slope = float(slope)
+        if not math.isfinite(slope):
+            raise InvalidInputError(f"LeakyReLU: slope must be finite, got {slope}")
+        self.slope = slope
+
+    @property
+    def sector(self) -> tuple[float, float]:
+        return (min(self.slope, 1.0), max(self.slope, 1.0))
+
+    def spec(self) -> tuple:
+        return ("leaky_relu", self.slope)
+
+    def params(self) -> dict[str, Any]:
+        return {"slope": self.slope}
+
+
+class Tanh(Layer):
+    slope_restricted = True
+    sector = (0.0, 1.0)
+
+    def spec(self) -> tuple:
+        return ("tanh",)
+
+
+class Sigmoid(Layer):
+    slope_restricted = True
+    sector = (0.0, 0.25)
+
+    def spec(self) -> tuple:
+        return ("sigmoid",)
+
+
+class GroupSort(Layer):
+    """Sorts each group of ``group_size`` units in descending order.
+
+    ``pairing="adjacent"`` groups units (0..g-1), (g..2g-1), ...; ``"halves"`` groups unit j with
+    j + n/g, j + 2n/g, ... (for g = 2: unit i with unit i + n/2).
+    """
+
+    def __init__(self, group_size: int, pairing: str = "adjacent"):
+        if int(group_size) != group_size or group_size < 2:
+            raise InvalidInputError(f"GroupSort: group_size must be an integer >= 2, got {group_size!r}")
+        self.group_size = int(group_size)
+        self.pairing = _check_pairing(pairing)
+
+    def groups(self, n: int) -> list[list[int]]:
+        """The unit indices of each group in a layer of width ``n``."""
+        g = self.group_size
+        if self.pairing == "adjacent":
+            return [[j * g + k for k in range(g)] for j in range(n // g)]
+        return [[j + k * (n // g) for k in range(g)] for j in range(n // g)]
+
+    def spec(self) -> tuple:
+        return ("groupsort", self.group_size, self.pairing)
+
+    def params(self) -> dict[str, Any]:
+        return {"group_size": self.group_size, "pairing": self.pairing}
+
+
+class MaxMin(GroupSort):
+    """GroupSort with groups of two: a pair (a, b) becomes (max(a, b), min(a, b))."""
+
+    def __init__(self, pairing: str = "adjacent"):
+        super().__init__(2, pairing)
+
+    def params(self) -> dict[str, Any]:
+        return {"pairing": self.pairing}
+
+
+class Householder(Layer):
+    """Order-1 Householder activation on pairs: ``z`` if ``v.z > 0`` else ``(I - 2 v v^T) z`` with
+    ``v = (sin(theta/2), -cos(theta/2))``. ``theta = pi/2`` gives MaxMin."""
+
+    def __init__(self, theta: float, pairing: str = "adjacent"):
+        theta = float(theta)
+        if not math.isfinite(theta):
+            raise InvalidInputError(f"Householder: theta must be finite, got {theta}")
+        self.theta = theta
+        self.pairing = _check_pairing(pairing)
+
+    @property
+    def v(self) -> np.ndarray:
+        return np.array([math.sin(self.theta / 2), -math.cos(self.theta / 2)])
+
+    def groups(self, n: int) -> list[list[int]]:
+        return GroupSort(2, self.pairing).groups(n)
+
+    def spec(self) -> tuple:
+        return ("householder", self.theta, self.pairing)
+
+    def params(self) -> dict[str, Any]:
+        return {"theta": self.theta, "pairing": self.pairing}
+
+
+class Residual(Layer):
+    """``y = x + f(x)`` where ``f`` is the sequence of inner layers (width-preserving)."""
+
+    def __init__(self, layers: Iterable[Layer]):
+        self.layers = tuple(layers)
+        if not self.layers:
+            raise ShapeError("Residual: needs at least one inner layer")
+        for k, l in enumerate(self.layers):
+            if not isinstance(l, Layer):
+                raise InvalidInputError(f"Residual: inner layer {k} is {type(l).__name__}, not an nncert layer")
+
+    def spec(self) -> tuple:
+        return ("residual", [l.spec() for l in self.layers])
+
+    def params(self) -> dict[str, Any]:
+        return {"layers": list(self.layers)}
+
+    def __repr__(self) -> str:
+        return f"Residual([{', '.join(map(repr, self.layers))}])"
+
+
+def walk(layers: Sequence[Layer]) -> Iterable[Layer]:
+    """Every layer, depth first, including those inside Residual blocks."""
+    for l in layers:
+        yield l
+        if isinstance(l, Residual):
+            yield from walk(l.layers)
+
+
+__all__ = ["Layer", "Dense", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "GroupSort", "MaxMin", "Householder",
+           "Residual", "walk"]

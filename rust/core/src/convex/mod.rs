@@ -1,0 +1,1 @@
+//! Activation patterns, ADMM (exact/approximate), sampled convex programs (convex training issue).

@@ -1,0 +1,1 @@
+//! CSR matrices, CG/PCG/DCDM iterations, Lanczos, Poisson grids (linear solvers issue).

@@ -1,0 +1,1 @@
+//! Norms, power iteration, LMI certification and repair, first-order solvers (Lipschitz issue).

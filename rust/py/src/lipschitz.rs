@@ -1,0 +1,7 @@
+//! Bindings for Lipschitz norms and LMI certificates.
+
+use pyo3::prelude::*;
+
+pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+    Ok(())
+}

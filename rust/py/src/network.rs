@@ -1,0 +1,131 @@
+//! `nncert._core.Network`: the core network, built from layer specs that python/nncert/network.py
+//! produces (tuples: ("dense", W, b) | ("relu",) | ("leaky_relu", slope) | ("tanh",) | ("sigmoid",) |
+//! ("groupsort", g, pairing) | ("householder", theta, pairing) | ("residual", [specs])).
+
+use faer::Mat;
+use nncert_core::{Layer, Network, Pairing};
+use numpy::{PyArray2, PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
+
+use crate::arrays::{mat_to_numpy, numpy_to_mat, RawMat, RawMatMut};
+use crate::errors::{run_detached, to_pyerr};
+
+#[pyclass(module = "nncert._core", name = "Network", frozen)]
+pub struct PyNetwork {
+    pub inner: Network,
+}
+
+fn pairing(s: &str) -> PyResult<Pairing> {
+    match s {
+        "adjacent" => Ok(Pairing::Adjacent),
+        "halves" => Ok(Pairing::Halves),
+        other => Err(PyValueError::new_err(format!("pairing must be 'adjacent' or 'halves', got {other:?}"))),
+    }
+}
+
+fn layer_from_spec(py: Python<'_>, spec: &Bound<'_, PyAny>) -> PyResult<Layer> {
+    let t = spec.cast::<PyTuple>()?;
+    let kind: String = t.get_item(0)?.extract()?;
+    Ok(match kind.as_str() {
+        "dense" => {
+            let w: PyReadonlyArray2<f64> = t.get_item(1)?.extract()?;
+            let b: PyReadonlyArray1<f64> = t.get_item(2)?.extract()?;
+            let wv = w.as_array();
+            let weight = Mat::from_fn(wv.nrows(), wv.ncols(), |i, j| wv[[i, j]]);
+            let bias = b.as_array().to_vec();
+            Layer::dense(weight, Some(bias)).map_err(|e| to_pyerr(py, e))?
+        }
+        "relu" => Layer::ReLU,
+        "leaky_relu" => Layer::LeakyReLU { slope: t.get_item(1)?.extract()? },
+        "tanh" => Layer::Tanh,
+        "sigmoid" => Layer::Sigmoid,
+        "groupsort" => Layer::GroupSort {
+            group_size: t.get_item(1)?.extract()?,
+            pairing: pairing(&t.get_item(2)?.extract::<String>()?)?,
+        },
+        "householder" => Layer::Householder {
+            theta: t.get_item(1)?.extract()?,
+            pairing: pairing(&t.get_item(2)?.extract::<String>()?)?,
+        },
+        "residual" => {
+            let inner = t.get_item(1)?;
+            let inner = inner.cast::<PyList>()?;
+            Layer::Residual(inner.iter().map(|s| layer_from_spec(py, &s)).collect::<PyResult<_>>()?)
+        }
+        other => return Err(PyValueError::new_err(format!("unknown layer kind {other:?}"))),
+    })
+}
+
+fn forward_typed<'py, T>(
+    py: Python<'py>,
+    net: &Network,
+    x: PyReadonlyArray2<'py, T>,
+) -> PyResult<Bound<'py, PyArray2<T>>>
+where
+    T: nncert_core::network::NetScalar + numpy::Element,
+{
+    let raw = RawMat::of(&x);
+    let (out, raw_out) = RawMatMut::<T>::alloc(py, raw.nrows(), net.output_dim());
+    // Safety: `x` stays borrowed and `out` unshared until this function returns.
+    run_detached(py, move || unsafe { net.forward_into(raw.view(), raw_out.view()) })?;
+    Ok(out)
+}
+
+#[pymethods]
+impl PyNetwork {
+    #[new]
+    #[pyo3(signature = (specs, input_dim=None))]
+    fn new(py: Python<'_>, specs: &Bound<'_, PyList>, input_dim: Option<usize>) -> PyResult<Self> {
+        let layers = specs.iter().map(|s| layer_from_spec(py, &s)).collect::<PyResult<Vec<_>>>()?;
+        let inner = Network::new(layers, input_dim).map_err(|e| to_pyerr(py, e))?;
+        Ok(Self { inner })
+    }
+
+    #[getter]
+    fn input_dim(&self) -> usize {
+        self.inner.input_dim()
+    }
+
+    #[getter]
+    fn output_dim(&self) -> usize {
+        self.inner.output_dim()
+    }
+
+    #[getter]
+    fn num_params(&self) -> usize {
+        self.inner.num_params()
+    }
+
+    /// Batched forward pass of a 2-D float64 array (any memory order, read in place).
+    fn forward_f64<'py>(&self, py: Python<'py>, x: PyReadonlyArray2<'py, f64>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        forward_typed(py, &self.inner, x)
+    }
+
+    /// The Jacobian (output_dim, input_dim) at one point, float64.
+    fn jacobian<'py>(&self, py: Python<'py>, x: PyReadonlyArray1<'py, f64>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let x = x.as_array().to_vec();
+        let net = &self.inner;
+        let j = run_detached(py, move || net.jacobian(&x))?;
+        Ok(mat_to_numpy(py, &j))
+    }
+
+    /// Rows f(x_i) and gradients of x -> c_i^T f(x) at each row of xs; cs has one row or one per x.
+    fn vjp_batch<'py>(
+        &self,
+        py: Python<'py>,
+        xs: PyReadonlyArray2<'py, f64>,
+        cs: PyReadonlyArray2<'py, f64>,
+    ) -> PyResult<(Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<f64>>)> {
+        let (xs, cs) = (numpy_to_mat(&xs), numpy_to_mat(&cs));
+        let net = &self.inner;
+        let (ys, gs) = run_detached(py, move || net.vjp_batch(&xs, &cs))?;
+        Ok((mat_to_numpy(py, &ys), mat_to_numpy(py, &gs)))
+    }
+
+    /// Batched forward pass of a 2-D float32 array, computed in float32.
+    fn forward_f32<'py>(&self, py: Python<'py>, x: PyReadonlyArray2<'py, f32>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        forward_typed(py, &self.inner, x)
+    }
+}
