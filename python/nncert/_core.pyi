@@ -7,6 +7,10 @@ import numpy.typing as npt
 
 __version__: str
 
+def _raise_core_error(kind: str) -> None:
+    """Test hook: raises the exception a core error maps to ("shape", "invalid", "unsupported", "solver",
+    "time"), or panics inside the core (any other kind), which surfaces as nncert.Error."""
+
 class Network:
     """The core network. Built from layer specs produced by ``nncert.layers.Layer.spec()``."""
 

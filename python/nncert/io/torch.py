@@ -55,7 +55,7 @@ def _convert(module: Any, path: str) -> list[Layer]:
             return [MaxMin(module.pairing)]
         return [GroupSort(module.group_size, module.pairing)]
     if isinstance(module, nt.Householder):
-        return [Householder(float(module.theta), module.pairing)]
+        return [Householder(float(module.theta.detach()), module.pairing)]
     if isinstance(module, nt.Residual):
         return [Residual(_convert(module.f, f"{where}.f"))]
     raise UnsupportedModelError(
@@ -88,8 +88,8 @@ def _module(layer: Layer, dtype: Any, device: Any) -> Any:
     if isinstance(layer, Dense):
         lin = nn.Linear(layer.in_features, layer.out_features, dtype=dtype, device=device)
         with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(layer.W))
-            lin.bias.copy_(torch.from_numpy(layer.b))
+            lin.weight.copy_(torch.tensor(layer.W))
+            lin.bias.copy_(torch.tensor(layer.b))
         return lin
     if isinstance(layer, ReLU):
         return nn.ReLU()

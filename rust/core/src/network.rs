@@ -344,7 +344,11 @@ impl Network {
                 }
             }
         }
-        let h = run_layers(&self.layers, x.to_owned());
+        // A leading Dense layer reads the caller's (possibly strided) rows in place; no copy of x.
+        let h = match self.layers.first() {
+            Some(Layer::Dense(d)) => run_layers(&self.layers[1..], dense_forward(d, x)),
+            _ => run_layers(&self.layers, x.to_owned()),
+        };
         out.copy_from(h.as_ref());
         Ok(())
     }
