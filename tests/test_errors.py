@@ -99,3 +99,11 @@ def test_cuda_request_without_cuda_is_an_error():
         net(np.ones(2), device="cuda")
     with pytest.raises(nncert.InvalidInputError, match="device must be"):
         net(np.ones(2), device="tpu")
+
+
+def test_gradient_argument_shapes():
+    net = nncert.Network([nncert.Dense(np.ones((3, 2)))])
+    with pytest.raises(nncert.ShapeError, match=r"c has shape \(1, 2\)"):
+        net.input_gradient(np.ones((4, 2)), np.ones(2))
+    with pytest.raises(nncert.ShapeError, match="x has length 3"):
+        net.jacobian(np.ones(3))

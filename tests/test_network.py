@@ -173,3 +173,44 @@ def test_torch_tensors_in_and_out(rng):
     assert net(torch.from_numpy(x.astype(np.float32))).dtype == torch.float32
     y_dev = net(x, device="cpu")
     assert isinstance(y_dev, np.ndarray)
+
+
+def test_torch_backend_matches_core_on_cpu(rng):
+    """The torch path (used for CUDA data) computes the same function as the Rust core."""
+    torch = pytest.importorskip("torch")
+    from nncert import torch_backend
+    from nncert.devices import CPU
+    for _ in range(5):
+        net = random_network(rng)
+        x = rng.standard_normal((40, 4))
+        np.testing.assert_allclose(torch_backend.forward(net, x, CPU), net(x), rtol=1e-12, atol=1e-12)
+        y32 = torch_backend.forward(net, torch.from_numpy(x.astype(np.float32)), CPU)
+        assert y32.dtype == torch.float32
+        np.testing.assert_allclose(y32.numpy(), net(x.astype(np.float32)), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_cuda_forward_returns_cuda_tensor(rng):
+    torch = pytest.importorskip("torch")
+    net = random_network(rng)
+    x = rng.standard_normal((40, 4))
+    y = net(torch.from_numpy(x).cuda())
+    assert y.is_cuda
+    np.testing.assert_allclose(y.cpu().numpy(), net(x), rtol=1e-10, atol=1e-10)
+
+
+def test_torch_backend_gradients_match_core(rng):
+    torch = pytest.importorskip("torch")
+    from nncert import torch_backend
+    from nncert.devices import CPU
+    for _ in range(5):
+        net = random_network(rng)
+        x = rng.standard_normal(4)
+        np.testing.assert_allclose(torch_backend.jacobian(net, x, CPU), net.jacobian(x), rtol=1e-10, atol=1e-10)
+        X, C = rng.standard_normal((30, 4)), rng.standard_normal((30, 3))
+        yt, gt = torch_backend.input_gradient(net, X, C, CPU)
+        y, g = net.input_gradient(X, C)
+        np.testing.assert_allclose(yt, y, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(gt, g, rtol=1e-10, atol=1e-10)
+    J = net.jacobian(torch.from_numpy(x))
+    assert isinstance(J, torch.Tensor)

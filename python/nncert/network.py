@@ -129,11 +129,7 @@ class Network:
         if dev.type == "cuda":
             from . import torch_backend
             return torch_backend.forward(self, x, dev)
-        if is_torch_tensor(x):
-            import torch
-            y = self._forward_numpy(as_float_array(x, "x", ndim=(1, 2), allow_float32=True))
-            return torch.from_numpy(y)
-        return self._forward_numpy(as_float_array(x, "x", ndim=(1, 2), allow_float32=True))
+        return _like(self._forward_numpy(as_float_array(x, "x", ndim=(1, 2), allow_float32=True)), x)
 
     def _forward_numpy(self, x: np.ndarray) -> np.ndarray:
         single = x.ndim == 1
@@ -145,20 +141,34 @@ class Network:
         y = self._core.forward_f32(x) if x.dtype == np.float32 else self._core.forward_f64(x)
         return y[0] if single else y
 
-    def jacobian(self, x: Any) -> np.ndarray:
-        """The Jacobian of the network at ``x`` (input_dim,), shape (output_dim, input_dim), float64."""
-        x = np.ascontiguousarray(as_float_array(x, "x", ndim=1), dtype=np.float64)
-        return self._core.jacobian(x)
+    def jacobian(self, x: Any, device: str | None = None) -> Any:
+        """The Jacobian of the network at ``x`` (input_dim,), shape (output_dim, input_dim), float64.
+        Computed in the Rust core, or by torch autodiff on a CUDA device."""
+        dev = resolve_device(device, x)
+        if dev.type == "cuda":
+            from . import torch_backend
+            return torch_backend.jacobian(self, x, dev)
+        xa = np.ascontiguousarray(as_float_array(x, "x", ndim=1), dtype=np.float64)
+        J = self._core.jacobian(xa)
+        return _like(J, x)
 
-    def input_gradient(self, x: Any, c: Any) -> tuple[np.ndarray, np.ndarray]:
+    def input_gradient(self, x: Any, c: Any, device: str | None = None) -> tuple[Any, Any]:
         """``(f(x), grad_x c^T f(x))`` for a batch ``x`` (batch, input_dim); ``c`` is (output_dim,) or
-        (batch, output_dim). Computed in parallel in the core, float64."""
+        (batch, output_dim). Computed in parallel in the core (float64), or with torch on a CUDA device."""
+        dev = resolve_device(device, x, c)
+        if dev.type == "cuda":
+            from . import torch_backend
+            return torch_backend.input_gradient(self, x, c, dev)
+        orig = x
         x = as_float_array(x, "x", ndim=(1, 2))
         single = x.ndim == 1
         x2 = np.atleast_2d(x).astype(np.float64, copy=False)
         c2 = np.atleast_2d(as_float_array(c, "c", ndim=(1, 2))).astype(np.float64, copy=False)
+        if c2.shape[1] != self.output_dim or c2.shape[0] not in (1, x2.shape[0]):
+            raise ShapeError(f"c has shape {c2.shape}; expected ({self.output_dim},) or ({x2.shape[0]}, {self.output_dim})")
         y, g = self._core.vjp_batch(x2, c2)
-        return (y[0], g[0]) if single else (y, g)
+        y, g = (y[0], g[0]) if single else (y, g)
+        return _like(y, orig), _like(g, orig)
 
     # ------------------------------------------------------------------ transformations
     def with_input_normalization(self, mean: Any, std: Any) -> "Network":
@@ -219,6 +229,14 @@ class Network:
         """An equivalent ``torch.nn.Sequential`` (float64 by default) built from nncert.torch modules."""
         from .io.torch import write_torch
         return write_torch(self, dtype=dtype, device=device)
+
+
+def _like(result: np.ndarray, template: Any) -> Any:
+    """``result`` as the caller's type: a torch tensor when ``template`` is one (CPU: shares memory)."""
+    if is_torch_tensor(template):
+        import torch
+        return torch.from_numpy(result)
+    return result
 
 
 def sequential(widths: Sequence[int], activation: type[Layer] | Layer, *, seed: int | None = 0,
