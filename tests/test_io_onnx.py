@@ -129,3 +129,51 @@ def test_unreadable_file(tmp_path):
         nncert.Network.from_onnx(p)
     with pytest.raises(FileNotFoundError):
         nncert.Network.from_onnx(tmp_path / "missing.onnx")
+
+
+@pytest.mark.parametrize("variant", ["squeeze_batch", "reshape_batch", "squeeze_all", "flatten_unbatched"])
+def test_reshapes_of_the_batch_axis_match_onnxruntime(tmp_path, variant):
+    rng = np.random.default_rng(2)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    i64 = lambda *v: np.array(v, dtype=np.int64)  # noqa: E731
+    inits = {"W": f(4, 6), "b": f(4), "V": f(3, 4), "c": f(3), "ax0": i64(0), "s6": i64(6), "s1m": i64(1, -1)}
+    if variant == "squeeze_batch":      # (1, 6) -> (6,) ; W @ x ; -> (1, 4) ; Gemm
+        in_shape = [1, 6]
+        nodes = [helper.make_node("Squeeze", ["x", "ax0"], ["s"], name="sq"),
+                 helper.make_node("MatMul", ["W", "s"], ["m"], name="mm"),
+                 helper.make_node("Add", ["m", "b"], ["a"], name="add"),
+                 helper.make_node("Unsqueeze", ["a", "ax0"], ["u"], name="unsq"),
+                 helper.make_node("Relu", ["u"], ["r"], name="relu"),
+                 helper.make_node("Gemm", ["r", "V", "c"], ["y"], name="gemm", transB=1)]
+    elif variant == "reshape_batch":    # (1, 1, 6) -> (6,) ; x @ W^T ; -> (1, 4)
+        in_shape = [1, 1, 6]
+        inits["Wt"] = np.ascontiguousarray(inits["W"].T)
+        nodes = [helper.make_node("Reshape", ["x", "s6"], ["r0"], name="r0"),
+                 helper.make_node("MatMul", ["r0", "Wt"], ["m"], name="mm"),
+                 helper.make_node("Reshape", ["m", "s1m"], ["r1"], name="r1"),
+                 helper.make_node("Tanh", ["r1"], ["t"], name="tanh"),
+                 helper.make_node("Gemm", ["t", "V", "c"], ["y"], name="gemm", transB=1)]
+    elif variant == "squeeze_all":      # Squeeze without axes drops the batch axis of size 1
+        in_shape = [1, 1, 6]
+        nodes = [helper.make_node("Squeeze", ["x"], ["s"], name="sq"),
+                 helper.make_node("MatMul", ["W", "s"], ["m"], name="mm"),
+                 helper.make_node("Unsqueeze", ["m", "ax0"], ["u"], name="unsq"),
+                 helper.make_node("Gemm", ["u", "V", "c"], ["y"], name="gemm", transB=1)]
+    else:                                # unbatched (6,) -> Flatten -> (1, 6) ; Gemm with transA on (6, 1)? no: A = (1, 6)
+        in_shape = [6]
+        nodes = [helper.make_node("Flatten", ["x"], ["fl"], name="flat", axis=0),
+                 helper.make_node("Gemm", ["fl", "W", "b"], ["g"], name="g1", transB=1),
+                 helper.make_node("Relu", ["g"], ["r"], name="relu"),
+                 helper.make_node("Gemm", ["r", "V", "c"], ["y"], name="gemm", transB=1)]
+    p = _save(tmp_path, nodes, inits, in_shape, [1, 3])
+    net = nncert.Network.from_onnx(p)
+    X = rng.uniform(-2, 2, (50, 6)).astype(np.float32)
+    np.testing.assert_allclose(net(X), ort_outputs(p, X), atol=1e-5, rtol=1e-5)
+
+
+def test_reshape_into_the_batch_axis_is_rejected(tmp_path):
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["r"], name="bad_reshape"),
+             helper.make_node("Relu", ["r"], ["y"], name="relu")]
+    p = _save(tmp_path, nodes, {"s": np.array([2, 3], dtype=np.int64)}, [1, 6], [2, 3])
+    with pytest.raises(nncert.UnsupportedModelError, match="bad_reshape.*changes the batch dimension"):
+        nncert.Network.from_onnx(p)

@@ -94,8 +94,9 @@ def read_onnx(path: str | os.PathLike) -> "Network":
     if not dims:
         raise UnsupportedModelError(f"{path}: input {inputs[0].name!r} has no declared shape")
     # A rank-1 input is one sample with no batch axis (the VNN-COMP test networks); W @ x is then W x.
-    batchless = len(dims) == 1
-    feat = tuple(dims[1:]) if not batchless else (dims[0],)
+    # Squeeze/Unsqueeze/Reshape of the (size-1) batch axis switch between the two views.
+    batched = len(dims) > 1
+    feat = tuple(dims[1:]) if batched else (dims[0],)
     if any(d <= 0 for d in feat):
         raise UnsupportedModelError(f"{path}: input {inputs[0].name!r} has a symbolic feature dimension {dims}")
     input_dim = int(np.prod(feat))
@@ -150,7 +151,7 @@ def read_onnx(path: str | os.PathLike) -> "Network":
                 W = const_of(others[0], where)
                 if ins[0] == running:
                     acc.apply(lambda x: np.matmul(x, W), lambda c: np.matmul(c, W))
-                elif batchless and len(acc.feat_shape) == 1 and W.ndim == 2:
+                elif not batched and len(acc.feat_shape) == 1 and W.ndim == 2:
                     acc.apply(lambda x: x @ W.T, lambda c: c @ W.T)
                 else:
                     if len(acc.feat_shape) < 2:
@@ -159,28 +160,33 @@ def read_onnx(path: str | os.PathLike) -> "Network":
             elif op == "Gemm":
                 if ins[0] != running:
                     raise UnsupportedModelError(f"{where}: the network tensor must be Gemm's first operand A")
-                if a.get("transA", 0):
+                if len(_full(acc.feat_shape, batched)) != 2:
+                    raise UnsupportedModelError(f"{where}: Gemm needs a 2-D input, got shape "
+                                                f"{_full(acc.feat_shape, batched)}")
+                transA = bool(a.get("transA", 0))
+                if transA and batched:
                     raise UnsupportedModelError(f"{where}: transA=1 on the network tensor would mix the batch")
-                if len(acc.feat_shape) != 1:
-                    raise UnsupportedModelError(f"{where}: Gemm needs a 2-D (batch, features) input, "
-                                                f"got features {acc.feat_shape}")
                 B = const_of(ins[1], where)
                 B = B.T if a.get("transB", 0) else B
                 alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
                 C = const_of(ins[2], where) if len(ins) > 2 else 0.0
-                acc.apply(lambda x: alpha * (x @ B), lambda c: alpha * (c @ B) + beta * C)
+                tA = (lambda x: np.swapaxes(x, -1, -2)) if transA else (lambda x: x)
+                acc.apply(lambda x: alpha * np.matmul(tA(x), B), lambda c: alpha * np.matmul(tA(c), B) + beta * C)
             elif op in ("Add", "Sub"):
                 c0 = const_of(others[0], where)
+                _check_broadcast(c0, acc.feat_shape, batched, where)
                 sign = -1.0 if (op == "Sub" and ins[1] == running) else 1.0
                 csign = -1.0 if (op == "Sub" and ins[0] == running) else 1.0
                 acc.apply(lambda x: sign * x + 0.0 * c0, lambda c: sign * c + csign * c0)
             elif op == "Mul":
                 s = const_of(others[0], where)
+                _check_broadcast(s, acc.feat_shape, batched, where)
                 acc.apply(lambda x: x * s, lambda c: c * s)
             elif op == "Div":
                 if ins[0] != running:
                     raise UnsupportedModelError(f"{where}: constant / network tensor is not affine")
                 s = const_of(ins[1], where)
+                _check_broadcast(s, acc.feat_shape, batched, where)
                 if np.any(s == 0):
                     raise InvalidInputError(f"{where}: division by zero in the divisor constant")
                 acc.apply(lambda x: x / s, lambda c: c / s)
@@ -188,25 +194,34 @@ def read_onnx(path: str | os.PathLike) -> "Network":
                 scale, bias, mean, var = (const_of(i, where) for i in ins[1:5])
                 eps = float(a.get("epsilon", 1e-5))
                 g = scale / np.sqrt(var + eps)
-                shape = (-1,) + (1,) * (len(acc.feat_shape) - 1)  # channels on axis 1
+                rank = len(_full(acc.feat_shape, batched))
+                if rank < 2:
+                    raise UnsupportedModelError(f"{where}: BatchNormalization needs an input of rank >= 2")
+                shape = (-1,) + (1,) * (rank - 2)  # channels on axis 1 of the (N, C, ...) tensor
                 g, sh = g.reshape(shape), (bias - mean * scale / np.sqrt(var + eps)).reshape(shape)
                 acc.apply(lambda x: x * g, lambda c: c * g + sh)
             elif op == "Flatten":
                 axis = int(a.get("axis", 1))
-                full = (1,) + acc.feat_shape
+                full = _full(acc.feat_shape, batched)
                 axis = axis + len(full) if axis < 0 else axis
-                if axis == 0 or int(np.prod(full[1:axis])) != 1:
-                    raise UnsupportedModelError(f"{where}: Flatten(axis={a.get('axis', 1)}) would merge the batch "
-                                                f"dimension with features {acc.feat_shape}")
-                acc.reshape((int(np.prod(acc.feat_shape)),))
+                lead, rest = int(np.prod(full[:axis])), int(np.prod(full[axis:]))
+                if batched:
+                    if axis == 0 or int(np.prod(full[1:axis])) != 1:
+                        raise UnsupportedModelError(f"{where}: Flatten(axis={a.get('axis', 1)}) would merge the "
+                                                    f"batch dimension with features {acc.feat_shape}")
+                    acc.reshape((rest,))
+                else:
+                    acc.reshape((lead, rest))
             elif op == "Reshape":
                 shape = [int(v) for v in const_of(ins[1], where).ravel()]
-                acc.reshape(_reshape_features(shape, acc.feat_shape, where))
+                batched, new = _reshape(shape, acc.feat_shape, batched, where)
+                acc.reshape(new)
             elif op in ("Squeeze", "Unsqueeze"):
                 axes = a.get("axes")
                 if axes is None and len(ins) > 1:
                     axes = [int(v) for v in const_of(ins[1], where).ravel()]
-                acc.reshape(_squeeze(op, axes, acc.feat_shape, where))
+                batched, new = _squeeze(op, axes, acc.feat_shape, batched, where)
+                acc.reshape(new)
         except (ValueError, IndexError) as e:
             if isinstance(e, (UnsupportedModelError, InvalidInputError, ShapeError)):
                 raise
@@ -223,45 +238,76 @@ def read_onnx(path: str | os.PathLike) -> "Network":
     return Network(layers, input_dim)
 
 
-def _reshape_features(shape: list[int], feat: tuple[int, ...], where: str) -> tuple[int, ...]:
+def _full(feat: tuple[int, ...], batched: bool) -> tuple[int, ...]:
+    """The tensor's ONNX shape for one sample: a leading batch axis of 1 when batched."""
+    return ((1,) if batched else ()) + tuple(feat)
+
+
+def _check_broadcast(c: np.ndarray, feat: tuple[int, ...], batched: bool, where: str) -> None:
+    if np.ndim(c) > len(_full(feat, batched)):
+        raise UnsupportedModelError(f"{where}: constant of shape {np.shape(c)} would add axes to the network "
+                                    f"tensor of shape {_full(feat, batched)}")
+
+
+def _reshape(shape: list[int], feat: tuple[int, ...], batched: bool, where: str) -> tuple[bool, tuple[int, ...]]:
+    """(batched, feature shape) after Reshape. C-order reshapes never permute a sample's entries, so only
+    the batch axis needs care: with a batch axis, the target's first entry must be it (-1, 0 or 1), or a
+    1-D target drops it."""
+    full = _full(feat, batched)
     total = int(np.prod(feat))
-    if len(shape) == 1:  # no batch axis in the target: the whole sample
-        if shape[0] not in (-1, total):
-            raise UnsupportedModelError(f"{where}: Reshape to {shape} does not keep one sample per batch row")
-        return (total,)
-    rest = [feat[i - 1] if s == 0 and i - 1 < len(feat) else s for i, s in enumerate(shape) if i > 0]
-    if shape[0] not in (-1, 0, 1):
-        raise UnsupportedModelError(f"{where}: Reshape to {shape} changes the batch dimension")
-    if rest.count(-1) > 1:
+    target = [full[i] if s == 0 and i < len(full) else s for i, s in enumerate(shape)]
+    if target.count(-1) > 1:
         raise UnsupportedModelError(f"{where}: Reshape to {shape} has two -1 entries")
-    if -1 in rest:
-        known = int(np.prod([r for r in rest if r != -1]))
-        if known == 0 or total % known:
+    if batched and len(target) > 1:
+        if target[0] not in (-1, 1):
+            raise UnsupportedModelError(f"{where}: Reshape to {shape} changes the batch dimension")
+        rest = target[1:]
+        if target[0] == -1 and -1 in rest:
+            raise UnsupportedModelError(f"{where}: Reshape to {shape} has two -1 entries")
+        if target[0] == -1:
+            if int(np.prod(rest)) != total:
+                raise UnsupportedModelError(f"{where}: Reshape to {shape} moves features into the batch dimension")
+            return True, tuple(rest)
+        return True, _resolve(rest, total, feat, shape, where)
+    return False, _resolve(target, total, feat, shape, where)
+
+
+def _resolve(dims: list[int], total: int, feat: tuple[int, ...], shape: list[int], where: str) -> tuple[int, ...]:
+    dims = list(dims)
+    if -1 in dims:
+        known = int(np.prod([d for d in dims if d != -1]))
+        if known <= 0 or total % known:
             raise ShapeError(f"{where}: cannot reshape features {feat} to {shape}")
-        rest[rest.index(-1)] = total // known
-    if shape[0] == -1 and int(np.prod(rest)) != total:
-        raise UnsupportedModelError(f"{where}: Reshape to {shape} moves features into the batch dimension")
-    if int(np.prod(rest)) != total:
+        dims[dims.index(-1)] = total // known
+    if int(np.prod(dims)) != total or any(d <= 0 for d in dims):
         raise ShapeError(f"{where}: cannot reshape features {feat} (size {total}) to {shape}")
-    return tuple(rest)
+    return tuple(dims)
 
 
-def _squeeze(op: str, axes: Any, feat: tuple[int, ...], where: str) -> tuple[int, ...]:
-    full = [1] + list(feat)
+def _squeeze(op: str, axes: Any, feat: tuple[int, ...], batched: bool, where: str) -> tuple[bool, tuple[int, ...]]:
+    """(batched, feature shape) after Squeeze/Unsqueeze on the full ONNX shape. Squeezing axis 0 of a
+    batched tensor drops the (size-1) batch axis; unsqueezing axis 0 of an unbatched one restores it."""
+    full = list(_full(feat, batched))
     if op == "Squeeze":
         if axes is None:
-            axes = [i for i in range(1, len(full)) if full[i] == 1]
+            axes = [i for i in range(len(full)) if full[i] == 1]  # the batch axis too, as ONNX does for batch 1
         axes = sorted(int(x) + len(full) if int(x) < 0 else int(x) for x in axes)
-        if 0 in axes:
-            raise UnsupportedModelError(f"{where}: squeezing the batch axis is not supported")
-        if any(full[i] != 1 for i in axes):
-            raise ShapeError(f"{where}: cannot squeeze non-unit axes {axes} of shape {tuple(full)}")
-        return tuple(d for i, d in enumerate(full) if i not in axes)[1:]
+        if any(i >= len(full) or full[i] != 1 for i in axes):
+            raise ShapeError(f"{where}: cannot squeeze axes {axes} of shape {tuple(full)}")
+        new = [d for i, d in enumerate(full) if i not in axes]
+        if batched and 0 not in axes:
+            return True, tuple(new[1:])
+        return False, tuple(new)
     if axes is None:
         raise UnsupportedModelError(f"{where}: Unsqueeze without axes")
     out_rank = len(full) + len(axes)
     axes = sorted(int(x) + out_rank if int(x) < 0 else int(x) for x in axes)
-    if 0 in axes:
-        raise UnsupportedModelError(f"{where}: unsqueezing a new batch axis is not supported")
     it = iter(full)
-    return tuple(1 if i in axes else next(it) for i in range(out_rank))[1:]
+    new = [1 if i in axes else next(it) for i in range(out_rank)]
+    if batched:
+        if 0 in axes:
+            raise UnsupportedModelError(f"{where}: unsqueezing a second batch axis is not supported")
+        return True, tuple(new[1:])
+    if 0 in axes:
+        return True, tuple(new[1:])
+    return False, tuple(new)
