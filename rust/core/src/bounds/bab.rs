@@ -262,6 +262,16 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts:
                     dim = j;
                 }
             }
+            // Never let one side stay far wider (relative to the root box) than the chosen one: the
+            // relaxation error depends on every side, not only on those with large coefficients.
+            let rel = |j: usize| {
+                let w0 = p.hi[j] - p.lo[j];
+                if w0 > 0.0 { widths[j] / w0 } else { 0.0 }
+            };
+            let widest = (0..n).max_by(|&a, &b| rel(a).total_cmp(&rel(b))).unwrap();
+            if rel(widest) > 4.0 * rel(dim) {
+                dim = widest;
+            }
             let mid = 0.5 * (node.lo[dim] + node.hi[dim]);
             let (mut hi1, mut lo2) = (node.hi.clone(), node.lo.clone());
             hi1[dim] = mid;
