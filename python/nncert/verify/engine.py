@@ -134,7 +134,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
         for problem, lo, hi, splits, pre in r["leaves"]:
             i, j = prop.pairs[problem]
             a_y, a_x, c = prop.unsafe[j]
-            enc = smt.encode(net, lo, hi, pre=pre, splits=splits)
+            enc = smt.encode(net, lo, hi, pre=pre, splits=splits, deadline=deadline)
             smt.add_conjunction(enc, a_y, a_x, c)
             stats["z3_leaves"] += 1
             res, x = smt.check(enc, deadline)
@@ -143,8 +143,10 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
                 if x is not None:
                     return done("violated", "bab+z3", x)
                 return done("unknown", "bab+z3", message="a Z3 model did not replay through the network")
-            if res == "unknown":
-                return done("timeout" if time.monotonic() >= deadline - 0.01 else "unknown", "bab+z3")
+            if res in ("timeout", "unknown"):
+                return done(res, "bab+z3", message="" if res == "timeout" else "Z3 returned unknown on a leaf")
+    except smt.EncodingTimeout:
+        return done("timeout", "bab+z3")
     finally:
         stats["phase_seconds"]["z3"] = time.monotonic() - tz
     return done("holds", "bab+z3")
@@ -161,7 +163,7 @@ def _smt(net, prop, deadline, stats, done) -> VerifyResult:
         for i, j in prop.pairs:
             lo, hi = prop.regions[i]
             a_y, a_x, c = prop.unsafe[j]
-            enc = smt.encode(net, lo, hi)
+            enc = smt.encode(net, lo, hi, deadline=deadline)
             smt.add_conjunction(enc, a_y, a_x, c)
             stats["z3_leaves"] += 1
             stats["unstable"] = enc.n_vars
@@ -171,8 +173,10 @@ def _smt(net, prop, deadline, stats, done) -> VerifyResult:
                 if x is not None:
                     return done("violated", "smt", x)
                 return done("unknown", "smt", message="a Z3 model did not replay through the network")
-            if res == "unknown":
-                return done("timeout" if time.monotonic() >= deadline - 0.01 else "unknown", "smt")
+            if res in ("timeout", "unknown"):
+                return done(res, "smt", message="" if res == "timeout" else "Z3 returned unknown")
+    except smt.EncodingTimeout:
+        return done("timeout", "smt")
     finally:
         stats["phase_seconds"]["z3"] = time.monotonic() - tz
     return done("holds", "smt")

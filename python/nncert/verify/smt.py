@@ -43,8 +43,12 @@ class Encoding:
         self.z3, self.solver, self.x, self.y, self.n_vars = z3, solver, x, y, n_vars
 
 
+class EncodingTimeout(Exception):
+    """The deadline passed while the encoding was being built."""
+
+
 def encode(net, lo: np.ndarray, hi: np.ndarray, pre: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
-           splits: Sequence[tuple[int, int, bool]] = ()) -> Encoding:
+           splits: Sequence[tuple[int, int, bool]] = (), deadline: float | None = None) -> Encoding:
     import z3
 
     solver = z3.Solver()
@@ -60,6 +64,8 @@ def encode(net, lo: np.ndarray, hi: np.ndarray, pre: Sequence[tuple[np.ndarray, 
 
     def run(layers, h):
         for layer in layers:
+            if deadline is not None and time.monotonic() > deadline:
+                raise EncodingTimeout()
             if isinstance(layer, Dense):
                 h = _affine(z3, layer.W, layer.b, h)
             elif isinstance(layer, Residual):
@@ -122,14 +128,15 @@ def add_conjunction(enc: Encoding, a_y: np.ndarray, a_x: np.ndarray, c: np.ndarr
 
 
 def check(enc: Encoding, deadline: float) -> tuple[str, np.ndarray | None]:
-    """Runs Z3 until ``deadline`` (time.monotonic()); returns ("sat", x) | ("unsat", None) | ("unknown", None)."""
+    """Runs Z3 until ``deadline`` (time.monotonic()); returns ("sat", x), ("unsat", None), ("timeout", None) or
+    ("unknown", None)."""
     z3 = enc.z3
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        return "unknown", None
-    enc.solver.set("timeout", max(1, int(remaining * 1000)))
+        return "timeout", None
+    enc.solver.set("timeout", max(1, int(remaining * 950)))
     # Belt and braces: interrupt the context at the deadline in case Z3 overruns its own timeout.
-    timer = threading.Timer(remaining + 0.05, enc.solver.ctx.interrupt)
+    timer = threading.Timer(remaining, enc.solver.ctx.interrupt)
     timer.daemon = True
     timer.start()
     try:
@@ -142,6 +149,9 @@ def check(enc: Encoding, deadline: float) -> tuple[str, np.ndarray | None]:
         return "sat", x
     if r == z3.unsat:
         return "unsat", None
+    reason = enc.solver.reason_unknown()
+    if any(w in reason for w in ("timeout", "canceled", "interrupt")) or time.monotonic() >= deadline - 0.05 * remaining:
+        return "timeout", None
     return "unknown", None
 
 

@@ -137,6 +137,8 @@ impl Ord for Node {
 }
 
 enum Eval {
+    /// Not evaluated: the deadline passed first.
+    Skipped,
     Safe { infeasible: bool },
     Candidate(Vec<f64>),
     Children(Vec<Node>),
@@ -205,7 +207,10 @@ fn satisfies(net: &Network, p: &Problem, x: &[f64]) -> bool {
     })
 }
 
-fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts: &BabOptions) -> Result<Eval> {
+fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts: &BabOptions, deadline: Instant) -> Result<Eval> {
+    if Instant::now() >= deadline {
+        return Ok(Eval::Skipped);
+    }
     let p = &probs[node.problem];
     let prop = propagate(net, &node.lo, &node.hi, opts.prop, &node.splits, node.prior.as_deref())?;
     if prop.infeasible {
@@ -329,7 +334,9 @@ pub fn bab(net: &Network, problems: &[Problem], opts: &BabOptions) -> Result<Bab
         heap.push(Node { problem: i, lo: p.lo.clone(), hi: p.hi.clone(), splits: vec![], prior: None, depth: 0, score: f64::NEG_INFINITY, seq });
         seq += 1;
     }
-    let batch = if opts.batch > 0 { opts.batch } else { 8 * rayon::current_num_threads().max(1) };
+    // Small batches for the expensive ReLU-split nodes keep the deadline tight.
+    let per_thread = if opts.mode == SplitMode::Relu { 2 } else { 8 };
+    let batch = if opts.batch > 0 { opts.batch } else { per_thread * rayon::current_num_threads().max(1) };
     let mut leaves = Vec::new();
     let finish = |outcome, leaves, mut stats: BabStats| {
         stats.seconds = t0.elapsed().as_secs_f64();
@@ -347,11 +354,12 @@ pub fn bab(net: &Network, problems: &[Problem], opts: &BabOptions) -> Result<Bab
         stats.nodes += nodes.len();
         let results: Vec<(usize, usize, Result<Eval>)> = nodes
             .into_par_iter()
-            .map(|n| (n.problem, n.depth, evaluate(net, &acts, problems, n, opts)))
+            .map(|n| (n.problem, n.depth, evaluate(net, &acts, problems, n, opts, deadline)))
             .collect();
         for (problem, depth, r) in results {
             stats.max_depth = stats.max_depth.max(depth);
             match r? {
+                Eval::Skipped => return finish(Outcome::Timeout, leaves, stats),
                 Eval::Safe { infeasible } => {
                     stats.pruned += 1;
                     stats.infeasible += infeasible as usize;

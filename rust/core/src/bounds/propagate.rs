@@ -167,8 +167,10 @@ fn walk<'a>(layers: &'a [Layer], ctx: &mut Vec<Vec<Relaxed<'a>>>, mut cur: Inter
             act => {
                 let idx = st.pre.len();
                 let n = cur.0.len();
+                // Right after the first Dense, interval arithmetic is already exact: skip the back-substitution.
+                let only_first_dense = ctx.len() == 1 && ctx[0].len() == 1 && matches!(ctx[0][0], Relaxed::Dense(_));
                 let has_ops = ctx.iter().any(|c| !c.is_empty());
-                if st.opts.crown && has_ops {
+                if st.opts.crown && has_ops && !only_first_dense {
                     let mut lam = Mat::<f64>::zeros(2 * n, n);
                     for k in 0..n {
                         lam[(k, k)] = 1.0;
