@@ -65,3 +65,5 @@ def test_region_bad_inputs():
         nncert.verify_region(net, np.zeros(2), 0.1, 0.01, dims=[5])
     with pytest.raises(ShapeError):
         nncert.verify_region(net, np.zeros(3), 0.1, 0.01)
+    with pytest.raises(InvalidInputError, match="two outputs"):
+        nncert.verify_region(nncert.Network([nncert.Dense(np.ones((1, 2)))]), np.zeros(2), 0.1, 0.01)

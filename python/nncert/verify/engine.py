@@ -83,6 +83,8 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
             ce = (info["x"], info["y"])
         if status == "timeout":
             message = message or f"time limit of {timeout:g} s reached"
+        log.info("verify: %s via %s in %.2f s (%s nodes, %s Z3 leaves)", status, how, time.monotonic() - t0,
+                 stats.get("nodes", 0), stats.get("z3_leaves", 0))
         return VerifyResult(status, ce, time.monotonic() - t0, how, stats, message, info)
 
     if method == "smt":
@@ -104,6 +106,8 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     if mode not in ("input", "relu"):
         raise InvalidInputError(f"verify: split must be 'input' or 'relu', got {split!r}")
     tb = time.monotonic()
+    log.info("verify: falsification found nothing in %.2f s; branch and bound (%s split, %.1f s left)",
+             stats["phase_seconds"]["attack"], mode, deadline - tb)
     r = _core.branch_and_bound(net._core, _problems(prop), mode=mode, time_limit=max(0.0, deadline - tb),
                                max_leaves=max_leaves)
     stats["phase_seconds"]["bab"] = time.monotonic() - tb
@@ -130,6 +134,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     from . import smt
 
     tz = time.monotonic()
+    log.info("verify: %d leaves undecided by bounds go to Z3", len(r["leaves"]))
     try:
         for problem, lo, hi, splits, pre in r["leaves"]:
             i, j = prop.pairs[problem]

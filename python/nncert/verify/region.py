@@ -74,6 +74,8 @@ def verify_region(net, x: Any, eps: float, step: float, dims: Sequence[int] | No
     y0 = net(x)
     label = int(np.argmax(y0)) if label is None else int(label)
     m = net.output_dim
+    if m < 2:
+        raise InvalidInputError("verify_region: the network needs at least two outputs (classes)")
     if not 0 <= label < m:
         raise InvalidInputError(f"verify_region: label {label} out of range for {m} outputs")
     kmax = int(np.floor(eps / step + 1e-9))
