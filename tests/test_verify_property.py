@@ -119,3 +119,13 @@ def test_bad_properties_raise():
         Property([(np.zeros(2), np.ones(2))], [(np.ones((1, 2)), np.zeros(3, ), np.zeros(1))])
     with pytest.raises(InvalidInputError):
         Property([(np.zeros(2), np.ones(2))], [(np.array([[np.nan, 1.0]]), np.zeros(1))])
+
+
+def test_disjunct_without_output_constraint_makes_its_box_unsafe(tmp_path):
+    text = HEADER + "(assert (>= X_0 0))\n(assert (<= X_0 1))\n(assert (>= X_1 0))\n(assert (<= X_1 1))\n"
+    text += "(assert (or (>= Y_0 100) (and (>= X_0 0.5))))\n"
+    p = Property.from_vnnlib(write(tmp_path, text))
+    assert len(p.regions) == 2
+    net = nncert.Network([nncert.Dense(np.eye(2))])
+    r = nncert.verify(net, p, timeout=5)
+    assert r.status == "violated" and r.counterexample[0][0] >= 0.5

@@ -248,8 +248,7 @@ def read_vnnlib(path: str | os.PathLike, n_inputs: int | None = None, n_outputs:
         if np.any(lo > hi):
             continue  # empty box: nothing to check in this disjunct
         if not rows:
-            raise PropertyFormatError(f"{r.where}: a disjunct has no output constraint, so every input in its box "
-                                      f"is unsafe (expected constraints on Y variables)")
+            rows = [({}, Fraction(-1))]  # no output condition: every input of the box is unsafe (0 <= 1)
         a_y = np.zeros((len(rows), ny))
         a_x = np.zeros((len(rows), nx))
         c = np.zeros(len(rows))

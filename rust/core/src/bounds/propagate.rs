@@ -198,10 +198,19 @@ fn walk<'a>(layers: &'a [Layer], ctx: &mut Vec<Vec<Relaxed<'a>>>, mut cur: Inter
                         cur.1[s.unit] = cur.1[s.unit].min(0.0);
                     }
                 }
-                if (0..n).any(|k| cur.0[k] > cur.1[k]) {
-                    st.infeasible = true;
-                    st.pre.push(cur.clone());
-                    return Ok(cur);
+                // An empty interval proves the sub-domain empty only by a clear gap; a crossing within
+                // rounding (e.g. a unit whose value is constant) is widened back instead.
+                for k in 0..n {
+                    let (l, u) = (cur.0[k], cur.1[k]);
+                    if l > u {
+                        if l - u > 1e-9 * (1.0 + l.abs() + u.abs()) {
+                            st.infeasible = true;
+                            st.pre.push(cur.clone());
+                            return Ok(cur);
+                        }
+                        cur.0[k] = u;
+                        cur.1[k] = l;
+                    }
                 }
                 let r = relax(act, &cur.0, &cur.1, st.opts.slopes)?;
                 st.pre.push(cur.clone());
@@ -407,5 +416,27 @@ mod tests {
         let ib = propagate(&net, &lo, &hi, PropOptions { crown: false, ..Default::default() }, &[], None).unwrap();
         let cr = propagate(&net, &lo, &hi, PropOptions::default(), &[], None).unwrap();
         assert!(cr.objective(&a_y, &a_x, true).0[0] > ib.objective(&a_y, &a_x, false).0[0]);
+    }
+
+    #[test]
+    fn constant_units_are_not_mistaken_for_empty_domains() {
+        // The second hidden unit has zero weights: its pre-activation is the constant 0.3 exactly.
+        let w1 = Mat::from_fn(2, 2, |i, j| if i == 0 { [0.7, -0.2][j] } else { 0.0 });
+        let w2 = Mat::from_fn(2, 2, |i, j| [[1.0, 0.5], [-0.3, 2.0]][i][j]);
+        let net = Network::new(
+            vec![
+                Layer::dense(w1, Some(vec![0.1, 0.3])).unwrap(),
+                Layer::ReLU,
+                Layer::dense(w2, None).unwrap(),
+                Layer::ReLU,
+                Layer::dense(Mat::from_fn(1, 2, |_, _| 1.0), None).unwrap(),
+            ],
+            None,
+        )
+        .unwrap();
+        let p = propagate(&net, &[-1.0, -1.0], &[1.0, 1.0], PropOptions::default(), &[], None).unwrap();
+        assert!(!p.infeasible);
+        let (l, u) = &p.pre[0];
+        assert!(l[1] <= 0.3 && u[1] >= 0.3);
     }
 }
