@@ -19,14 +19,20 @@ from ..errors import UnsupportedModelError
 from ..layers import Dense, GroupSort, LeakyReLU, ReLU, Residual
 
 
+class EncodingTimeout(Exception):
+    """The deadline passed while the encoding was being built."""
+
+
 def _q(z3, v: float):
     f = Fraction(float(v))
     return z3.RealVal(f.numerator) / f.denominator if f.denominator != 1 else z3.RealVal(f.numerator)
 
 
-def _affine(z3, W: np.ndarray, b: np.ndarray, h: list):
+def _affine(z3, W: np.ndarray, b: np.ndarray, h: list, deadline: float | None = None):
     out = []
     for i in range(W.shape[0]):
+        if deadline is not None and time.monotonic() > deadline:
+            raise EncodingTimeout()
         terms = [_q(z3, W[i, j]) * h[j] for j in range(W.shape[1]) if W[i, j] != 0.0 and not _is_zero(z3, h[j])]
         if b[i] != 0.0:
             terms.append(_q(z3, b[i]))
@@ -41,10 +47,6 @@ def _is_zero(z3, e) -> bool:
 class Encoding:
     def __init__(self, z3, solver, x, y, n_vars: int):
         self.z3, self.solver, self.x, self.y, self.n_vars = z3, solver, x, y, n_vars
-
-
-class EncodingTimeout(Exception):
-    """The deadline passed while the encoding was being built."""
 
 
 def encode(net, lo: np.ndarray, hi: np.ndarray, pre: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
@@ -67,7 +69,7 @@ def encode(net, lo: np.ndarray, hi: np.ndarray, pre: Sequence[tuple[np.ndarray, 
             if deadline is not None and time.monotonic() > deadline:
                 raise EncodingTimeout()
             if isinstance(layer, Dense):
-                h = _affine(z3, layer.W, layer.b, h)
+                h = _affine(z3, layer.W, layer.b, h, deadline)
             elif isinstance(layer, Residual):
                 f = run(layer.layers, list(h))
                 h = [a + b for a, b in zip(h, f)]
