@@ -72,7 +72,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     prop = _check(net, prop)
     deadline = t0 + timeout
     stats: dict[str, Any] = {"nodes": 0, "z3_leaves": 0, "stable": 0, "unstable": 0,
-                             "phase_seconds": {"attack": 0.0, "bab": 0.0, "z3": 0.0}}
+                             "phase_seconds": {"root_bounds": 0.0, "attack": 0.0, "bab": 0.0, "z3": 0.0}}
     rng = np.random.default_rng(seed)
 
     def done(status, how, x=None, message=""):
@@ -90,6 +90,19 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     if method == "smt":
         return _smt(net, prop, deadline, stats, done)
 
+    from .. import _core
+
+    # One bound computation per root problem first: properties that bounds prove at once skip the attack.
+    tr = time.monotonic()
+    root = _core.branch_and_bound(net._core, _problems(prop), mode="input", time_limit=max(0.0, deadline - tr),
+                                  max_nodes=len(prop.pairs))
+    stats["phase_seconds"]["root_bounds"] = time.monotonic() - tr
+    if root["outcome"] == "holds":
+        stats.update({k: root["stats"][k] for k in ("nodes", "stable", "unstable")})
+        return done("holds", "bab")
+    if root["outcome"] == "candidate" and replay(net, prop, root["x"]) is not None:
+        return done("violated", "bab", root["x"])
+
     if attack:
         ta = time.monotonic()
         budget = min(0.1 * timeout, 2.0 + 0.02 * timeout)
@@ -99,8 +112,6 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
             return done("violated", "attack", x)
     if time.monotonic() >= deadline:
         return done("timeout", "attack")
-
-    from .. import _core
 
     mode = split or ("input" if net.input_dim <= INPUT_SPLIT_MAX_DIM else "relu")
     if mode not in ("input", "relu"):

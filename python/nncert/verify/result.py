@@ -42,7 +42,7 @@ class VerifyResult:
     def __repr__(self) -> str:
         extra = ""
         if self.counterexample is not None:
-            extra = f", x={np.array2string(self.counterexample[0], precision=4, max_line_width=200)}"
+            extra = f", x={np.array2string(self.counterexample[0], precision=4, max_line_width=200, threshold=12)}"
         return (f"VerifyResult(status={self.status!r}, method={self.method!r}, seconds={self.seconds:.3f}, "
                 f"nodes={self.stats.get('nodes', 0)}, z3_leaves={self.stats.get('z3_leaves', 0)}{extra})")
 
