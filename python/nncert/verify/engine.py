@@ -179,11 +179,13 @@ def _smt(net, prop, deadline, stats, done) -> VerifyResult:
         for i, j in prop.pairs:
             lo, hi = prop.regions[i]
             a_y, a_x, c = prop.unsafe[j]
-            enc = smt.encode(net, lo, hi, deadline=deadline)
-            smt.add_conjunction(enc, a_y, a_x, c)
+            def build(lo=lo, hi=hi, a_y=a_y, a_x=a_x, c=c):
+                enc = smt.encode(net, lo, hi, deadline=deadline)
+                smt.add_conjunction(enc, a_y, a_x, c)
+                return enc
+
             stats["z3_leaves"] += 1
-            stats["unstable"] = enc.n_vars
-            res, x = smt.check(enc, deadline)
+            res, x = smt.check_isolated(build, deadline)
             if res == "sat":
                 x = deepen(net, prop, np.clip(x, lo, hi), deadline)
                 if x is not None:

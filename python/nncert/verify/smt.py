@@ -161,3 +161,38 @@ def _val(v: Any) -> float:
     if hasattr(v, "as_fraction"):
         return float(v.as_fraction())
     return float(v.approx(20).as_fraction())
+
+
+def check_isolated(build, deadline: float) -> tuple[str, np.ndarray | None]:
+    """Builds and checks an encoding in a forked process that is killed at ``deadline``: Z3 does not
+    always honour its timeout or an interrupt promptly on large encodings, and the caller's time limit
+    is hard. ``build()`` returns an :class:`Encoding`."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+
+    def target():
+        try:
+            out = check(build(), deadline)
+        except EncodingTimeout:
+            out = ("timeout", None)
+        except BaseException as e:  # reported to the parent as unknown
+            out = ("unknown", repr(e))
+        send.send(out)
+
+    proc = ctx.Process(target=target, daemon=True)
+    proc.start()
+    send.close()
+    try:
+        if recv.poll(max(0.0, deadline - time.monotonic()) + 0.05):
+            res = recv.recv()
+        else:
+            res = ("timeout", None)
+    except EOFError:
+        res = ("unknown", None)
+    finally:
+        proc.kill()
+        proc.join()
+    status, x = res
+    return status, (x if isinstance(x, np.ndarray) else None)
