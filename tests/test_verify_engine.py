@@ -107,6 +107,13 @@ def test_timeout_is_reported_as_timeout_near_the_limit():
     assert r.seconds < 1.5 * 1.05 + 0.05  # generous: a loaded CI machine; the bench measures it exactly
 
 
+def test_whole_network_z3_honours_the_timeout():
+    net = nncert.Network.from_onnx(data_path("vnncomp2021", "test", "test_unsat.onnx"))
+    p = Property.from_vnnlib(data_path("vnncomp2021", "test", "test_prop.vnnlib"))
+    r = nncert.verify(net, p, timeout=1.0, method="smt")
+    assert r.status == "timeout" and r.seconds < 1.0 * 1.05 + 0.1
+
+
 def test_bad_inputs_raise_typed_errors():
     net = abs_net()
     with pytest.raises(ShapeError, match="3 inputs"):

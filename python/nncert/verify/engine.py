@@ -51,15 +51,15 @@ def _z3_encodable(net) -> bool:
 
 
 def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", device: Any = None, *,
-           attack: bool = True, seed: int = 0, split: str | None = None, max_leaves: int = 2000,
-           progress: bool = False) -> VerifyResult:
+           attack: bool = True, seed: int = 0, split: str | None = None, max_leaves: int = 2000) -> VerifyResult:
     """Decides whether ``prop`` holds for ``net``; see :class:`VerifyResult`.
 
     method: "auto" (falsification, then bound-propagation branch and bound in the Rust core, then Z3
     on the leaves it cannot decide), "bab" (the same without Z3), or "smt" (one plain Z3 encoding of the
     whole network per (box, conjunction); small networks only). ``timeout`` (seconds) is a hard
     wall-clock limit for the whole call. ``split``: "input" or "relu" (default: input for at most
-    12 inputs). ``device``: None or "cpu" (the engine runs in the Rust core on the CPU)."""
+    12 inputs). ``device``: None or "cpu" (the engine runs in the Rust core on the CPU). Progress is
+    reported as log lines on the ``nncert.verify`` logger (one per phase)."""
     t0 = time.monotonic()
     timeout = float(timeout)
     if not np.isfinite(timeout) or timeout <= 0:

@@ -70,7 +70,7 @@ fn relu_like(l: f64, u: f64, a: f64, slopes: Slopes) -> (f64, f64, f64, f64) {
 /// max of f(x) - s x, attained at an end point or where f'(x) = s (`crit` lists those points).
 fn smooth(l: f64, u: f64, f: impl Fn(f64) -> f64, crit: impl Fn(f64) -> Vec<f64>) -> (f64, f64, f64, f64) {
     let (fl, fu) = (f(l), f(u));
-    if !(u - l > 1e-9) {
+    if u - l <= 1e-9 || (u - l).is_nan() {
         let pad = 1e-12 * (1.0 + fl.abs().max(fu.abs()));
         return (0.0, fl.min(fu) - pad, 0.0, fl.max(fu) + pad);
     }
