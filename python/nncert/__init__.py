@@ -18,3 +18,8 @@ __all__ = [
     "Error", "ShapeError", "InvalidInputError", "UnsupportedModelError", "SolverError", "TimeLimitError",
     "PropertyFormatError",
 ]
+
+# verification (issue 4)
+from .verify import Property, RegionResult, VerifyResult, verify, verify_region  # noqa: E402
+
+__all__ += ["Property", "verify", "VerifyResult", "verify_region", "RegionResult"]

@@ -30,3 +30,15 @@ class Network:
     def vjp_batch(self, xs: npt.NDArray[np.float64], cs: npt.NDArray[np.float64]
                   ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """(f(x_i), grad of c_i^T f at x_i) for each row; cs has 1 row or one per row of xs."""
+
+
+# bound propagation and branch and bound (rust/py/src/bounds.rs)
+def output_bounds(net: Network, lo: npt.NDArray[np.float64], hi: npt.NDArray[np.float64],
+                  a_y: npt.NDArray[np.float64], a_x: npt.NDArray[np.float64], method: str = "crown",
+                  slopes_: str = "adaptive") -> dict:
+    """Lower bounds of the rows of a_y f(x) + a_x x over the box; keys lower, out_lo, out_hi, pre."""
+def branch_and_bound(net: Network, problems: list[tuple], mode: str = "input", time_limit: float = 60.0,
+                     max_nodes: int | None = None, margin: float = 1e-8, method: str = "crown",
+                     slopes_: str = "adaptive", batch: int = 0, min_width: float = 1e-7,
+                     max_leaves: int = 10000) -> dict:
+    """Best-first parallel BaB over (lo, hi, a_y, a_x, c) problems; keys outcome, x, problem, leaves, stats."""

@@ -64,6 +64,15 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 }
 
 
+# verify (issue 4)
+from .verify.cli import add_batch_args, add_verify_args, cmd_verify, cmd_verify_batch  # noqa: E402
+
+COMMANDS["verify"] = ("decide a VNN-LIB property for a model: holds / violated / timeout / unknown",
+                      add_verify_args, cmd_verify)
+COMMANDS["verify-batch"] = ("run a VNN-COMP instances CSV with a progress bar and a summary table",
+                            add_batch_args, cmd_verify_batch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nncert", description="Verification and analysis of neural networks.")
     parser.add_argument("--version", action="version", version=f"nncert {__version__}")

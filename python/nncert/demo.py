@@ -41,6 +41,35 @@ def demo_network() -> None:
 DEMOS = [demo_network]
 
 
+def demo_verify() -> None:
+    import nncert
+
+    section("Verification: bounds + branch and bound in Rust, Z3 leaves, replayed counterexamples")
+    net = nncert.Network([nncert.Dense([[1.0, -1.0], [-1.0, 1.0]]), nncert.ReLU(), nncert.Dense([[1.0, 1.0]])])
+    box = [(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))]
+    print("f(x) = |x0 - x1| on [-1, 1]^2")
+    for c in (2.5, 1.5):
+        prop = nncert.Property(box, [(np.array([[-1.0]]), np.array([-c]))])  # unsafe: f(x) >= c
+        r = nncert.verify(net, prop, timeout=10)
+        print(f"  unsafe if f(x) >= {c}: {r.status:8s} via {r.method:6s}"
+              + (f"  x = {np.round(r.counterexample[0], 4)}, f = {r.counterexample[1][0]:.4f}" if r.counterexample else ""))
+    onnx = os.path.join(data_dir(), "vnncomp2021", "acasxu", "ACASXU_run2a_1_1_batch_2000.onnx")
+    vnn = os.path.join(data_dir(), "vnncomp2021", "acasxu", "prop_4.vnnlib")
+    if os.path.exists(onnx):
+        r = nncert.verify(nncert.Network.from_onnx(onnx), nncert.Property.from_vnnlib(vnn), timeout=60)
+        print(f"ACAS Xu 1_1, property 4: {r.status} in {r.seconds:.2f} s "
+              f"({r.stats['nodes']} nodes, {r.stats['unstable']} unstable ReLUs at the root)")
+    clf = nncert.Network([nncert.Dense([[1.0, -1.0], [-1.0, 1.0]]), nncert.ReLU(), nncert.Dense(np.eye(2))])
+    for eps in (0.2, 0.3):
+        rr = nncert.verify_region(clf, np.array([0.3, -0.2]), eps, 0.01, find="all")
+        print(f"DLV grid search around (0.3, -0.2), eps {eps}, step 0.01: {rr.status}; {rr.n_grid} grid points, "
+              f"{rr.n_pruned} pruned by bounds, {rr.n_evaluated} evaluated, {len(rr.points)} misclassified "
+              f"(exhaustive for the grid only)")
+
+
+DEMOS.append(demo_verify)
+
+
 def run_demo() -> None:
     import nncert
 

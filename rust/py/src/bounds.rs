@@ -1,7 +1,178 @@
 //! Bindings for bound propagation and branch and bound.
 
+use nncert_core::bounds::{self, BabOptions, Outcome, PropOptions, Slopes, Split, SplitMode};
+use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
 
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use crate::arrays::numpy_to_mat;
+use crate::errors::run_detached;
+use crate::network::PyNetwork;
+
+fn slopes(s: &str) -> PyResult<Slopes> {
+    match s {
+        "adaptive" => Ok(Slopes::Adaptive),
+        "zero" => Ok(Slopes::Fixed(0.0)),
+        "one" => Ok(Slopes::Fixed(1.0)),
+        other => Err(PyValueError::new_err(format!("slopes must be 'adaptive', 'zero' or 'one', got {other:?}"))),
+    }
+}
+
+fn intervals<'py>(py: Python<'py>, pre: &[(Vec<f64>, Vec<f64>)]) -> PyResult<Bound<'py, PyList>> {
+    let items: Vec<_> = pre
+        .iter()
+        .map(|(l, u)| (PyArray1::from_slice(py, l), PyArray1::from_slice(py, u)))
+        .collect();
+    PyList::new(py, items)
+}
+
+/// Lower bounds of the rows of a_y f(x) + a_x x over the box [lo, hi], with the output box and the
+/// pre-activation boxes of every activation layer. method: "crown" or "interval".
+#[pyfunction]
+#[pyo3(signature = (net, lo, hi, a_y, a_x, method="crown", slopes_="adaptive"))]
+#[allow(clippy::type_complexity)]
+fn output_bounds<'py>(
+    py: Python<'py>,
+    net: &PyNetwork,
+    lo: PyReadonlyArray1<'py, f64>,
+    hi: PyReadonlyArray1<'py, f64>,
+    a_y: PyReadonlyArray2<'py, f64>,
+    a_x: PyReadonlyArray2<'py, f64>,
+    method: &str,
+    slopes_: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    let crown = match method {
+        "crown" => true,
+        "interval" => false,
+        other => return Err(PyValueError::new_err(format!("method must be 'crown' or 'interval', got {other:?}"))),
+    };
+    let opts = PropOptions { crown, slopes: slopes(slopes_)? };
+    let (lo, hi) = (lo.as_array().to_vec(), hi.as_array().to_vec());
+    let (a_y, a_x) = (numpy_to_mat(&a_y), numpy_to_mat(&a_x));
+    let n = &net.inner;
+    let (lb, out, pre) = run_detached(py, move || {
+        if a_y.ncols() != n.output_dim() || a_x.ncols() != n.input_dim() || a_y.nrows() != a_x.nrows() {
+            return Err(nncert_core::Error::Shape(format!(
+                "a_y must be (k, {}) and a_x (k, {}), got ({}, {}) and ({}, {})",
+                n.output_dim(),
+                n.input_dim(),
+                a_y.nrows(),
+                a_y.ncols(),
+                a_x.nrows(),
+                a_x.ncols()
+            )));
+        }
+        let p = bounds::propagate(n, &lo, &hi, opts, &[], None)?;
+        let (lb, _) = p.objective(&a_y, &a_x, crown);
+        Ok((lb, p.out, p.pre))
+    })?;
+    let d = PyDict::new(py);
+    d.set_item("lower", PyArray1::from_vec(py, lb))?;
+    d.set_item("out_lo", PyArray1::from_vec(py, out.0))?;
+    d.set_item("out_hi", PyArray1::from_vec(py, out.1))?;
+    d.set_item("pre", intervals(py, &pre)?)?;
+    Ok(d)
+}
+
+/// Branch and bound over `problems` (a list of (lo, hi, a_y, a_x, c)). Returns a dict with
+/// outcome ("holds" | "candidate" | "undecided" | "timeout" | "node_limit"), x / problem for a
+/// candidate, leaves (problem, lo, hi, splits, pre) and stats.
+#[pyfunction]
+#[pyo3(signature = (net, problems, mode="input", time_limit=60.0, max_nodes=None, margin=1e-8,
+                    method="crown", slopes_="adaptive", batch=0, min_width=1e-7, max_leaves=10000))]
+#[allow(clippy::too_many_arguments)]
+fn branch_and_bound<'py>(
+    py: Python<'py>,
+    net: &PyNetwork,
+    problems: &Bound<'py, PyList>,
+    mode: &str,
+    time_limit: f64,
+    max_nodes: Option<usize>,
+    margin: f64,
+    method: &str,
+    slopes_: &str,
+    batch: usize,
+    min_width: f64,
+    max_leaves: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    let mode = match mode {
+        "input" => SplitMode::Input,
+        "relu" => SplitMode::Relu,
+        other => return Err(PyValueError::new_err(format!("mode must be 'input' or 'relu', got {other:?}"))),
+    };
+    let crown = method == "crown";
+    let mut probs = Vec::with_capacity(problems.len());
+    for item in problems.iter() {
+        let (lo, hi, a_y, a_x, c): (
+            PyReadonlyArray1<f64>,
+            PyReadonlyArray1<f64>,
+            PyReadonlyArray2<f64>,
+            PyReadonlyArray2<f64>,
+            PyReadonlyArray1<f64>,
+        ) = item.extract()?;
+        probs.push(bounds::Problem {
+            lo: lo.as_array().to_vec(),
+            hi: hi.as_array().to_vec(),
+            a_y: numpy_to_mat(&a_y),
+            a_x: numpy_to_mat(&a_x),
+            c: c.as_array().to_vec(),
+        });
+    }
+    let opts = BabOptions {
+        mode,
+        time_limit,
+        max_nodes: max_nodes.unwrap_or(usize::MAX),
+        margin,
+        prop: PropOptions { crown, slopes: slopes(slopes_)? },
+        batch,
+        min_width,
+        max_leaves,
+    };
+    let n = &net.inner;
+    let r = run_detached(py, move || bounds::bab(n, &probs, &opts))?;
+    let d = PyDict::new(py);
+    let word = match &r.outcome {
+        Outcome::Holds => "holds",
+        Outcome::Candidate { .. } => "candidate",
+        Outcome::Undecided => "undecided",
+        Outcome::Timeout => "timeout",
+        Outcome::NodeLimit => "node_limit",
+    };
+    d.set_item("outcome", word)?;
+    if let Outcome::Candidate { x, problem } = &r.outcome {
+        d.set_item("x", PyArray1::from_slice(py, x))?;
+        d.set_item("problem", *problem)?;
+    }
+    let leaves = PyList::empty(py);
+    for l in &r.leaves {
+        let splits: Vec<(usize, usize, bool)> = l.splits.iter().map(|s: &Split| (s.act, s.unit, s.active)).collect();
+        leaves.append((
+            l.problem,
+            PyArray1::from_slice(py, &l.lo),
+            PyArray1::from_slice(py, &l.hi),
+            splits,
+            intervals(py, &l.pre)?,
+        ))?;
+    }
+    d.set_item("leaves", leaves)?;
+    let s = &r.stats;
+    let st = PyDict::new(py);
+    st.set_item("nodes", s.nodes)?;
+    st.set_item("pruned", s.pruned)?;
+    st.set_item("infeasible", s.infeasible)?;
+    st.set_item("leaves", s.leaves)?;
+    st.set_item("max_depth", s.max_depth)?;
+    st.set_item("max_queue", s.max_queue)?;
+    st.set_item("stable", s.root_stable)?;
+    st.set_item("unstable", s.root_unstable)?;
+    st.set_item("seconds", s.seconds)?;
+    d.set_item("stats", st)?;
+    Ok(d)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(output_bounds, m)?)?;
+    m.add_function(wrap_pyfunction!(branch_and_bound, m)?)?;
     Ok(())
 }

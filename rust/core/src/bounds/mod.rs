@@ -1,1 +1,9 @@
-//! Bound propagation (interval, linear/CROWN-style) and the branch-and-bound queue (verification issue).
+//! Bound propagation (interval and linear relaxations) and branch and bound for complete verification.
+
+pub mod bab;
+pub mod propagate;
+pub mod relax;
+
+pub use bab::{bab, BabOptions, BabResult, Leaf, Outcome, Problem, SplitMode};
+pub use propagate::{activation_layers, propagate, PropOptions, Propagation, Split};
+pub use relax::Slopes;

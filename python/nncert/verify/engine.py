@@ -1,0 +1,200 @@
+"""``nncert.verify``: falsification, branch and bound in the Rust core, Z3 for undecided leaves."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from ..devices import resolve_device
+from ..errors import InvalidInputError, ShapeError, UnsupportedModelError
+from ..layers import Dense, GroupSort, LeakyReLU, ReLU, Residual, walk
+from .attack import deepen, falsify, replay
+from .property import Property
+from .result import VerifyResult
+
+log = logging.getLogger("nncert.verify")
+METHODS = ("auto", "bab", "smt")
+#: Inputs up to this many dimensions are split by input box; larger ones by ReLU phase.
+INPUT_SPLIT_MAX_DIM = 12
+
+
+def _check(net, prop) -> Property:
+    from ..network import Network
+
+    if not isinstance(net, Network):
+        raise InvalidInputError(f"verify: net must be an nncert.Network, got {type(net).__name__}")
+    if not isinstance(prop, Property):
+        raise InvalidInputError(f"verify: prop must be an nncert.Property, got {type(prop).__name__}")
+    prop = prop.bind(net.output_dim)
+    if prop.n_inputs != net.input_dim:
+        raise ShapeError(f"property has {prop.n_inputs} inputs but the network has {net.input_dim}")
+    if prop.n_outputs != net.output_dim:
+        raise ShapeError(f"property has {prop.n_outputs} outputs but the network has {net.output_dim}")
+    return prop
+
+
+def _problems(prop: Property) -> list[tuple]:
+    out = []
+    for i, j in prop.pairs:
+        lo, hi = prop.regions[i]
+        a_y, a_x, c = prop.unsafe[j]
+        out.append((lo, hi, np.ascontiguousarray(a_y), np.ascontiguousarray(a_x), c))
+    return out
+
+
+def _z3_encodable(net) -> bool:
+    return all(isinstance(l, (Dense, Residual, ReLU, LeakyReLU)) or (isinstance(l, GroupSort) and l.group_size == 2)
+               for l in walk(net.layers))
+
+
+def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", device: Any = None, *,
+           attack: bool = True, seed: int = 0, split: str | None = None, max_leaves: int = 2000) -> VerifyResult:
+    """Decides whether ``prop`` holds for ``net``; see :class:`VerifyResult`.
+
+    method: "auto" (falsification, then bound-propagation branch and bound in the Rust core, then Z3
+    on the leaves it cannot decide), "bab" (the same without Z3), or "smt" (one plain Z3 encoding of the
+    whole network per (box, conjunction); small networks only). ``timeout`` (seconds) is a hard
+    wall-clock limit for the whole call. ``split``: "input" or "relu" (default: input for at most
+    12 inputs). ``device``: None or "cpu" (the engine runs in the Rust core on the CPU). Progress is
+    reported as log lines on the ``nncert.verify`` logger (one per phase)."""
+    t0 = time.monotonic()
+    timeout = float(timeout)
+    if not np.isfinite(timeout) or timeout <= 0:
+        raise InvalidInputError(f"verify: timeout must be a positive number of seconds, got {timeout}")
+    if method not in METHODS:
+        raise InvalidInputError(f"verify: method must be one of {METHODS}, got {method!r}")
+    dev = resolve_device(device)
+    if dev.type != "cpu":
+        raise InvalidInputError(f"verify runs in the Rust core on the CPU; device {dev} is not supported yet")
+    prop = _check(net, prop)
+    deadline = t0 + timeout
+    stats: dict[str, Any] = {"nodes": 0, "z3_leaves": 0, "stable": 0, "unstable": 0,
+                             "phase_seconds": {"root_bounds": 0.0, "attack": 0.0, "bab": 0.0, "z3": 0.0}}
+    rng = np.random.default_rng(seed)
+
+    def done(status, how, x=None, message=""):
+        ce, info = None, None
+        if x is not None:
+            info = replay(net, prop, x)
+            assert info is not None, "internal: unreplayed counterexample"
+            ce = (info["x"], info["y"])
+        if status == "timeout":
+            message = message or f"time limit of {timeout:g} s reached"
+        log.info("verify: %s via %s in %.2f s (%s nodes, %s Z3 leaves)", status, how, time.monotonic() - t0,
+                 stats.get("nodes", 0), stats.get("z3_leaves", 0))
+        return VerifyResult(status, ce, time.monotonic() - t0, how, stats, message, info)
+
+    if method == "smt":
+        return _smt(net, prop, deadline, stats, done)
+
+    from .. import _core
+
+    # One bound computation per root problem first: properties that bounds prove at once skip the attack.
+    tr = time.monotonic()
+    root = _core.branch_and_bound(net._core, _problems(prop), mode="input", time_limit=max(0.0, deadline - tr),
+                                  max_nodes=len(prop.pairs))
+    stats["phase_seconds"]["root_bounds"] = time.monotonic() - tr
+    if root["outcome"] == "holds":
+        stats.update({k: root["stats"][k] for k in ("nodes", "stable", "unstable")})
+        return done("holds", "bab")
+    if root["outcome"] == "candidate" and replay(net, prop, root["x"]) is not None:
+        return done("violated", "bab", root["x"])
+
+    if attack:
+        ta = time.monotonic()
+        budget = min(0.1 * timeout, 2.0 + 0.02 * timeout)
+        x = falsify(net, prop, min(deadline, ta + budget), rng)
+        stats["phase_seconds"]["attack"] = time.monotonic() - ta
+        if x is not None:
+            return done("violated", "attack", x)
+    if time.monotonic() >= deadline:
+        return done("timeout", "attack")
+
+    mode = split or ("input" if net.input_dim <= INPUT_SPLIT_MAX_DIM else "relu")
+    if mode not in ("input", "relu"):
+        raise InvalidInputError(f"verify: split must be 'input' or 'relu', got {split!r}")
+    tb = time.monotonic()
+    log.info("verify: falsification found nothing in %.2f s; branch and bound (%s split, %.1f s left)",
+             stats["phase_seconds"]["attack"], mode, deadline - tb)
+    r = _core.branch_and_bound(net._core, _problems(prop), mode=mode, time_limit=max(0.0, deadline - tb),
+                               max_leaves=max_leaves)
+    stats["phase_seconds"]["bab"] = time.monotonic() - tb
+    stats.update({k: r["stats"][k] for k in ("nodes", "pruned", "max_depth", "max_queue", "stable", "unstable")})
+    stats["split"] = mode
+    stats["bab_leaves"] = len(r["leaves"])
+    out = r["outcome"]
+    if out == "holds":
+        return done("holds", "bab")
+    if out == "candidate":
+        x = deepen(net, prop, r["x"], deadline)
+        if x is not None:
+            return done("violated", "bab", x)
+        return done("unknown", "bab", message="branch and bound found a point that did not replay in float32")
+    if out == "timeout":
+        return done("timeout", "bab")
+    if out == "node_limit":
+        return done("unknown", "bab", message=f"more than {max_leaves} undecided leaves")
+    # undecided leaves
+    if method == "bab":
+        return done("unknown", "bab", message=f"{len(r['leaves'])} leaves undecided by bounds (method='bab')")
+    if not _z3_encodable(net):
+        return done("unknown", "bab", message="undecided leaves, and the network has activations Z3 cannot encode")
+    from . import smt
+
+    tz = time.monotonic()
+    log.info("verify: %d leaves undecided by bounds go to Z3", len(r["leaves"]))
+    try:
+        for problem, lo, hi, splits, pre in r["leaves"]:
+            i, j = prop.pairs[problem]
+            a_y, a_x, c = prop.unsafe[j]
+            enc = smt.encode(net, lo, hi, pre=pre, splits=splits, deadline=deadline)
+            smt.add_conjunction(enc, a_y, a_x, c)
+            stats["z3_leaves"] += 1
+            res, x = smt.check(enc, deadline)
+            if res == "sat":
+                x = deepen(net, prop, np.clip(x, lo, hi), deadline)
+                if x is not None:
+                    return done("violated", "bab+z3", x)
+                return done("unknown", "bab+z3", message="a Z3 model did not replay through the network")
+            if res in ("timeout", "unknown"):
+                return done(res, "bab+z3", message="" if res == "timeout" else "Z3 returned unknown on a leaf")
+    except smt.EncodingTimeout:
+        return done("timeout", "bab+z3")
+    finally:
+        stats["phase_seconds"]["z3"] = time.monotonic() - tz
+    return done("holds", "bab+z3")
+
+
+def _smt(net, prop, deadline, stats, done) -> VerifyResult:
+    from . import smt
+
+    if not _z3_encodable(net):
+        raise UnsupportedModelError("method='smt' supports networks of Dense, ReLU, LeakyReLU, MaxMin and Residual "
+                                    "layers only")
+    tz = time.monotonic()
+    try:
+        for i, j in prop.pairs:
+            lo, hi = prop.regions[i]
+            a_y, a_x, c = prop.unsafe[j]
+            def build(lo=lo, hi=hi, a_y=a_y, a_x=a_x, c=c):
+                enc = smt.encode(net, lo, hi, deadline=deadline)
+                smt.add_conjunction(enc, a_y, a_x, c)
+                return enc
+
+            stats["z3_leaves"] += 1
+            res, x = smt.check_isolated(build, deadline)
+            if res == "sat":
+                x = deepen(net, prop, np.clip(x, lo, hi), deadline)
+                if x is not None:
+                    return done("violated", "smt", x)
+                return done("unknown", "smt", message="a Z3 model did not replay through the network")
+            if res in ("timeout", "unknown"):
+                return done(res, "smt", message="" if res == "timeout" else "Z3 returned unknown")
+    except smt.EncodingTimeout:
+        return done("timeout", "smt")
+    finally:
+        stats["phase_seconds"]["z3"] = time.monotonic() - tz
+    return done("holds", "smt")

@@ -1,0 +1,441 @@
+//! Branch and bound over input boxes or ReLU phases, best-first, evaluated in parallel with rayon.
+//!
+//! Each root [`Problem`] asks whether some x in a box satisfies every row of `a_y f(x) + a_x x <= c`
+//! (one conjunction of the unsafe set). A node is pruned when a lower bound shows some row exceeds
+//! its `c` by more than `margin`; it yields a candidate when a concrete point (box centre or the
+//! vertices minimising the bounds) satisfies every row; otherwise it is split. Nodes that cannot be
+//! split further are returned as [`Leaf`]s for an exact solver.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use faer::Mat;
+use rayon::prelude::*;
+
+use super::propagate::{activation_layers, minimising_vertex, propagate, Interval, PropOptions, Split};
+use crate::error::{invalid_err, shape_err, Result};
+use crate::network::{Layer, Network};
+
+#[derive(Clone, Debug)]
+pub struct Problem {
+    pub lo: Vec<f64>,
+    pub hi: Vec<f64>,
+    /// (k, output_dim)
+    pub a_y: Mat<f64>,
+    /// (k, input_dim)
+    pub a_x: Mat<f64>,
+    pub c: Vec<f64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SplitMode {
+    Input,
+    Relu,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct BabOptions {
+    pub mode: SplitMode,
+    pub time_limit: f64,
+    pub max_nodes: usize,
+    /// A row is proved only when its lower bound exceeds c by more than this (guards rounding).
+    pub margin: f64,
+    pub prop: PropOptions,
+    /// Nodes evaluated per parallel batch.
+    pub batch: usize,
+    /// Input splitting stops (leaf) when the widest side is below this.
+    pub min_width: f64,
+    pub max_leaves: usize,
+}
+
+impl Default for BabOptions {
+    fn default() -> Self {
+        Self {
+            mode: SplitMode::Input,
+            time_limit: 60.0,
+            max_nodes: usize::MAX,
+            margin: 1e-8,
+            prop: PropOptions::default(),
+            batch: 0,
+            min_width: 1e-7,
+            max_leaves: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Every root problem is infeasible.
+    Holds,
+    /// A point that satisfies every row of root problem `problem` (the caller replays it).
+    Candidate { x: Vec<f64>, problem: usize },
+    /// Search finished but some leaves were left undecided.
+    Undecided,
+    Timeout,
+    /// `max_nodes` reached.
+    NodeLimit,
+}
+
+#[derive(Clone, Debug)]
+pub struct Leaf {
+    pub problem: usize,
+    pub lo: Vec<f64>,
+    pub hi: Vec<f64>,
+    pub splits: Vec<Split>,
+    /// Pre-activation bounds of every activation layer on this leaf.
+    pub pre: Vec<Interval>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct BabStats {
+    pub nodes: usize,
+    pub pruned: usize,
+    pub infeasible: usize,
+    pub leaves: usize,
+    pub max_depth: usize,
+    pub max_queue: usize,
+    pub root_stable: usize,
+    pub root_unstable: usize,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct BabResult {
+    pub outcome: Outcome,
+    pub leaves: Vec<Leaf>,
+    pub stats: BabStats,
+}
+
+struct Node {
+    problem: usize,
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+    splits: Vec<Split>,
+    prior: Option<Vec<Interval>>,
+    depth: usize,
+    score: f64,
+    seq: u64,
+}
+
+impl PartialEq for Node {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Node {}
+impl PartialOrd for Node {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Node {
+    // BinaryHeap is a max-heap: the node with the lowest score (closest to a violation) comes first.
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.score.total_cmp(&self.score).then(o.seq.cmp(&self.seq))
+    }
+}
+
+enum Eval {
+    /// Not evaluated: the deadline passed first.
+    Skipped,
+    Safe { infeasible: bool },
+    Candidate(Vec<f64>),
+    Children(Vec<Node>),
+    Leaf(Leaf),
+}
+
+/// Counts (stable, unstable) piecewise-linear units: ReLU/LeakyReLU units and MaxMin pairs.
+pub fn stability(acts: &[&Layer], pre: &[Interval]) -> (usize, usize) {
+    let (mut s, mut u) = (0, 0);
+    for (layer, (l, h)) in acts.iter().zip(pre) {
+        match layer {
+            Layer::ReLU | Layer::LeakyReLU { .. } => {
+                for k in 0..l.len() {
+                    if l[k] >= 0.0 || h[k] <= 0.0 {
+                        s += 1
+                    } else {
+                        u += 1
+                    }
+                }
+            }
+            Layer::GroupSort { group_size: 2, pairing } => {
+                let n = l.len();
+                for j in 0..n / 2 {
+                    let (a, b) = (pairing.member(j, 0, n, 2), pairing.member(j, 1, n, 2));
+                    if l[a] >= h[b] || l[b] >= h[a] {
+                        s += 1
+                    } else {
+                        u += 1
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (s, u)
+}
+
+fn check_problem(net: &Network, p: &Problem, i: usize) -> Result<()> {
+    let (n, m) = (net.input_dim(), net.output_dim());
+    let k = p.c.len();
+    if p.a_y.nrows() != k || p.a_x.nrows() != k || p.a_y.ncols() != m || p.a_x.ncols() != n {
+        return Err(shape_err!(
+            "problem {i}: constraint matrices have shapes ({}, {}) and ({}, {}) with {k} right-hand sides; \
+             expected ({k}, {m}) over outputs and ({k}, {n}) over inputs",
+            p.a_y.nrows(),
+            p.a_y.ncols(),
+            p.a_x.nrows(),
+            p.a_x.ncols()
+        ));
+    }
+    if k == 0 {
+        return Err(invalid_err!("problem {i}: the unsafe conjunction has no constraints"));
+    }
+    if p.c.iter().any(|v| !v.is_finite()) {
+        return Err(invalid_err!("problem {i}: non-finite right-hand side"));
+    }
+    Ok(())
+}
+
+fn satisfies(net: &Network, p: &Problem, x: &[f64]) -> bool {
+    let Ok(y) = net.forward_one(x) else { return false };
+    (0..p.c.len()).all(|i| {
+        let v: f64 = (0..y.len()).map(|j| p.a_y[(i, j)] * y[j]).sum::<f64>()
+            + (0..x.len()).map(|j| p.a_x[(i, j)] * x[j]).sum::<f64>();
+        v <= p.c[i]
+    })
+}
+
+fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts: &BabOptions, deadline: Instant) -> Result<Eval> {
+    if Instant::now() >= deadline {
+        return Ok(Eval::Skipped);
+    }
+    let p = &probs[node.problem];
+    let prop = propagate(net, &node.lo, &node.hi, opts.prop, &node.splits, node.prior.as_deref())?;
+    if prop.infeasible {
+        return Ok(Eval::Safe { infeasible: true });
+    }
+    let (lb, lam) = prop.objective(&p.a_y, &p.a_x, opts.prop.crown);
+    let margins: Vec<f64> = lb.iter().zip(&p.c).map(|(l, c)| l - c).collect();
+    let (best, score) = margins
+        .iter()
+        .enumerate()
+        .fold((0, f64::NEG_INFINITY), |acc, (i, &m)| if m > acc.1 { (i, m) } else { acc });
+    if score > opts.margin {
+        return Ok(Eval::Safe { infeasible: false });
+    }
+    // Cheap concrete candidates.
+    let centre: Vec<f64> = node.lo.iter().zip(&node.hi).map(|(a, b)| 0.5 * (a + b)).collect();
+    let mut cands = vec![centre];
+    for i in 0..lb.len() {
+        cands.push(minimising_vertex(&lam, i, &node.lo, &node.hi));
+    }
+    for x in cands {
+        if satisfies(net, p, &x) {
+            return Ok(Eval::Candidate(x));
+        }
+    }
+    let child = |lo: Vec<f64>, hi: Vec<f64>, splits: Vec<Split>, prior: Option<Vec<Interval>>| Node {
+        problem: node.problem,
+        lo,
+        hi,
+        splits,
+        prior,
+        depth: node.depth + 1,
+        score,
+        seq: 0,
+    };
+    let leaf = |pre: Vec<Interval>| {
+        Eval::Leaf(Leaf { problem: node.problem, lo: node.lo.clone(), hi: node.hi.clone(), splits: node.splits.clone(), pre })
+    };
+    match opts.mode {
+        SplitMode::Input => {
+            let n = node.lo.len();
+            let widths: Vec<f64> = (0..n).map(|j| node.hi[j] - node.lo[j]).collect();
+            let wmax = widths.iter().cloned().fold(0.0, f64::max);
+            if wmax < opts.min_width {
+                return Ok(leaf(prop.pre));
+            }
+            // Split where the binding row's linear bound is most sensitive; fall back to the widest side.
+            let mut dim = (0..n).max_by(|&a, &b| widths[a].total_cmp(&widths[b])).unwrap();
+            let mut best_s = 0.0;
+            for j in 0..n {
+                let s = lam[(best, j)].abs() * widths[j];
+                if s > best_s && widths[j] >= opts.min_width {
+                    best_s = s;
+                    dim = j;
+                }
+            }
+            // Never let one side stay far wider (relative to the root box) than the chosen one: the
+            // relaxation error depends on every side, not only on those with large coefficients.
+            let rel = |j: usize| {
+                let w0 = p.hi[j] - p.lo[j];
+                if w0 > 0.0 { widths[j] / w0 } else { 0.0 }
+            };
+            let widest = (0..n).max_by(|&a, &b| rel(a).total_cmp(&rel(b))).unwrap();
+            if rel(widest) > 4.0 * rel(dim) {
+                dim = widest;
+            }
+            let mid = 0.5 * (node.lo[dim] + node.hi[dim]);
+            let (mut hi1, mut lo2) = (node.hi.clone(), node.lo.clone());
+            hi1[dim] = mid;
+            lo2[dim] = mid;
+            Ok(Eval::Children(vec![
+                child(node.lo.clone(), hi1, vec![], None),
+                child(lo2, node.hi.clone(), vec![], None),
+            ]))
+        }
+        SplitMode::Relu => {
+            let mut pick: Option<(usize, usize, f64)> = None;
+            for (a, (layer, (l, u))) in acts.iter().zip(&prop.pre).enumerate() {
+                if !matches!(layer, Layer::ReLU | Layer::LeakyReLU { .. }) {
+                    continue;
+                }
+                for k in 0..l.len() {
+                    if l[k] < 0.0 && u[k] > 0.0 {
+                        let s = u[k] * (-l[k]) / (u[k] - l[k]);
+                        if pick.is_none_or(|p| s > p.2) {
+                            pick = Some((a, k, s));
+                        }
+                    }
+                }
+            }
+            let Some((a, k, _)) = pick else { return Ok(leaf(prop.pre)) };
+            let mut kids = Vec::with_capacity(2);
+            for active in [true, false] {
+                let mut s = node.splits.clone();
+                s.push(Split { act: a, unit: k, active });
+                kids.push(child(node.lo.clone(), node.hi.clone(), s, Some(prop.pre.clone())));
+            }
+            Ok(Eval::Children(kids))
+        }
+    }
+}
+
+/// Runs branch and bound on all `problems` together (the property holds iff every one is infeasible).
+pub fn bab(net: &Network, problems: &[Problem], opts: &BabOptions) -> Result<BabResult> {
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs_f64(opts.time_limit.max(0.0));
+    for (i, p) in problems.iter().enumerate() {
+        check_problem(net, p, i)?;
+    }
+    let acts = activation_layers(net);
+    let mut stats = BabStats::default();
+    if let Some(p) = problems.first() {
+        let root = propagate(net, &p.lo, &p.hi, opts.prop, &[], None)?;
+        let (s, u) = stability(&acts, &root.pre);
+        stats.root_stable = s;
+        stats.root_unstable = u;
+    }
+    let mut heap = BinaryHeap::new();
+    let mut seq = 0u64;
+    for (i, p) in problems.iter().enumerate() {
+        heap.push(Node { problem: i, lo: p.lo.clone(), hi: p.hi.clone(), splits: vec![], prior: None, depth: 0, score: f64::NEG_INFINITY, seq });
+        seq += 1;
+    }
+    // Small batches for the expensive ReLU-split nodes keep the deadline tight.
+    let per_thread = if opts.mode == SplitMode::Relu { 2 } else { 8 };
+    let batch = if opts.batch > 0 { opts.batch } else { per_thread * rayon::current_num_threads().max(1) };
+    let mut leaves = Vec::new();
+    let finish = |outcome, leaves, mut stats: BabStats| {
+        stats.seconds = t0.elapsed().as_secs_f64();
+        Ok(BabResult { outcome, leaves, stats })
+    };
+    while !heap.is_empty() {
+        if Instant::now() >= deadline {
+            return finish(Outcome::Timeout, leaves, stats);
+        }
+        if stats.nodes >= opts.max_nodes {
+            return finish(Outcome::NodeLimit, leaves, stats);
+        }
+        let take = batch.min(heap.len()).min(opts.max_nodes - stats.nodes);
+        let nodes: Vec<Node> = (0..take).map(|_| heap.pop().unwrap()).collect();
+        stats.nodes += nodes.len();
+        let results: Vec<(usize, usize, Result<Eval>)> = nodes
+            .into_par_iter()
+            .map(|n| (n.problem, n.depth, evaluate(net, &acts, problems, n, opts, deadline)))
+            .collect();
+        for (problem, depth, r) in results {
+            stats.max_depth = stats.max_depth.max(depth);
+            match r? {
+                Eval::Skipped => return finish(Outcome::Timeout, leaves, stats),
+                Eval::Safe { infeasible } => {
+                    stats.pruned += 1;
+                    stats.infeasible += infeasible as usize;
+                }
+                Eval::Candidate(x) => return finish(Outcome::Candidate { x, problem }, leaves, stats),
+                Eval::Leaf(l) => {
+                    stats.leaves += 1;
+                    leaves.push(l);
+                    if leaves.len() >= opts.max_leaves {
+                        return finish(Outcome::NodeLimit, leaves, stats);
+                    }
+                }
+                Eval::Children(kids) => {
+                    for mut k in kids {
+                        k.seq = seq;
+                        seq += 1;
+                        heap.push(k);
+                    }
+                }
+            }
+        }
+        stats.max_queue = stats.max_queue.max(heap.len());
+    }
+    let outcome = if leaves.is_empty() { Outcome::Holds } else { Outcome::Undecided };
+    finish(outcome, leaves, stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net_xor() -> Network {
+        // y = relu(x0 - x1) + relu(x1 - x0) = |x0 - x1|
+        let w1 = Mat::from_fn(2, 2, |i, j| [[1.0, -1.0], [-1.0, 1.0]][i][j]);
+        let w2 = Mat::from_fn(1, 2, |_, _| 1.0);
+        Network::new(vec![Layer::dense(w1, None).unwrap(), Layer::ReLU, Layer::dense(w2, None).unwrap()], None).unwrap()
+    }
+
+    fn problem(c: f64, lower: bool) -> Problem {
+        // unsafe: y <= c (lower) or y >= c
+        let s = if lower { 1.0 } else { -1.0 };
+        Problem {
+            lo: vec![-1.0, -1.0],
+            hi: vec![1.0, 1.0],
+            a_y: Mat::from_fn(1, 1, |_, _| s),
+            a_x: Mat::zeros(1, 2),
+            c: vec![s * c],
+        }
+    }
+
+    #[test]
+    fn abs_difference_exact_cases() {
+        let net = net_xor();
+        for mode in [SplitMode::Input, SplitMode::Relu] {
+            let opts = BabOptions { mode, time_limit: 10.0, ..Default::default() };
+            // |x0 - x1| <= 2 on the box: unsafe y >= 2.5 infeasible
+            assert_eq!(bab(&net, &[problem(2.5, false)], &opts).unwrap().outcome, Outcome::Holds);
+            // y >= 1.5 is reachable
+            let r = bab(&net, &[problem(1.5, false)], &opts).unwrap();
+            match r.outcome {
+                Outcome::Candidate { x, .. } => assert!((x[0] - x[1]).abs() >= 1.5),
+                o => panic!("{mode:?}: expected a candidate, got {o:?}"),
+            }
+            // y <= -0.1 is infeasible (y >= 0)
+            assert_eq!(bab(&net, &[problem(-0.1, true)], &opts).unwrap().outcome, Outcome::Holds);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_shapes_and_boxes() {
+        let net = net_xor();
+        let mut p = problem(1.0, false);
+        p.a_x = Mat::zeros(1, 3);
+        assert!(matches!(bab(&net, &[p], &BabOptions::default()), Err(crate::Error::Shape(_))));
+        let mut p = problem(1.0, false);
+        p.hi[0] = f64::INFINITY;
+        assert!(matches!(bab(&net, &[p], &BabOptions::default()), Err(crate::Error::InvalidInput(_))));
+    }
+}
