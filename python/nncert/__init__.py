@@ -18,3 +18,7 @@ __all__ = [
     "Error", "ShapeError", "InvalidInputError", "UnsupportedModelError", "SolverError", "TimeLimitError",
     "PropertyFormatError",
 ]
+
+from . import solvers  # noqa: E402  (Krylov and learned linear solvers: nncert.solvers.cg, .DCDM, .poisson3d)
+
+__all__ += ["solvers"]
