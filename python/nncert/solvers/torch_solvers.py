@@ -14,6 +14,9 @@ import numpy as np
 from ..errors import InvalidInputError, SolverError
 from ._operator import Operator
 
+# the stall guard of rust/core/src/linalg/dcdm.rs
+STALL_WINDOW, STALL_FACTOR = 10, 0.9
+
 
 def _matrix(op: Operator, dev: Any) -> Any:
     import torch
@@ -51,6 +54,7 @@ def torch_dcdm(op: Operator, b: np.ndarray, x0: np.ndarray | None, oracle: Calla
         r = bt.clone()
     rnorm = float(torch.linalg.vector_norm(r))
     r_true, it, false_conv, fallbacks, reason = True, 0, 0, 0, "maxiter"
+    residual_until = 0
     hist: deque = deque(maxlen=max(k, 1))
     res = [rnorm / bnorm]
 
@@ -80,21 +84,29 @@ def torch_dcdm(op: Operator, b: np.ndarray, x0: np.ndarray | None, oracle: Calla
             reason = "time_limit"
             break
         rhat = r / rnorm
-        q = oracle(rhat).to(device=dev, dtype=torch.float64).reshape(-1)
-        if q.shape[0] != n:
-            raise InvalidInputError(f"the direction oracle returned {q.shape[0]} values, expected {n}")
-        if not bool(torch.isfinite(q).all()):
-            raise SolverError(f"the direction oracle returned a non-finite value at iteration {it}")
-        q, aq, pap = conjugate(q)
-        matvecs += 1
-        qr = float(torch.dot(q, r))
-        if not pap > 0 or not abs(qr) > 1e-12 * float(torch.linalg.vector_norm(q)) * rnorm:
+        if it >= STALL_WINDOW and it >= residual_until + STALL_WINDOW and res[it] > STALL_FACTOR * res[it - STALL_WINDOW]:
+            residual_until = it + STALL_WINDOW
+        learned = None
+        if it >= residual_until:
+            q = oracle(rhat).to(device=dev, dtype=torch.float64).reshape(-1)
+            if q.shape[0] != n:
+                raise InvalidInputError(f"the direction oracle returned {q.shape[0]} values, expected {n}")
+            if not bool(torch.isfinite(q).all()):
+                raise SolverError(f"the direction oracle returned a non-finite value at iteration {it}")
+            q, aq, pap = conjugate(q)
+            matvecs += 1
+            qr = float(torch.dot(q, r))
+            if pap > 0 and abs(qr) > 1e-12 * float(torch.linalg.vector_norm(q)) * rnorm:
+                learned = (q, aq, pap, qr)
+        if learned is None:
             fallbacks += 1
             q, aq, pap = conjugate(rhat.clone())
             matvecs += 1
             qr = float(torch.dot(q, r))
             if not pap > 0:
                 raise InvalidInputError(f"the matrix is not positive definite: r^T A r = {pap:.3e} at iteration {it}")
+        else:
+            q, aq, pap, qr = learned
         alpha = qr / pap
         x += alpha * q
         r -= alpha * aq

@@ -16,6 +16,12 @@ pub trait DirectionOracle: Send {
     fn direction(&mut self, r: &[f64], q: &mut [f64]) -> Result<()>;
 }
 
+/// Stagnation guard: if the residual fell by less than STALL_FACTOR over the last STALL_WINDOW iterations,
+/// the next STALL_WINDOW directions are residuals (CG-like steps) before the oracle is tried again. A
+/// poorly trained oracle then costs speed, never convergence.
+pub const STALL_WINDOW: usize = 10;
+pub const STALL_FACTOR: f64 = 0.9;
+
 struct Dir {
     p: Vec<f64>,
     ap: Vec<f64>,
@@ -64,6 +70,7 @@ pub fn dcdm(
     let mut rhat = vec![0.0; n];
     let mut history: VecDeque<Dir> = VecDeque::with_capacity(k + 1);
     info.residuals.push(rnorm / c.bnorm);
+    let mut residual_steps_until = 0usize;
     loop {
         if rnorm / c.bnorm <= s.tol {
             if !r_is_true {
@@ -93,31 +100,49 @@ pub fn dcdm(
         }
         let inv = 1.0 / rnorm;
         rhat.iter_mut().zip(&r).for_each(|(h, v)| *h = v * inv);
-        let mut q = vec![0.0; n];
-        oracle.direction(&rhat, &mut q)?;
-        if let Some(i) = q.iter().position(|v| !v.is_finite()) {
-            return Err(Error::Solver(format!(
-                "the direction oracle returned a non-finite value ({}) at entry {i}, iteration {}",
-                q[i], info.iterations
-            )));
+        let it = info.iterations;
+        if it >= STALL_WINDOW
+            && it >= residual_steps_until + STALL_WINDOW
+            && info.residuals[it] > STALL_FACTOR * info.residuals[it - STALL_WINDOW]
+        {
+            residual_steps_until = it + STALL_WINDOW;
         }
-        let mut dir = conjugate(a, q, &history, &mut info);
-        let mut qr = dot(&dir.p, &r);
-        let qn = norm2(&dir.p);
-        if !(dir.pap > 0.0) || !(qr.abs() > 1e-12 * qn * rnorm) {
-            // The learned direction is useless here (zero, in the span of the kept directions, or
-            // orthogonal to r): take the residual instead, which always makes progress for SPD A.
-            info.fallbacks += 1;
-            dir = conjugate(a, rhat.clone(), &history, &mut info);
-            qr = dot(&dir.p, &r);
-            if !(dir.pap > 0.0) {
-                return Err(crate::error::invalid_err!(
-                    "the matrix is not positive definite: r^T A r = {:.3e} at DCDM iteration {}",
-                    dir.pap,
-                    info.iterations
-                ));
+        let use_oracle = it >= residual_steps_until;
+        let mut learned = None;
+        if use_oracle {
+            let mut q = vec![0.0; n];
+            oracle.direction(&rhat, &mut q)?;
+            if let Some(i) = q.iter().position(|v| !v.is_finite()) {
+                return Err(Error::Solver(format!(
+                    "the direction oracle returned a non-finite value ({}) at entry {i}, iteration {}",
+                    q[i], info.iterations
+                )));
+            }
+            let dir = conjugate(a, q, &history, &mut info);
+            let qr = dot(&dir.p, &r);
+            if dir.pap > 0.0 && qr.abs() > 1e-12 * norm2(&dir.p) * rnorm {
+                learned = Some((dir, qr));
             }
         }
+        let (dir, qr) = match learned {
+            Some(d) => d,
+            None => {
+                // The learned direction is useless here (zero, in the span of the kept directions,
+                // orthogonal to r) or the iteration stalled: take the residual, which always makes
+                // progress for SPD A.
+                info.fallbacks += 1;
+                let dir = conjugate(a, rhat.clone(), &history, &mut info);
+                if !(dir.pap > 0.0) {
+                    return Err(crate::error::invalid_err!(
+                        "the matrix is not positive definite: r^T A r = {:.3e} at DCDM iteration {}",
+                        dir.pap,
+                        info.iterations
+                    ));
+                }
+                let qr = dot(&dir.p, &r);
+                (dir, qr)
+            }
+        };
         let alpha = qr / dir.pap;
         let rr = cg_update(alpha, &dir.p, &dir.ap, &mut x, &mut r);
         info.iterations += 1;
@@ -217,6 +242,27 @@ mod tests {
         let (_, ci) = pcg(&a, &b, None, None, &s, None).unwrap();
         assert!(di.converged && ci.converged);
         assert!((di.iterations as i64 - ci.iterations as i64).abs() <= 3, "{} vs {}", di.iterations, ci.iterations);
+    }
+
+    /// Always the same direction: useless after the first step, so the stall guard must take over.
+    struct Constant;
+    impl DirectionOracle for Constant {
+        fn direction(&mut self, r: &[f64], q: &mut [f64]) -> Result<()> {
+            for (i, v) in q.iter_mut().enumerate() {
+                *v = 1.0 + (i % 3) as f64 + 1e-3 * r[i];
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalling_oracle_still_converges() {
+        let a = Stencil7::new(8, 8, 8, None).unwrap();
+        let b: Vec<f64> = (0..512).map(|i| ((i * 7) % 11) as f64 - 5.0).collect();
+        let s = SolveSettings { tol: 1e-8, maxiter: 3000, ..Default::default() };
+        let (_, info) = dcdm(&a, &b, None, &mut Constant, 2, &s, None).unwrap();
+        assert!(info.converged, "{:?}", info.reason);
+        assert!(info.fallbacks > 0);
     }
 
     #[test]
