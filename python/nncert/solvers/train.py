@@ -127,7 +127,7 @@ def train(cfg: TrainConfig, out: str, resume: bool = True, progress: bool = True
         opt.step()
         sched.step()
         step += 1
-        history.append(float(loss))
+        history.append(float(loss.detach()))
         bar.update(1)
         bar.set_postfix_str(f"loss {np.mean(history[-20:]):.4f}", refresh=False)
         if step % 25 == 0 or step == cfg.steps:
