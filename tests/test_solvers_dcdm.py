@@ -178,3 +178,19 @@ def test_ritz_rhs_weights_the_low_spectrum():
     coef = (b @ p.ritz.T).pow(2).mean(0)  # energy per Ritz vector, smallest Ritz value first
     k = coef.shape[0]
     assert coef[: k // 2].sum() > 20 * coef[k // 2:].sum()
+
+
+def test_torch_cg_matches_rust_cg(system):
+    # the CUDA path of cg(), exercised on CPU torch
+    from nncert.solvers._operator import prepare
+    from nncert.solvers.torch_solvers import torch_cg
+
+    A, b = system
+    op = prepare(A)
+    for pre in (None, "jacobi"):
+        x, raw, _ = torch_cg(op, b, None, 1e-8, 1000, pre, torch.device("cpu"))
+        _, info = cg(A, b, tol=1e-8, precond=pre, progress=False)
+        assert raw["reason"] == "converged" and abs(raw["iterations"] - info.iterations) <= 2
+        assert np.linalg.norm(A @ x - b) <= 1e-8 * np.linalg.norm(b)
+    with pytest.raises(nncert.InvalidInputError, match="CPU"):
+        torch_cg(op, b, None, 1e-8, 10, "ic0", torch.device("cpu"))
