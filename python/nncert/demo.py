@@ -45,9 +45,9 @@ def demo_solvers() -> None:
     import nncert
 
     section("Linear solvers: CG, IC(0)-PCG and the learned DCDM on 3D Poisson")
-    A = nncert.solvers.poisson3d(20, obstacles="random", seed=11)
+    A = nncert.solvers.poisson3d(16, obstacles="random", seed=11)
     b = np.random.default_rng(0).standard_normal(A.shape[0])
-    print(f"7-point Laplacian on a 20^3 grid with obstacles: {A.shape[0]} unknowns, {A.nnz} nonzeros")
+    print(f"7-point Laplacian on a 16^3 grid with obstacles: {A.shape[0]} unknowns, {A.nnz} nonzeros")
     runs = [("cg", lambda: nncert.solvers.cg(A, b, tol=1e-6, progress=False)),
             ("pcg ic0", lambda: nncert.solvers.cg(A, b, tol=1e-6, precond="ic0", progress=False))]
     try:
