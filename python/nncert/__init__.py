@@ -23,3 +23,7 @@ __all__ = [
 from .verify import Property, RegionResult, VerifyResult, verify, verify_region  # noqa: E402
 
 __all__ += ["Property", "verify", "VerifyResult", "verify_region", "RegionResult"]
+
+from . import solvers  # noqa: E402  (Krylov and learned linear solvers: nncert.solvers.cg, .DCDM, .poisson3d)
+
+__all__ += ["solvers"]

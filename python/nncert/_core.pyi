@@ -42,3 +42,32 @@ def branch_and_bound(net: Network, problems: list[tuple], mode: str = "input", t
                      slopes_: str = "adaptive", batch: int = 0, min_width: float = 1e-7,
                      max_leaves: int = 10000) -> dict:
     """Best-first parallel BaB over (lo, hi, a_y, a_x, c) problems; keys outcome, x, problem, leaves, stats."""
+
+# --- sparse matrices and Krylov solvers (rust/py/src/linalg.rs) ---
+# CSR arguments are scipy's (indptr, indices, data, ncols): int32 or int64 indices (both the same type),
+# float64 data, all contiguous; they are read in place. Solvers return (x, info dict) with keys iterations,
+# residuals, true_residual, converged, reason, seconds, matvecs, false_convergences, fallbacks, method,
+# bytes_per_matvec. progress: a callable (iteration, relative residual) -> bool | None (False stops).
+
+def csr_matvec(indptr: np.ndarray, indices: np.ndarray, data: npt.NDArray[np.float64], ncols: int,
+               x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
+def csr_cg(indptr: np.ndarray, indices: np.ndarray, data: npt.NDArray[np.float64], ncols: int,
+           b: npt.NDArray[np.float64], x0: npt.NDArray[np.float64] | None = None, tol: float = 1e-6,
+           maxiter: int = 10000, precond: str = "none", recompute_every: int = 50, time_limit: float | None = None,
+           progress: object = None) -> tuple[npt.NDArray[np.float64], dict]: ...
+def stencil_cg(shape: tuple[int, int, int], solid: npt.NDArray[np.bool_] | None, b: npt.NDArray[np.float64],
+               x0: npt.NDArray[np.float64] | None = None, tol: float = 1e-6, maxiter: int = 10000,
+               precond: str = "none", recompute_every: int = 50, time_limit: float | None = None,
+               progress: object = None) -> tuple[npt.NDArray[np.float64], dict]: ...
+def op_cg(n: int, matvec: object, b: npt.NDArray[np.float64], x0: npt.NDArray[np.float64] | None = None,
+          tol: float = 1e-6, maxiter: int = 10000, recompute_every: int = 50, time_limit: float | None = None,
+          progress: object = None) -> tuple[npt.NDArray[np.float64], dict]: ...
+def csr_dcdm(indptr: np.ndarray, indices: np.ndarray, data: npt.NDArray[np.float64], ncols: int,
+             b: npt.NDArray[np.float64], oracle: object, k: int = 2, x0: npt.NDArray[np.float64] | None = None,
+             tol: float = 1e-6, maxiter: int = 1000, recompute_every: int = 50, time_limit: float | None = None,
+             progress: object = None) -> tuple[npt.NDArray[np.float64], dict]: ...
+def csr_lanczos(indptr: np.ndarray, indices: np.ndarray, data: npt.NDArray[np.float64], ncols: int,
+                v0: npt.NDArray[np.float64], m: int
+                ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+def stream_triad(n: int, reps: int) -> float:
+    """Best-of-reps STREAM triad bandwidth (bytes/second) over three float64 arrays of length n."""

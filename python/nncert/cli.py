@@ -72,6 +72,78 @@ COMMANDS["verify"] = ("decide a VNN-LIB property for a model: holds / violated /
 COMMANDS["verify-batch"] = ("run a VNN-COMP instances CSV with a progress bar and a summary table",
                             add_batch_args, cmd_verify_batch)
 
+def _add_dcdm_train(p: argparse.ArgumentParser) -> None:
+    from .solvers.train import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--grid", type=int, default=d.grid, help=f"training grid side N (N^3 cells; default {d.grid})")
+    p.add_argument("--dim", type=int, choices=(2, 3), default=d.dim)
+    p.add_argument("--obstacles", choices=("random", "none"), default=d.obstacles)
+    p.add_argument("--layouts", type=int, default=d.layouts, help="training matrices (obstacle layouts)")
+    p.add_argument("--ritz", type=int, default=d.ritz, help="Lanczos steps (Ritz vectors) per matrix")
+    p.add_argument("--channels", type=int, default=d.channels)
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing OUT.ckpt checkpoint")
+    p.add_argument("--out", required=True, help="model file to write (.pt)")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_dcdm_train(args: argparse.Namespace) -> int:
+    from .solvers.train import TrainConfig, train
+
+    cfg = TrainConfig(grid=args.grid, dim=args.dim, obstacles=args.obstacles, layouts=args.layouts, ritz=args.ritz,
+                      channels=args.channels, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                      threads=args.threads)
+    meta = train(cfg, args.out, resume=not args.no_resume, log=(lambda *a: None) if args.json else print)
+    if args.json:
+        print(json.dumps({"out": args.out, **meta}))
+    return 0
+
+
+def _add_solve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--grid", type=int, default=32, help="3D Poisson grid side N")
+    p.add_argument("--obstacles", choices=("random", "none"), default="random")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tol", type=float, default=1e-6)
+    p.add_argument("--methods", default="cg,ic0,dcdm", help="comma list of cg, jacobi, ic0, dcdm")
+    p.add_argument("--model", default="pretrained", help="DCDM model: 'pretrained' or a .pt file")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import solvers
+
+    A = solvers.poisson3d(args.grid, None if args.obstacles == "none" else "random", seed=args.seed)
+    b = np.random.default_rng(args.seed).standard_normal(A.shape[0])
+    rows = []
+    for m in args.methods.split(","):
+        if m == "dcdm":
+            _, info = solvers.DCDM(model=args.model).solve(A, b, tol=args.tol)
+        else:
+            _, info = solvers.cg(A, b, tol=args.tol, precond=None if m == "cg" else m)
+        rows.append({"method": info.method, "iterations": info.iterations, "seconds": info.seconds,
+                     "converged": info.converged, "true_residual": info.true_residual})
+    if args.json:
+        print(json.dumps({"n": A.shape[0], "rows": rows}))
+    else:
+        print(f"3D Poisson {args.grid}^3, obstacles={args.obstacles}, {A.shape[0]} unknowns, tol {args.tol:g}")
+        print(f"{'method':<12}{'iterations':>11}{'seconds':>10}{'converged':>11}{'residual':>11}")
+        for r in rows:
+            print(f"{r['method']:<12}{r['iterations']:>11}{r['seconds']:>10.3f}{str(r['converged']):>11}"
+                  f"{r['true_residual']:>11.2e}")
+    return 0
+
+
+COMMANDS["dcdm-train"] = ("train the DCDM direction network on Ritz vectors of Poisson matrices",
+                          _add_dcdm_train, cmd_dcdm_train)
+COMMANDS["solve"] = ("solve a 3D Poisson system with obstacles by CG, PCG and DCDM; compare", _add_solve, cmd_solve)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nncert", description="Verification and analysis of neural networks.")

@@ -1,0 +1,142 @@
+"""Training the DCDM network as in Kaneda et al. (ICML 2023).
+
+Right-hand sides are random combinations of Ritz vectors of the training matrices (Lanczos with full
+reorthogonalisation in the Rust core), with 9x weight on the lower half of the spectrum, where CG is
+slow. The loss is scale invariant: ||b - A (q.b / q.Aq) q||^2 for q = f(b), ||b|| = 1, i.e. the residual
+left after one exact line search along the predicted direction.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from ..errors import InvalidInputError
+from ._operator import prepare
+from .problems import grid_of, poisson2d, poisson3d
+
+
+@dataclass
+class TrainConfig:
+    grid: int = 16
+    dim: int = 3
+    obstacles: str = "random"  # "random" or "none"
+    layouts: int = 4  # training matrices (obstacle seeds 1000, 1001, ...); the first has no obstacles
+    ritz: int = 200  # Lanczos steps per matrix
+    channels: int = 12
+    steps: int = 400
+    batch: int = 16
+    lr: float = 2e-3
+    seed: int = 0
+    threads: int = 2
+
+
+def ritz_vectors(A: Any, m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(values, vectors (n, k)) of k <= m Ritz pairs of the SPD matrix A, smallest first."""
+    op = prepare(A)
+    if op.csr is None:
+        raise InvalidInputError("ritz_vectors needs an explicit sparse matrix")
+    v0 = np.random.default_rng(seed).standard_normal(op.n)
+    vals, vecs, _ = _core.csr_lanczos(*op.core_args(), v0, min(m, op.n))
+    return vals, vecs
+
+
+class _Problem:
+    def __init__(self, A: Any, m: int, seed: int) -> None:
+        import torch
+
+        self.grid = grid_of(A)
+        _, vecs = ritz_vectors(A, m, seed)
+        self.ritz = torch.from_numpy(vecs.T.copy()).float()  # (k, n)
+        coo = A.tocoo()
+        self.A = torch.sparse_coo_tensor(np.vstack([coo.row, coo.col]), coo.data, A.shape).float().coalesce()
+        self.index = torch.from_numpy(self.grid.index)
+        self.mask = torch.from_numpy(self.grid.fluid).float()[None, None]
+        self.n = A.shape[0]
+
+    def rhs(self, batch: int, gen: Any) -> Any:
+        import torch
+
+        k = self.ritz.shape[0]
+        w = torch.ones(k)
+        w[: k // 2] = 9.0
+        c = torch.randn(batch, k, generator=gen) * w
+        b = c @ self.ritz
+        return b / b.norm(dim=1, keepdim=True)
+
+    def to_grid(self, v: Any) -> Any:
+        import torch
+
+        g = torch.zeros(v.shape[0], int(np.prod(self.grid.shape)), dtype=v.dtype)
+        g[:, self.index] = v
+        return g.view(v.shape[0], 1, *self.grid.shape)
+
+
+def dcdm_loss(model: Any, prob: _Problem, b: Any) -> Any:
+    """mean over the batch of ||b - A (q.b / q.Aq) q||^2, q = f(b)."""
+    import torch
+
+    q = model(prob.to_grid(b * np.sqrt(prob.n)), prob.mask).flatten(1)[:, prob.index]
+    Aq = torch.sparse.mm(prob.A, q.T).T
+    alpha = (q * b).sum(1) / (q * Aq).sum(1).clamp_min(1e-30)
+    return ((b - alpha[:, None] * Aq) ** 2).sum(1).mean()
+
+
+def train(cfg: TrainConfig, out: str, resume: bool = True, progress: bool = True, log: Any = print) -> dict:
+    """Trains a :class:`~nncert.solvers.model.DCDMNet` and writes ``out`` (state dict + config).
+    A checkpoint ``out + '.ckpt'`` is written every 25 steps and picked up again when ``resume``."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .model import DCDMNet
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    make = poisson3d if cfg.dim == 3 else poisson2d
+    t0 = time.perf_counter()
+    probs = [_Problem(make(cfg.grid, None if (i == 0 or cfg.obstacles == "none") else "random", seed=1000 + i),
+                      cfg.ritz, cfg.seed + i) for i in range(cfg.layouts)]
+    log(f"built {len(probs)} training matrices with Ritz vectors in {time.perf_counter() - t0:.1f}s")
+    model = DCDMNet(cfg.dim, cfg.channels)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step, history = 0, []
+    ckpt = out + ".ckpt"
+    if resume and os.path.exists(ckpt):
+        state = torch.load(ckpt, weights_only=False)
+        if state["config"] != asdict(cfg):
+            raise InvalidInputError(f"{ckpt} was written with a different configuration; remove it or match it")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        step, history = state["step"], state["history"]
+        log(f"resumed from {ckpt} at step {step}")
+    bar = tqdm(total=cfg.steps, initial=step, desc="dcdm-train", disable=not progress)
+    while step < cfg.steps:
+        prob = probs[step % len(probs)]
+        loss = dcdm_loss(model, prob, prob.rhs(cfg.batch, gen))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        history.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix_str(f"loss {np.mean(history[-20:]):.4f}", refresh=False)
+        if step % 25 == 0 or step == cfg.steps:
+            torch.save({"config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "gen": gen.get_state(), "step": step, "history": history},
+                       ckpt)
+    bar.close()
+    meta = {"train_config": asdict(cfg), "final_loss": float(np.mean(history[-20:])) if history else None,
+            "seconds": time.perf_counter() - t0}
+    torch.save({"config": model.config(), "state_dict": model.state_dict(), "meta": meta}, out)
+    log(f"wrote {out} (loss {meta['final_loss']})")
+    return meta
