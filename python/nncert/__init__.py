@@ -18,3 +18,7 @@ __all__ = [
     "Error", "ShapeError", "InvalidInputError", "UnsupportedModelError", "SolverError", "TimeLimitError",
     "PropertyFormatError",
 ]
+
+from .convex import ConvexReLU  # noqa: E402
+
+__all__ += ["ConvexReLU"]
