@@ -16,7 +16,7 @@ use crate::errors::run_detached;
 #[pyfunction]
 #[pyo3(signature = (x, y, patterns, beta, loss="squared", rho=1.0, max_iter=10000, eps_abs=1e-7, eps_rel=1e-6,
                     u_solver="auto", pcg_tol=1e-10, memory_limit=4294967296.0, time_limit=f64::INFINITY,
-                    callback=None, callback_every=50, adapt_every=25))]
+                    callback=None, callback_every=50, adapt_every=25, relaxation=1.6, z_weight=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn convex_admm<'py>(
     py: Python<'py>,
@@ -36,11 +36,14 @@ fn convex_admm<'py>(
     callback: Option<Py<PyAny>>,
     callback_every: usize,
     adapt_every: usize,
+    relaxation: f64,
+    z_weight: f64,
 ) -> PyResult<Vec<Bound<'py, PyDict>>> {
     let loss = run_detached(py, || Loss::parse(loss))?;
     let u_solver = run_detached(py, || USolve::parse(u_solver))?;
     let settings = AdmmSettings {
-        rho, max_iter, eps_abs, eps_rel, u_solver, pcg_tol, memory_limit, time_limit, adapt_every,
+        rho, max_iter, eps_abs, eps_rel, u_solver, pcg_tol, memory_limit, time_limit, adapt_every, relaxation,
+        z_weight,
         ..AdmmSettings::default()
     };
     let (xr, yr, pr) = (RawMat::of(&x), RawMat::of(&y), RawMat::of(&patterns));

@@ -28,7 +28,7 @@ fn usteps_agree() {
     let r = Mat::from_fn(4, 12, |_, _| lcg(&mut s));
     let mut sols = Vec::new();
     for kind in [USolve::Dense, USolve::Woodbury, USolve::Pcg] {
-        let us = USolver::new(&ops, 0.7, kind, 1e-13).unwrap();
+        let us = USolver::new(&ops, 0.7, 1.3, kind, 1e-13).unwrap();
         let mut u = Mat::<f64>::zeros(4, 12);
         us.solve(&ops, r.as_ref(), u.as_mut()).unwrap();
         sols.push(u);

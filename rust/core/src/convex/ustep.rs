@@ -1,4 +1,4 @@
-//! The u-step of the ADMM: solve (a * blkdiag(I + X^T X) + F^T F) U = R for U (d x 2P).
+//! The u-step of the ADMM: solve (a * blkdiag(c I + X^T X) + F^T F) U = R for U (d x 2P).
 //!
 //! The matrix never changes during a run, so it is factored once. Three ways, one interface:
 //! - `Dense`: Cholesky of the 2dP x 2dP matrix itself;
@@ -89,7 +89,7 @@ pub fn choose(kind: USolve, n: usize, d: usize, p: usize, memory_limit: f64) -> 
 pub(crate) enum USolver {
     Dense { llt: faer::linalg::solvers::Llt<f64> },
     Woodbury { a: faer::linalg::solvers::Llt<f64>, k: faer::linalg::solvers::Llt<f64> },
-    Pcg { a: faer::linalg::solvers::Llt<f64>, scale: f64, tol: f64, max_iter: usize },
+    Pcg { a: faer::linalg::solvers::Llt<f64>, scale: f64, c: f64, tol: f64, max_iter: usize },
 }
 
 fn chol(m: &Mat<f64>, what: &str) -> Result<faer::linalg::solvers::Llt<f64>> {
@@ -98,13 +98,13 @@ fn chol(m: &Mat<f64>, what: &str) -> Result<faer::linalg::solvers::Llt<f64>> {
 }
 
 impl USolver {
-    /// Factors a * blkdiag(I + X^T X) + F^T F by the chosen method (not `Auto`).
-    pub fn new(ops: &Ops<'_>, a: f64, kind: USolve, pcg_tol: f64) -> Result<Self> {
+    /// Factors a * blkdiag(c I + X^T X) + F^T F by the chosen method (not `Auto`).
+    pub fn new(ops: &Ops<'_>, a: f64, c: f64, kind: USolve, pcg_tol: f64) -> Result<Self> {
         let (n, d, p) = (ops.n(), ops.d(), ops.p());
         let mut am = Mat::<f64>::zeros(d, d);
         matmul(am.as_mut(), Accum::Replace, ops.x.transpose(), ops.x, a, par());
         for i in 0..d {
-            am[(i, i)] += a;
+            am[(i, i)] += a * c;
         }
         match kind {
             USolve::Dense => {
@@ -151,7 +151,7 @@ impl USolver {
                 let k_llt = chol(&kmat, "n x n Woodbury capacitance matrix")?;
                 Ok(USolver::Woodbury { a: a_llt, k: k_llt })
             }
-            USolve::Pcg => Ok(USolver::Pcg { a: chol(&am, "d x d block")?, scale: a, tol: pcg_tol, max_iter: 2000 }),
+            USolve::Pcg => Ok(USolver::Pcg { a: chol(&am, "d x d block")?, scale: a, c, tol: pcg_tol, max_iter: 2000 }),
             USolve::Auto => unreachable!("choose() resolves Auto first"),
         }
     }
@@ -202,13 +202,13 @@ impl USolver {
                 u.copy_from(&t - &fty);
                 Ok(0)
             }
-            USolver::Pcg { a, scale, tol, max_iter } => pcg(ops, a, *scale, r, u, *tol, *max_iter),
+            USolver::Pcg { a, scale, c, tol, max_iter } => pcg(ops, a, *scale, *c, r, u, *tol, *max_iter),
         }
     }
 }
 
-/// out = (a (I + X^T X) blockwise + F^T F) U.
-fn apply_m(ops: &Ops<'_>, scale: f64, u: MatRef<'_, f64>, z: &mut Mat<f64>, f: &mut [f64], out: &mut Mat<f64>) {
+/// out = (a (c I + X^T X) blockwise + F^T F) U.
+fn apply_m(ops: &Ops<'_>, scale: f64, c: f64, u: MatRef<'_, f64>, z: &mut Mat<f64>, f: &mut [f64], out: &mut Mat<f64>) {
     ops.xu(u, z.as_mut());
     ops.f_from_z(z.as_ref(), f);
     // X^T (a Z + [D f, -D f]) = a X^T X U + F^T F U
@@ -220,8 +220,8 @@ fn apply_m(ops: &Ops<'_>, scale: f64, u: MatRef<'_, f64>, z: &mut Mat<f64>, f: &
     ops.add_ft_cols(f, z.as_mut(), 1.0);
     ops.xtr(z.as_ref(), out.as_mut());
     for j in 0..u.ncols() {
-        for c in 0..u.nrows() {
-            out[(c, j)] += scale * u[(c, j)];
+        for i in 0..u.nrows() {
+            out[(i, j)] += scale * c * u[(i, j)];
         }
     }
 }
@@ -236,13 +236,13 @@ fn dot(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
     s
 }
 
-fn pcg(ops: &Ops<'_>, a: &faer::linalg::solvers::Llt<f64>, scale: f64, r: MatRef<'_, f64>, mut u: MatMut<'_, f64>,
+fn pcg(ops: &Ops<'_>, a: &faer::linalg::solvers::Llt<f64>, scale: f64, c: f64, r: MatRef<'_, f64>, mut u: MatMut<'_, f64>,
        tol: f64, max_iter: usize) -> Result<usize> {
     let (n, d, p) = (ops.n(), ops.d(), ops.p());
     let mut z = Mat::<f64>::zeros(n, 2 * p);
     let mut f = vec![0.0; n];
     let mut mu = Mat::<f64>::zeros(d, 2 * p);
-    apply_m(ops, scale, u.as_ref(), &mut z, &mut f, &mut mu);
+    apply_m(ops, scale, c, u.as_ref(), &mut z, &mut f, &mut mu);
     let mut res = r.to_owned() - &mu;
     let rnorm = r.norm_l2().max(f64::MIN_POSITIVE);
     if res.norm_l2() <= tol * rnorm {
@@ -252,7 +252,7 @@ fn pcg(ops: &Ops<'_>, a: &faer::linalg::solvers::Llt<f64>, scale: f64, r: MatRef
     let mut dir = prec.clone();
     let mut rz = dot(&res, &prec);
     for it in 1..=max_iter {
-        apply_m(ops, scale, dir.as_ref(), &mut z, &mut f, &mut mu);
+        apply_m(ops, scale, c, dir.as_ref(), &mut z, &mut f, &mut mu);
         let alpha = rz / dot(&dir, &mu);
         if !alpha.is_finite() {
             return Err(Error::Solver("PCG u-step broke down (non-finite step)".into()));
