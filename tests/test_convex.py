@@ -235,3 +235,27 @@ def test_progress_and_time_limit(caplog):
     m = fit(X, y, max_iter=100000, tol=1e-14, time_limit=0.05, verbose=True)
     assert m.status_ == "time_limit"
     assert m.n_iter_ < 100000
+
+
+def test_network_objective_matches_convex_objective():
+    X, y = data(15, 30, 3)
+    m = fit(X, y)
+    net = m.to_network()
+    assert m.network_objective_ == pytest.approx(network_objective(net, X, y, m.beta), rel=1e-9)
+    assert m.network_objective_ == pytest.approx(m.objective_, rel=1e-6)
+
+
+def test_cli_convex_fit(tmp_path, capsys):
+    import json
+
+    from nncert.cli import main
+    X, y = data(16, 30, 3)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    out = tmp_path / "net.npz"
+    assert main(["convex-fit", str(tmp_path / "d.npz"), "--patterns", "8", "--beta", "0.1", "--json",
+                 "--save", str(out)]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    net = nncert.Network.from_npz(out)
+    assert rep["neurons"] == net.layers[0].W.shape[0]
+    assert rep["objective"] > 0 and rep["status"] in ("converged", "max_iter")
+    assert main(["convex-fit", str(tmp_path / "missing.csv")]) == 1

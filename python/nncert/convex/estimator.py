@@ -65,7 +65,8 @@ class ConvexReLU:
     Fitted attributes: ``objective_`` (re-evaluated in numpy from the returned weights), ``n_iter_``,
     ``history_`` (dict of per-iteration arrays), ``patterns_`` (n, P), ``V_``/``W_`` (outputs, d, P; the
     last row is the bias when ``fit_intercept``), ``constraint_violation_``, ``status_``, ``u_solver_``,
-    ``classes_`` (classification), ``fit_seconds_``.
+    ``classes_`` (classification), ``fit_seconds_``, ``network_objective_`` (the objective of the ReLU
+    network itself on the training data; equal to ``objective_`` up to the constraint violation).
     """
 
     def __init__(self, n_patterns: int = 100, beta: float = 1e-3, loss: str = "squared", solver: str = "admm",
@@ -235,6 +236,12 @@ class ConvexReLU:
         self.objective_ = float(sum(F.objective(Xa, D, V[c], W[c], Y[:, c], float(self.beta), self.loss, eps, feat)
                                     for c in range(k)))
         self.constraint_violation_ = max(F.violation(Xa, D, V[c], W[c], eps, feat) for c in range(k))
+        # The ReLU network's own (non-robust) objective: equals objective_ when the cone constraints hold
+        # exactly; an iterative solver's small violations show up as the difference.
+        self.network_objective_ = float(sum(
+            F.loss_value(self.loss, np.maximum(Xa @ V[c], 0).sum(1) - np.maximum(Xa @ W[c], 0).sum(1), Y[:, c])
+            + float(self.beta) * (np.linalg.norm(V[c], axis=0).sum() + np.linalg.norm(W[c], axis=0).sum())
+            for c in range(k)))
         if not np.isfinite(self.objective_):
             raise SolverError(f"the fitted objective is {self.objective_}")
         self.fit_seconds_ = time.perf_counter() - t0
