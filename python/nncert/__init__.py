@@ -27,3 +27,7 @@ __all__ += ["Property", "verify", "VerifyResult", "verify_region", "RegionResult
 from . import solvers  # noqa: E402  (Krylov and learned linear solvers: nncert.solvers.cg, .DCDM, .poisson3d)
 
 __all__ += ["solvers"]
+
+from .convex import ConvexReLU  # noqa: E402
+
+__all__ += ["ConvexReLU"]

@@ -71,3 +71,16 @@ def csr_lanczos(indptr: np.ndarray, indices: np.ndarray, data: npt.NDArray[np.fl
                 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
 def stream_triad(n: int, reps: int) -> float:
     """Best-of-reps STREAM triad bandwidth (bytes/second) over three float64 arrays of length n."""
+
+# --- convex training (rust/py/src/convex.rs) ---
+def convex_admm(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], patterns: npt.NDArray[np.float64],
+                beta: float, loss: str = "squared", rho: float = 1.0, max_iter: int = 10000,
+                eps_abs: float = 1e-7, eps_rel: float = 1e-6, u_solver: str = "auto", pcg_tol: float = 1e-10,
+                memory_limit: float = 4294967296.0, time_limit: float = ..., callback: object | None = None,
+                callback_every: int = 50, adapt_every: int = 25, relaxation: float = 1.6,
+                z_weight: float = 1.0) -> list[dict]:
+    """ADMM for each column of y (n, C), sharing one u-step factorisation. Each dict has v, w (d, P),
+    objective, iterations, status, u_solver, factor_seconds, solve_seconds and history (k, 7): iter,
+    objective, primal_residual, dual_residual, violation, seconds, inner_iterations."""
+def convex_ustep_memory(kind: str, n: int, d: int, p: int) -> float:
+    """Bytes the 'dense' | 'woodbury' | 'pcg' u-step would allocate."""

@@ -169,3 +169,17 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _convex_fit(args: argparse.Namespace) -> int:
+    from .convex.cli import run
+    return run(args)
+
+
+def _convex_fit_args(p: argparse.ArgumentParser) -> None:
+    from .convex.cli import add_arguments
+    add_arguments(p)
+
+
+COMMANDS["convex-fit"] = ("train a two-layer ReLU network to global optimality (convex reformulation)",
+                          _convex_fit_args, _convex_fit)

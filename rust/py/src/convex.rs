@@ -1,7 +1,129 @@
-//! Bindings for convex training (ADMM, SCP).
+//! Bindings for convex training (ADMM). Thin: convert, release the GIL, call the core, convert back.
 
+use std::sync::Mutex;
+
+use nncert_core::convex::{AdmmProblem, AdmmSettings, Loss, USolve};
+use numpy::{PyArray2, PyReadonlyArray2};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use crate::arrays::{mat_to_numpy, RawMat};
+use crate::errors::run_detached;
+
+/// Runs the ADMM for each column of `y` (n x C), sharing one factorisation of the u-step.
+/// `callback(output, iter, objective, primal_residual, dual_residual)` is called every
+/// `callback_every` iterations with the GIL held; an exception (e.g. KeyboardInterrupt) stops the run.
+#[pyfunction]
+#[pyo3(signature = (x, y, patterns, beta, loss="squared", rho=1.0, max_iter=10000, eps_abs=1e-7, eps_rel=1e-6,
+                    u_solver="auto", pcg_tol=1e-10, memory_limit=4294967296.0, time_limit=f64::INFINITY,
+                    callback=None, callback_every=50, adapt_every=25, relaxation=1.6, z_weight=1.0))]
+#[allow(clippy::too_many_arguments)]
+fn convex_admm<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f64>,
+    y: PyReadonlyArray2<'py, f64>,
+    patterns: PyReadonlyArray2<'py, f64>,
+    beta: f64,
+    loss: &str,
+    rho: f64,
+    max_iter: usize,
+    eps_abs: f64,
+    eps_rel: f64,
+    u_solver: &str,
+    pcg_tol: f64,
+    memory_limit: f64,
+    time_limit: f64,
+    callback: Option<Py<PyAny>>,
+    callback_every: usize,
+    adapt_every: usize,
+    relaxation: f64,
+    z_weight: f64,
+) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    let loss = run_detached(py, || Loss::parse(loss))?;
+    let u_solver = run_detached(py, || USolve::parse(u_solver))?;
+    let settings = AdmmSettings {
+        rho, max_iter, eps_abs, eps_rel, u_solver, pcg_tol, memory_limit, time_limit, adapt_every, relaxation,
+        z_weight,
+        ..AdmmSettings::default()
+    };
+    let (xr, yr, pr) = (RawMat::of(&x), RawMat::of(&y), RawMat::of(&patterns));
+    let cb_error: Mutex<Option<PyErr>> = Mutex::new(None);
+    let every = callback_every.max(1);
+    let results = run_detached(py, || {
+        // Safety: x, y and patterns stay borrowed until this function returns.
+        let (xv, yv, pv) = unsafe { (xr.view(), yr.view(), pr.view()) };
+        if yv.nrows() != xv.nrows() {
+            return Err(nncert_core::Error::Shape(format!("y has {} rows but X has {}", yv.nrows(), xv.nrows())));
+        }
+        let problem = AdmmProblem::new(xv, pv, loss, &settings)?;
+        let mut out = Vec::with_capacity(yv.ncols());
+        for c in 0..yv.ncols() {
+            let target: Vec<f64> = (0..yv.nrows()).map(|i| yv[(i, c)]).collect();
+            let mut progress = |r: &nncert_core::convex::Record| -> bool {
+                if r.iter % every != 0 {
+                    return true;
+                }
+                Python::attach(|py| {
+                    let res = py.check_signals().and_then(|_| match &callback {
+                        Some(cb) => cb
+                            .call1(py, (c, r.iter, r.objective, r.primal_residual, r.dual_residual))
+                            .map(|_| ()),
+                        None => Ok(()),
+                    });
+                    match res {
+                        Ok(()) => true,
+                        Err(e) => {
+                            *cb_error.lock().unwrap() = Some(e);
+                            false
+                        }
+                    }
+                })
+            };
+            let res = problem.solve(&target, beta, loss, &settings, &mut progress)?;
+            let stop = res.status == "interrupted";
+            out.push(res);
+            if stop {
+                break;
+            }
+        }
+        Ok(out)
+    })?;
+    if let Some(e) = cb_error.lock().unwrap().take() {
+        return Err(e);
+    }
+    results
+        .into_iter()
+        .map(|r| {
+            let d = PyDict::new(py);
+            d.set_item("v", mat_to_numpy(py, &r.v))?;
+            d.set_item("w", mat_to_numpy(py, &r.w))?;
+            d.set_item("objective", r.objective)?;
+            d.set_item("iterations", r.iterations)?;
+            d.set_item("status", r.status)?;
+            d.set_item("u_solver", r.u_solver.name())?;
+            d.set_item("factor_seconds", r.factor_seconds)?;
+            d.set_item("solve_seconds", r.solve_seconds)?;
+            let h = faer::Mat::<f64>::from_fn(r.history.len(), 7, |i, j| {
+                let rec = &r.history[i];
+                [rec.iter as f64, rec.objective, rec.primal_residual, rec.dual_residual, rec.violation,
+                 rec.seconds, rec.inner_iterations as f64][j]
+            });
+            let h: Bound<'py, PyArray2<f64>> = mat_to_numpy(py, &h);
+            d.set_item("history", h)?;
+            Ok(d)
+        })
+        .collect()
+}
+
+/// Bytes the given u-step would allocate for an n x d problem with P patterns (no work done).
+#[pyfunction]
+fn convex_ustep_memory(kind: &str, n: usize, d: usize, p: usize) -> PyResult<f64> {
+    let k = USolve::parse(kind).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    Ok(nncert_core::convex::ustep::memory_bytes(k, n, d, p))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(convex_admm, m)?)?;
+    m.add_function(wrap_pyfunction!(convex_ustep_memory, m)?)?;
     Ok(())
 }

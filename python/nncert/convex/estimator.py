@@ -1,0 +1,388 @@
+"""``nncert.ConvexReLU``: a two-layer ReLU network trained to global optimality (for its patterns)."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from .._arrays import as_float_array, check_finite, is_torch_tensor
+from ..devices import resolve_device
+from ..errors import InvalidInputError, ShapeError, SolverError, UnsupportedModelError
+from . import formulation as F
+from .patterns import check_patterns, sample_patterns
+
+log = logging.getLogger("nncert.convex")
+
+SOLVERS = ("admm", "cvxpy")
+HISTORY_FIELDS = ("iter", "objective", "primal_residual", "dual_residual", "violation", "seconds",
+                  "inner_iterations")
+
+
+def available_memory() -> float:
+    """Bytes of memory available now (MemAvailable), or 4 GiB where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return 4.0 * 2**30
+
+
+def prune_groups(M: np.ndarray, rel: float = 1e-6) -> np.ndarray:
+    """Zeroes the columns an interior-point solver leaves at round-off size instead of exactly zero
+    (the objective is re-evaluated afterwards, so this never hides a change)."""
+    norms = np.linalg.norm(M, axis=0)
+    out = M.copy()
+    out[:, norms <= rel * max(1.0, norms.max(initial=0.0))] = 0.0
+    return out
+
+
+class ConvexReLU:
+    """Two-layer ReLU network trained by solving its convex reformulation.
+
+    For activation patterns D_1..D_P (sampled from ``n_patterns`` random gates, duplicates removed, or
+    given as ``patterns``) it solves
+        min loss(sum_i D_i X (v_i - w_i), y) + beta sum_i (||v_i||_2 + ||w_i||_2)
+        s.t. (2D_i - I) X v_i >= 0, (2D_i - I) X w_i >= 0
+    whose optimum equals the weight-decay-regularised training objective of the ReLU network that
+    :meth:`to_network` builds (Pilanci & Ergen 2020). ``loss="squared"`` is 0.5 * sum of squared errors.
+
+    Targets: with ``loss="squared"`` a float ``y`` (n,) or (n, k) is regressed; integer, boolean or
+    string labels are classified (two classes: one output with targets -1/+1; more: one output per
+    class, one-vs-rest -1/+1). ``loss="logistic"``/``"hinge"`` always classify.
+
+    ``solver``: ``"admm"`` (Bai, Gautam & Sojoudi 2022, in the Rust core) or ``"cvxpy"`` (the reference
+    formulation, Clarabel). ``adversarial_eps > 0`` trains against l-inf perturbations of the features
+    (robust program of Bai et al.; ``solver="cvxpy"``).
+
+    Fitted attributes: ``objective_`` (re-evaluated in numpy from the returned weights), ``n_iter_``,
+    ``history_`` (dict of per-iteration arrays), ``patterns_`` (n, P), ``V_``/``W_`` (outputs, d, P; the
+    last row is the bias when ``fit_intercept``), ``constraint_violation_``, ``status_``, ``u_solver_``,
+    ``classes_`` (classification), ``fit_seconds_``, ``network_objective_`` (the objective of the ReLU
+    network itself on the training data; equal to ``objective_`` up to the constraint violation).
+    """
+
+    def __init__(self, n_patterns: int = 100, beta: float = 1e-3, loss: str = "squared", solver: str = "admm",
+                 adversarial_eps: float = 0.0, patterns: Any = None, random_state: Any = 0,
+                 fit_intercept: bool = True, standardize: bool = False, max_iter: int = 10000, tol: float = 1e-6,
+                 rho: float | None = None, u_solver: str = "auto", time_limit: float | None = None,
+                 memory_limit: float | None = None, verbose: bool = False, device: Any = None):
+        self.n_patterns = n_patterns
+        self.beta = beta
+        self.loss = loss
+        self.solver = solver
+        self.adversarial_eps = adversarial_eps
+        self.patterns = patterns
+        self.random_state = random_state
+        self.fit_intercept = fit_intercept
+        self.standardize = standardize
+        self.max_iter = max_iter
+        self.tol = tol
+        self.rho = rho
+        self.u_solver = u_solver
+        self.time_limit = time_limit
+        self.memory_limit = memory_limit
+        self.verbose = verbose
+        self.device = device
+
+    # ------------------------------------------------------------------ scikit-learn protocol
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self._param_names()}
+
+    def set_params(self, **params: Any) -> "ConvexReLU":
+        valid = self._param_names()
+        for k, v in params.items():
+            if k not in valid:
+                raise InvalidInputError(f"ConvexReLU has no parameter {k!r} (valid: {', '.join(valid)})")
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = inspect.signature(type(self).__init__).parameters
+        changed = []
+        for k in self._param_names():
+            v = getattr(self, k)
+            dv = defaults[k].default
+            if isinstance(v, np.ndarray) or not (v is dv or v == dv):
+                changed.append(f"{k}={'<array>' if isinstance(v, np.ndarray) else repr(v)}")
+        return f"ConvexReLU({', '.join(changed)})"
+
+    # ------------------------------------------------------------------ input handling
+    def _check_params(self) -> None:
+        if self.loss not in F.LOSSES:
+            raise InvalidInputError(f"loss must be one of {F.LOSSES}, got {self.loss!r}")
+        if self.solver not in SOLVERS:
+            raise InvalidInputError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        b = self.beta
+        if not isinstance(b, (int, float, np.floating, np.integer)) or not np.isfinite(b) or b <= 0:
+            raise InvalidInputError(f"beta must be a positive finite number, got {b!r}")
+        e = self.adversarial_eps
+        if not isinstance(e, (int, float, np.floating, np.integer)) or not np.isfinite(e) or e < 0:
+            raise InvalidInputError(f"adversarial_eps must be a finite number >= 0, got {e!r}")
+        if e > 0 and self.solver != "cvxpy":
+            raise UnsupportedModelError(
+                f"adversarial_eps > 0 is implemented by solver='cvxpy' only (got solver={self.solver!r})")
+        if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 1:
+            raise InvalidInputError(f"max_iter must be a positive integer, got {self.max_iter!r}")
+        if not (np.isfinite(self.tol) and self.tol > 0):
+            raise InvalidInputError(f"tol must be positive, got {self.tol!r}")
+        if self.rho is not None and not (np.isfinite(self.rho) and self.rho > 0):
+            raise InvalidInputError(f"rho must be positive, got {self.rho!r}")
+
+    def _features(self, X: Any, fitting: bool) -> np.ndarray:
+        dev = resolve_device(self.device, X)
+        if dev.type != "cpu":
+            raise InvalidInputError(f"ConvexReLU runs on the CPU for now; device {str(dev)!r} is not supported")
+        X = as_float_array(X, "X", ndim=2)
+        check_finite(X, "X")
+        if fitting:
+            self.n_features_in_ = X.shape[1]
+            if self.standardize:
+                self.mean_ = X.mean(axis=0)
+                std = X.std(axis=0)
+                self.scale_ = np.where(std > 0, std, 1.0)
+        elif X.shape[1] != self.n_features_in_:
+            raise ShapeError(f"X has {X.shape[1]} features but the model was fitted with {self.n_features_in_}")
+        if self.standardize:
+            X = (X - self.mean_) / self.scale_
+        if self.fit_intercept:
+            X = np.hstack([X, np.ones((X.shape[0], 1))])
+        return np.ascontiguousarray(X, dtype=np.float64)
+
+    def _targets(self, y: Any, n: int) -> np.ndarray:
+        """(n, k) float targets; sets classes_ for classification."""
+        if is_torch_tensor(y):
+            y = y.detach().cpu().numpy()
+        y = np.asarray(y)
+        if y.shape[0] != n:
+            raise ShapeError(f"y has {y.shape[0]} entries but X has {n} rows")
+        classify = self.loss != "squared" or y.dtype.kind in "biuOSU"
+        self._classify = classify
+        if not classify:
+            y = as_float_array(y, "y", ndim=(1, 2))
+            check_finite(y, "y")
+            self._single_output = y.ndim == 1
+            return y.reshape(n, -1).astype(np.float64)
+        if y.ndim != 1:
+            raise ShapeError(f"class labels must be 1-D, got shape {y.shape}")
+        if y.dtype.kind == "f":
+            if not np.all(np.isfinite(y)):
+                raise InvalidInputError("y contains NaN or inf")
+            if not np.all(y == np.round(y)):
+                raise InvalidInputError(f"the {self.loss} loss needs class labels, but y has non-integer values "
+                                        f"(e.g. {y[y != np.round(y)][0]}); use loss='squared' for regression")
+        classes = np.unique(y)
+        if classes.size < 2:
+            raise InvalidInputError(f"y has a single class ({classes[0]!r}); classification needs at least two")
+        self.classes_ = classes
+        self._single_output = classes.size == 2
+        if classes.size == 2:
+            return np.where(y == classes[1], 1.0, -1.0)[:, None]
+        return np.where(y[:, None] == classes[None, :], 1.0, -1.0)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X: Any, y: Any) -> "ConvexReLU":
+        self._check_params()
+        t0 = time.perf_counter()
+        Xa = self._features(X, fitting=True)
+        Y = self._targets(y, Xa.shape[0])
+        n, d = Xa.shape
+        if self.patterns is None:
+            D = sample_patterns(Xa, self.n_patterns, self.random_state)
+            if D.shape[1] == 0:
+                raise InvalidInputError("every sampled pattern was empty; check X")
+        else:
+            D = check_patterns(self.patterns, n)
+        self.patterns_ = D
+        P = D.shape[1]
+        feat = np.ones(d, dtype=bool)
+        if self.fit_intercept:
+            feat[-1] = False
+        self._feat = feat
+        self._check_memory(n, d, P)
+        eps = float(self.adversarial_eps)
+        k = Y.shape[1]
+        V = np.zeros((k, d, P))
+        W = np.zeros((k, d, P))
+        if self.solver == "cvxpy":
+            from .reference import solve_reference
+            iters, statuses, hist = 0, [], []
+            for c in range(k):
+                sol = solve_reference(Xa, Y[:, c], D, float(self.beta), self.loss, eps, feat)
+                V[c], W[c] = prune_groups(sol.V), prune_groups(sol.W)
+                iters = max(iters, sol.iterations)
+                statuses.append(sol.status)
+                hist.append((c, sol.iterations, sol.objective, sol.seconds))
+            self.n_iter_ = iters
+            self.status_ = statuses[0] if len(set(statuses)) == 1 else statuses
+            self.u_solver_ = None
+            self.history_ = {"output": np.array([h[0] for h in hist]), "iter": np.array([h[1] for h in hist]),
+                             "objective": np.array([h[2] for h in hist]), "seconds": np.array([h[3] for h in hist])}
+        else:
+            self._fit_admm(Xa, Y, D, V, W)
+        self.V_, self.W_ = V, W
+        self.objective_ = float(sum(F.objective(Xa, D, V[c], W[c], Y[:, c], float(self.beta), self.loss, eps, feat)
+                                    for c in range(k)))
+        self.constraint_violation_ = max(F.violation(Xa, D, V[c], W[c], eps, feat) for c in range(k))
+        # The ReLU network's own (non-robust) objective: equals objective_ when the cone constraints hold
+        # exactly; an iterative solver's small violations show up as the difference.
+        self.network_objective_ = float(sum(
+            F.loss_value(self.loss, np.maximum(Xa @ V[c], 0).sum(1) - np.maximum(Xa @ W[c], 0).sum(1), Y[:, c])
+            + float(self.beta) * (np.linalg.norm(V[c], axis=0).sum() + np.linalg.norm(W[c], axis=0).sum())
+            for c in range(k)))
+        if not np.isfinite(self.objective_):
+            raise SolverError(f"the fitted objective is {self.objective_}")
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def _check_memory(self, n: int, d: int, P: int) -> None:
+        limit = float(self.memory_limit) if self.memory_limit is not None else 0.8 * available_memory()
+        base = 8.0 * (n * d + n * P + 10 * n * 2 * P + 12 * d * 2 * P)
+        if self.solver == "cvxpy":
+            base *= 20  # cvxpy's canonicalised problem holds several copies of the data
+        if base > limit:
+            raise InvalidInputError(f"this problem (n = {n}, d = {d}, P = {P}) needs about {base / 2**30:.2f} GiB "
+                                    f"but only {limit / 2**30:.2f} GiB are available; use fewer patterns or samples")
+        self._memory_budget = limit - base
+
+    def _fit_admm(self, Xa, Y, D, V, W) -> None:
+        from .. import _core
+        squared = self.loss == "squared"
+        if self.rho is not None:
+            rho = float(self.rho)
+        elif squared:
+            # Balance the loss curvature against the constraint block: rho ~ ||X||_F^2 / n (then adapted).
+            rho = max(float(np.sum(Xa * Xa)) / Xa.shape[0], 1e-8)
+        else:
+            # Fixed rho (no balancing, see below); rho ~ beta keeps the group threshold beta/rho near 1,
+            # which converged fastest on small hinge/logistic problems.
+            rho = float(np.clip(self.beta, 1e-4, 1.0))
+        every = max(1, min(100, self.max_iter // 100))
+        bar = None
+        if self.verbose:
+            try:
+                from tqdm.auto import tqdm
+                bar = tqdm(total=self.max_iter * Y.shape[1], desc="ConvexReLU ADMM", unit="it")
+            except ImportError:  # pragma: no cover
+                bar = None
+        last = [0]
+
+        def progress(out, it, obj, pres, dres):
+            if bar is not None:
+                bar.update(it - last[0] if it > last[0] else it)
+                bar.set_postfix(obj=f"{obj:.6g}", r_p=f"{pres:.1e}", r_d=f"{dres:.1e}")
+            last[0] = it
+            log.debug("output %d iter %d objective %.9g primal %.2e dual %.2e", out, it, obj, pres, dres)
+
+        kw = dict(loss=self.loss, rho=rho, max_iter=int(self.max_iter), eps_abs=0.1 * float(self.tol),
+                  eps_rel=float(self.tol), u_solver=self.u_solver, memory_limit=float(self._memory_budget),
+                  time_limit=float(self.time_limit) if self.time_limit is not None else float("inf"),
+                  callback=progress, callback_every=every,
+                  # With the loss split off, residual balancing has no scale to balance (see admm.rs): fixed rho.
+                  adapt_every=25 if squared else 0)
+        try:
+            results = _core.convex_admm(Xa, np.ascontiguousarray(Y), D, float(self.beta), **kw)
+        finally:
+            if bar is not None:
+                bar.close()
+        hist = []
+        for c, r in enumerate(results):
+            V[c], W[c] = r["v"], r["w"]
+            h = r["history"]
+            hist.append(np.hstack([np.full((h.shape[0], 1), c), h]))
+        H = np.vstack(hist)
+        self.history_ = {"output": H[:, 0].astype(int)}
+        for j, name in enumerate(HISTORY_FIELDS):
+            self.history_[name] = H[:, j + 1].astype(int) if name in ("iter", "inner_iterations") else H[:, j + 1]
+        self.n_iter_ = max(r["iterations"] for r in results)
+        statuses = [r["status"] for r in results]
+        self.status_ = statuses[0] if len(set(statuses)) == 1 else statuses
+        self.u_solver_ = results[0]["u_solver"]
+        if "converged" not in statuses:
+            log.warning("ADMM stopped with status %s after %d iterations; raise max_iter or tol",
+                        self.status_, self.n_iter_)
+
+    # ------------------------------------------------------------------ prediction
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "V_"):
+            raise InvalidInputError("this ConvexReLU is not fitted yet; call fit(X, y) first")
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """The network's outputs: (n,) for one output, (n, k) for several. Uses the ReLU network itself
+        (not the training patterns), so it applies to new data."""
+        self._check_fitted()
+        Xa = self._features(X, fitting=False)
+        out = np.stack([np.maximum(Xa @ self.V_[c], 0).sum(1) - np.maximum(Xa @ self.W_[c], 0).sum(1)
+                        for c in range(self.V_.shape[0])], axis=1)
+        return out[:, 0] if self._single_output else out
+
+    def predict(self, X: Any) -> np.ndarray:
+        f = self.decision_function(X)
+        if not self._classify:
+            return f
+        if f.ndim == 1:
+            return np.where(f >= 0, self.classes_[1], self.classes_[0])
+        return self.classes_[np.argmax(f, axis=1)]
+
+    def score(self, X: Any, y: Any) -> float:
+        """Accuracy for classification, R^2 for regression (scikit-learn's conventions)."""
+        pred = self.predict(X)
+        y = np.asarray(y.detach().cpu().numpy() if is_torch_tensor(y) else y)
+        if self._classify:
+            return float(np.mean(pred == y))
+        y = y.reshape(pred.shape).astype(np.float64)
+        ss_res = np.sum((y - pred) ** 2)
+        ss_tot = np.sum((y - y.mean(axis=0)) ** 2)
+        return float(1.0 - ss_res / ss_tot) if ss_tot > 0 else 0.0
+
+    # ------------------------------------------------------------------ conversion
+    def hidden_weights(self, tol: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(U, b, A): first-layer weights U (H, n_features), biases b (H,), output weights A (k, H) of the
+        equivalent network, with u = v / sqrt(||v||) and output weight +-sqrt(||v||); groups with
+        norm <= tol are pruned."""
+        self._check_fitted()
+        cols_u, outs = [], []
+        k = self.V_.shape[0]
+        for c in range(k):
+            for M, sign in ((self.V_[c], 1.0), (self.W_[c], -1.0)):
+                norms = np.linalg.norm(M, axis=0)
+                for i in np.flatnonzero(norms > tol):
+                    r = np.sqrt(norms[i])
+                    cols_u.append(M[:, i] / r)
+                    outs.append((c, sign * r))
+        d = self.V_.shape[1]
+        U = np.array(cols_u).reshape(-1, d)
+        A = np.zeros((k, U.shape[0]))
+        for h, (c, a) in enumerate(outs):
+            A[c, h] = a
+        if self.fit_intercept:
+            Wt, b = U[:, :-1], U[:, -1].copy()
+        else:
+            Wt, b = U, np.zeros(U.shape[0])
+        if self.standardize:
+            Wt = Wt / self.scale_[None, :]
+            b = b - Wt @ self.mean_
+        return Wt, b, A
+
+    def to_network(self, tol: float = 0.0):
+        """The fitted model as an ``nncert.Network`` Dense -> ReLU -> Dense. Its weight-decay objective
+        loss + beta/2 (||first-layer weights and biases||^2 + ||output weights||^2) equals ``objective_``
+        (without ``standardize``); zero groups are pruned (a network with no neuron gets one zero neuron)."""
+        from ..layers import Dense, ReLU
+        from ..network import Network
+        Wt, b, A = self.hidden_weights(tol)
+        if Wt.shape[0] == 0:
+            Wt, b, A = np.zeros((1, self.n_features_in_)), np.zeros(1), np.zeros((A.shape[0], 1))
+        return Network([Dense(Wt, b), ReLU(), Dense(A, np.zeros(A.shape[0]))])

@@ -1,0 +1,112 @@
+use faer::Mat;
+
+use super::ops::Ops;
+use super::ustep::{USolve, USolver};
+use super::*;
+
+/// Deterministic pseudo-random numbers (no rand dependency).
+fn lcg(seed: &mut u64) -> f64 {
+    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    ((*seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+}
+
+fn problem(n: usize, d: usize, p: usize, seed: u64) -> (Mat<f64>, Mat<f64>, Vec<f64>) {
+    let mut s = seed;
+    let x = Mat::from_fn(n, d, |_, j| if j + 1 == d { 1.0 } else { lcg(&mut s) });
+    let h = Mat::from_fn(d, p, |_, _| lcg(&mut s));
+    let xh = &x * &h;
+    let dm = Mat::from_fn(n, p, |i, j| if xh[(i, j)] >= 0.0 { 1.0 } else { 0.0 });
+    let y = (0..n).map(|_| lcg(&mut s)).collect();
+    (x, dm, y)
+}
+
+#[test]
+fn usteps_agree() {
+    let (x, dm, _) = problem(25, 4, 6, 1);
+    let ops = Ops { x: x.as_ref(), dm: dm.clone() };
+    let mut s = 7;
+    let r = Mat::from_fn(4, 12, |_, _| lcg(&mut s));
+    let mut sols = Vec::new();
+    for kind in [USolve::Dense, USolve::Woodbury, USolve::Pcg] {
+        let us = USolver::new(&ops, 0.7, 1.3, kind, 1e-13).unwrap();
+        let mut u = Mat::<f64>::zeros(4, 12);
+        us.solve(&ops, r.as_ref(), u.as_mut()).unwrap();
+        sols.push(u);
+    }
+    for k in 1..3 {
+        let diff = (&sols[k] - &sols[0]).norm_l2() / sols[0].norm_l2();
+        assert!(diff < 1e-9, "u-step {k} differs from dense by {diff}");
+    }
+}
+
+#[test]
+fn large_beta_gives_zero_network() {
+    let (x, dm, y) = problem(30, 3, 5, 2);
+    // beta above max_i ||(D_i X)^T y|| makes zero optimal.
+    let mut bmax: f64 = 0.0;
+    for j in 0..5 {
+        let mut g = vec![0.0; 3];
+        for i in 0..30 {
+            for c in 0..3 {
+                g[c] += dm[(i, j)] * x[(i, c)] * y[i];
+            }
+        }
+        bmax = bmax.max(g.iter().map(|v| v * v).sum::<f64>().sqrt());
+    }
+    let res = solve_admm(x.as_ref(), &y, dm.as_ref(), 1.01 * bmax, Loss::Squared, &AdmmSettings::default()).unwrap();
+    assert_eq!(res.v.norm_l2(), 0.0);
+    assert_eq!(res.w.norm_l2(), 0.0);
+    let half_sse: f64 = 0.5 * y.iter().map(|v| v * v).sum::<f64>();
+    assert!((res.objective - half_sse).abs() < 1e-12);
+}
+
+#[test]
+fn admm_converges_and_is_feasible() {
+    let (x, dm, y) = problem(30, 4, 8, 3);
+    let settings = AdmmSettings { eps_abs: 1e-10, eps_rel: 1e-9, max_iter: 50_000, ..AdmmSettings::default() };
+    let res = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared, &settings).unwrap();
+    assert_eq!(res.status, "converged");
+    let last = res.history.last().unwrap();
+    assert!(last.violation < 1e-6, "violation {}", last.violation);
+    // Objective is monotone-ish at the end and below the zero network's.
+    let half_sse: f64 = 0.5 * y.iter().map(|v| v * v).sum::<f64>();
+    assert!(res.objective < half_sse);
+    // Same optimum with each u-step.
+    for kind in [USolve::Dense, USolve::Woodbury, USolve::Pcg] {
+        let s2 = AdmmSettings { u_solver: kind, ..settings.clone() };
+        let r2 = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared, &s2).unwrap();
+        assert!((r2.objective - res.objective).abs() < 1e-7 * res.objective, "{kind:?}");
+    }
+}
+
+#[test]
+fn bad_input_is_reported() {
+    let (mut x, dm, y) = problem(10, 3, 4, 4);
+    let s = AdmmSettings::default();
+    assert!(matches!(solve_admm(x.as_ref(), &y, dm.as_ref(), 0.0, Loss::Squared, &s), Err(crate::Error::InvalidInput(_))));
+    assert!(matches!(solve_admm(x.as_ref(), &y[..5], dm.as_ref(), 0.1, Loss::Squared, &s), Err(crate::Error::Shape(_))));
+    assert!(matches!(solve_admm(x.as_ref(), &y, dm.as_ref(), 0.1, Loss::Hinge, &s), Err(crate::Error::InvalidInput(_))));
+    let tiny = AdmmSettings { memory_limit: 10.0, u_solver: USolve::Dense, ..s.clone() };
+    assert!(matches!(solve_admm(x.as_ref(), &y, dm.as_ref(), 0.1, Loss::Squared, &tiny), Err(crate::Error::InvalidInput(_))));
+    x[(0, 0)] = f64::NAN;
+    assert!(matches!(solve_admm(x.as_ref(), &y, dm.as_ref(), 0.1, Loss::Squared, &s), Err(crate::Error::InvalidInput(_))));
+}
+
+#[test]
+fn proxes_are_minimisers() {
+    // prox_t(a) minimises t loss(q) + 0.5 (q - a)^2: check against a fine grid.
+    for loss in [Loss::Logistic, Loss::Hinge, Loss::Squared] {
+        for &t in &[0.01, 1.0, 100.0, 1e4] {
+            for &a in &[-50.0, -1.0, 0.0, 0.3, 2.0, 80.0] {
+                for &y in &[-1.0, 1.0] {
+                    let q = loss.prox_for_tests(a, y, t);
+                    let obj = |q: f64| t * loss.value(&[q], &[y]) + 0.5 * (q - a) * (q - a);
+                    for k in -200..=200 {
+                        let z = q + k as f64 * 1e-3 * (1.0 + t.min(10.0));
+                        assert!(obj(q) <= obj(z) + 1e-9 * (1.0 + obj(q).abs()), "{loss:?} t={t} a={a} y={y}");
+                    }
+                }
+            }
+        }
+    }
+}

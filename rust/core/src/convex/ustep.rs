@@ -1,0 +1,271 @@
+//! The u-step of the ADMM: solve (a * blkdiag(c I + X^T X) + F^T F) U = R for U (d x 2P).
+//!
+//! The matrix never changes during a run, so it is factored once. Three ways, one interface:
+//! - `Dense`: Cholesky of the 2dP x 2dP matrix itself;
+//! - `Woodbury`: Cholesky of A = a (I + X^T X) (d x d) and of the n x n capacitance matrix
+//!   K = I + F B^{-1} F^T = I + 2 (X A^{-1} X^T) o (D D^T), since every pattern appears in a v and a w block;
+//! - `Pcg`: matrix-free conjugate gradients preconditioned by blkdiag(A)^{-1}, for when neither fits.
+
+use faer::linalg::matmul::matmul;
+use faer::prelude::*;
+use faer::{Accum, Mat, MatMut, MatRef, Side};
+
+use super::ops::{par, Ops};
+use crate::error::{Error, Result};
+
+/// Which u-step to use (`Auto` picks the smaller factorisation that fits in memory, else `Pcg`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum USolve {
+    Auto,
+    Dense,
+    Woodbury,
+    Pcg,
+}
+
+impl USolve {
+    pub fn name(self) -> &'static str {
+        match self {
+            USolve::Auto => "auto",
+            USolve::Dense => "dense",
+            USolve::Woodbury => "woodbury",
+            USolve::Pcg => "pcg",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "auto" => USolve::Auto,
+            "dense" => USolve::Dense,
+            "woodbury" => USolve::Woodbury,
+            "pcg" => USolve::Pcg,
+            _ => return Err(Error::InvalidInput(format!("u_solver must be 'auto', 'dense', 'woodbury' or 'pcg', got {s:?}"))),
+        })
+    }
+}
+
+/// Bytes each u-step needs beyond the problem data (estimated before any work starts).
+pub fn memory_bytes(kind: USolve, n: usize, d: usize, p: usize) -> f64 {
+    let (n, m) = (n as f64, (2 * d * p) as f64);
+    match kind {
+        USolve::Dense => 8.0 * (n * m + 2.0 * m * m),
+        USolve::Woodbury => 8.0 * (3.0 * n * n + 2.0 * n * d as f64),
+        USolve::Pcg | USolve::Auto => 8.0 * 6.0 * m,
+    }
+}
+
+/// Flops of the one-off factorisation (to steer `Auto` away from huge factorisations).
+fn factor_flops(kind: USolve, n: usize, d: usize, p: usize) -> f64 {
+    let (n, m) = (n as f64, (2 * d * p) as f64);
+    match kind {
+        USolve::Dense => n * m * m + m * m * m / 3.0,
+        USolve::Woodbury => n * n * (p as f64 + d as f64) + n * n * n / 3.0,
+        _ => 0.0,
+    }
+}
+
+/// Picks the u-step for `Auto`, or checks that an explicit choice fits in `memory_limit` bytes.
+pub fn choose(kind: USolve, n: usize, d: usize, p: usize, memory_limit: f64) -> Result<USolve> {
+    let gib = |b: f64| b / (1u64 << 30) as f64;
+    if kind != USolve::Auto {
+        let need = memory_bytes(kind, n, d, p);
+        if need > memory_limit {
+            return Err(Error::InvalidInput(format!(
+                "the {} u-step needs about {:.2} GiB but only {:.2} GiB are allowed (n = {n}, d = {d}, P = {p}); \
+                 use u_solver='auto' or 'pcg', fewer patterns, or raise memory_limit",
+                kind.name(), gib(need), gib(memory_limit))));
+        }
+        return Ok(kind);
+    }
+    let first = if n <= 2 * d * p { USolve::Woodbury } else { USolve::Dense };
+    let second = if first == USolve::Woodbury { USolve::Dense } else { USolve::Woodbury };
+    for k in [first, second] {
+        // Beyond ~2e11 flops (minutes on a laptop) the matrix-free u-step wins.
+        if memory_bytes(k, n, d, p) <= memory_limit && factor_flops(k, n, d, p) <= 2e11 {
+            return Ok(k);
+        }
+    }
+    Ok(USolve::Pcg)
+}
+
+pub(crate) enum USolver {
+    Dense { llt: faer::linalg::solvers::Llt<f64> },
+    Woodbury { a: faer::linalg::solvers::Llt<f64>, k: faer::linalg::solvers::Llt<f64> },
+    Pcg { a: faer::linalg::solvers::Llt<f64>, scale: f64, c: f64, tol: f64, max_iter: usize },
+}
+
+fn chol(m: &Mat<f64>, what: &str) -> Result<faer::linalg::solvers::Llt<f64>> {
+    m.llt(Side::Lower)
+        .map_err(|e| Error::Solver(format!("Cholesky factorisation of the {what} failed ({e:?}); is the data finite?")))
+}
+
+impl USolver {
+    /// Factors a * blkdiag(c I + X^T X) + F^T F by the chosen method (not `Auto`).
+    pub fn new(ops: &Ops<'_>, a: f64, c: f64, kind: USolve, pcg_tol: f64) -> Result<Self> {
+        let (n, d, p) = (ops.n(), ops.d(), ops.p());
+        let mut am = Mat::<f64>::zeros(d, d);
+        matmul(am.as_mut(), Accum::Replace, ops.x.transpose(), ops.x, a, par());
+        for i in 0..d {
+            am[(i, i)] += a * c;
+        }
+        match kind {
+            USolve::Dense => {
+                let m = 2 * d * p;
+                let mut f = Mat::<f64>::zeros(n, m);
+                for j in 0..2 * p {
+                    let sign = if j < p { 1.0 } else { -1.0 };
+                    let dj = ops.dm.col(j % p);
+                    for c in 0..d {
+                        let xc = ops.x.col(c);
+                        let mut fc = f.col_mut(j * d + c);
+                        for k in 0..n {
+                            fc[k] = sign * dj[k] * xc[k];
+                        }
+                    }
+                }
+                let mut mm = Mat::<f64>::zeros(m, m);
+                matmul(mm.as_mut(), Accum::Replace, f.transpose(), f.as_ref(), 1.0, par());
+                drop(f);
+                for j in 0..2 * p {
+                    for r in 0..d {
+                        for c in 0..d {
+                            mm[(j * d + r, j * d + c)] += am[(r, c)];
+                        }
+                    }
+                }
+                Ok(USolver::Dense { llt: chol(&mm, "dense u-step matrix")? })
+            }
+            USolve::Woodbury => {
+                let a_llt = chol(&am, "d x d block")?;
+                let xt = ops.x.transpose().to_owned();
+                let ainv_xt = a_llt.solve(xt.as_ref()); // d x n
+                drop(xt);
+                let mut kmat = Mat::<f64>::zeros(n, n);
+                matmul(kmat.as_mut(), Accum::Replace, ops.dm.as_ref(), ops.dm.transpose(), 1.0, par());
+                let mut h = Mat::<f64>::zeros(n, n);
+                matmul(h.as_mut(), Accum::Replace, ops.x, ainv_xt.as_ref(), 1.0, par());
+                for c in 0..n {
+                    for r in 0..n {
+                        kmat[(r, c)] = 2.0 * kmat[(r, c)] * h[(r, c)] + if r == c { 1.0 } else { 0.0 };
+                    }
+                }
+                drop(h);
+                let k_llt = chol(&kmat, "n x n Woodbury capacitance matrix")?;
+                Ok(USolver::Woodbury { a: a_llt, k: k_llt })
+            }
+            USolve::Pcg => Ok(USolver::Pcg { a: chol(&am, "d x d block")?, scale: a, c, tol: pcg_tol, max_iter: 2000 }),
+            USolve::Auto => unreachable!("choose() resolves Auto first"),
+        }
+    }
+
+    pub fn kind(&self) -> USolve {
+        match self {
+            USolver::Dense { .. } => USolve::Dense,
+            USolver::Woodbury { .. } => USolve::Woodbury,
+            USolver::Pcg { .. } => USolve::Pcg,
+        }
+    }
+
+    /// Solves M U = R (both d x 2P); `u` holds the previous solution on entry (the PCG warm start).
+    /// Returns the number of inner iterations (0 for direct solves).
+    pub fn solve(&self, ops: &Ops<'_>, r: MatRef<'_, f64>, mut u: MatMut<'_, f64>) -> Result<usize> {
+        let (n, d, p) = (ops.n(), ops.d(), ops.p());
+        match self {
+            USolver::Dense { llt } => {
+                let mut col = Mat::<f64>::zeros(2 * d * p, 1);
+                for j in 0..2 * p {
+                    for c in 0..d {
+                        col[(j * d + c, 0)] = r[(c, j)];
+                    }
+                }
+                llt.solve_in_place(col.as_mut());
+                for j in 0..2 * p {
+                    for c in 0..d {
+                        u[(c, j)] = col[(j * d + c, 0)];
+                    }
+                }
+                Ok(0)
+            }
+            USolver::Woodbury { a, k } => {
+                // U = T - A^{-1} F^T K^{-1} F T with T = A^{-1} R (blockwise).
+                let t = a.solve(r);
+                let mut z = Mat::<f64>::zeros(n, 2 * p);
+                ops.xu(t.as_ref(), z.as_mut());
+                let mut f = vec![0.0; n];
+                ops.f_from_z(z.as_ref(), &mut f);
+                let mut fy = Mat::<f64>::from_fn(n, 1, |i, _| f[i]);
+                k.solve_in_place(fy.as_mut());
+                let y: Vec<f64> = (0..n).map(|i| fy[(i, 0)]).collect();
+                z.fill(0.0);
+                ops.add_ft_cols(&y, z.as_mut(), 1.0);
+                let mut fty = Mat::<f64>::zeros(d, 2 * p);
+                ops.xtr(z.as_ref(), fty.as_mut());
+                a.solve_in_place(fty.as_mut());
+                u.copy_from(&t - &fty);
+                Ok(0)
+            }
+            USolver::Pcg { a, scale, c, tol, max_iter } => pcg(ops, a, *scale, *c, r, u, *tol, *max_iter),
+        }
+    }
+}
+
+/// out = (a (c I + X^T X) blockwise + F^T F) U.
+fn apply_m(ops: &Ops<'_>, scale: f64, c: f64, u: MatRef<'_, f64>, z: &mut Mat<f64>, f: &mut [f64], out: &mut Mat<f64>) {
+    ops.xu(u, z.as_mut());
+    ops.f_from_z(z.as_ref(), f);
+    // X^T (a Z + [D f, -D f]) = a X^T X U + F^T F U
+    for j in 0..z.ncols() {
+        for k in 0..z.nrows() {
+            z[(k, j)] *= scale;
+        }
+    }
+    ops.add_ft_cols(f, z.as_mut(), 1.0);
+    ops.xtr(z.as_ref(), out.as_mut());
+    for j in 0..u.ncols() {
+        for i in 0..u.nrows() {
+            out[(i, j)] += scale * c * u[(i, j)];
+        }
+    }
+}
+
+fn dot(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
+    let mut s = 0.0;
+    for j in 0..a.ncols() {
+        for i in 0..a.nrows() {
+            s += a[(i, j)] * b[(i, j)];
+        }
+    }
+    s
+}
+
+fn pcg(ops: &Ops<'_>, a: &faer::linalg::solvers::Llt<f64>, scale: f64, c: f64, r: MatRef<'_, f64>, mut u: MatMut<'_, f64>,
+       tol: f64, max_iter: usize) -> Result<usize> {
+    let (n, d, p) = (ops.n(), ops.d(), ops.p());
+    let mut z = Mat::<f64>::zeros(n, 2 * p);
+    let mut f = vec![0.0; n];
+    let mut mu = Mat::<f64>::zeros(d, 2 * p);
+    apply_m(ops, scale, c, u.as_ref(), &mut z, &mut f, &mut mu);
+    let mut res = r.to_owned() - &mu;
+    let rnorm = r.norm_l2().max(f64::MIN_POSITIVE);
+    if res.norm_l2() <= tol * rnorm {
+        return Ok(0);
+    }
+    let mut prec = a.solve(res.as_ref());
+    let mut dir = prec.clone();
+    let mut rz = dot(&res, &prec);
+    for it in 1..=max_iter {
+        apply_m(ops, scale, c, dir.as_ref(), &mut z, &mut f, &mut mu);
+        let alpha = rz / dot(&dir, &mu);
+        if !alpha.is_finite() {
+            return Err(Error::Solver("PCG u-step broke down (non-finite step)".into()));
+        }
+        u.copy_from(u.as_ref() + &dir * faer::Scale(alpha));
+        res = &res - &mu * faer::Scale(alpha);
+        if res.norm_l2() <= tol * rnorm {
+            return Ok(it);
+        }
+        prec = a.solve(res.as_ref());
+        let rz_new = dot(&res, &prec);
+        dir = &prec + &dir * faer::Scale(rz_new / rz);
+        rz = rz_new;
+    }
+    Ok(max_iter)
+}
