@@ -18,3 +18,8 @@ __all__ = [
     "Error", "ShapeError", "InvalidInputError", "UnsupportedModelError", "SolverError", "TimeLimitError",
     "PropertyFormatError",
 ]
+
+# Certified Lipschitz bounds (issue 3).
+from .lipschitz import LipschitzResult, lipschitz  # noqa: E402
+
+__all__ += ["lipschitz", "LipschitzResult"]

@@ -100,13 +100,16 @@ def _check_method(chain: dict[str, Any], method: str) -> None:
 
 def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = None, solver: str | None = None,
               certify: bool = True, device: Any = None, lower_bound_starts: int = 16, lower_bound_steps: int = 100,
-              solver_options: dict[str, Any] | None = None, verbose: bool = False) -> LipschitzResult:
+              solver_options: dict[str, Any] | None = None, verbose: bool = False,
+              gamma: bool = True) -> LipschitzResult:
     """An upper bound on the Lipschitz constant of ``net`` (or of x -> c^T net(x)).
 
     norm: 2 or "inf". method: "auto", "naive", "lipsdp-neuron", "lipsdp-layer", "nsr".
     output: None (whole output map), int k (output row k) or a vector c (the scalar map c^T f).
     solver: "SCS" (default), "CLARABEL", "MOSEK". certify: re-check and repair the solver's multipliers in
     the Rust core (``certified`` is True only then); with certify=False the solver's bound is returned as is.
+    gamma: for nsr, use the gamma_j 11^T (Householder: I - vv^T) term of the group multipliers; False keeps
+    only lambda_j I (a looser bound, for comparison). solver_options go to cvxpy's solve (e.g. SCS eps_abs).
     Raises UnsupportedModelError when the method does not apply to the network, SolverError when the solver
     fails or the certificate cannot be established.
     """
@@ -159,7 +162,7 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
         log.info("lipschitz: %s, %d LMIs, solver %s", method_used, len(chain["stages"]) + 1, name)
     ts = time.perf_counter()
     rho, d, mults, status, info = sdp.solve(chain, nrm, multipliers, name, verbose=verbose,
-                                           solver_options=solver_options)
+                                           solver_options=solver_options, use_gamma=gamma)
     details.update(info)
     details["solver_seconds"] = time.perf_counter() - ts
     details["scale"] = chain["scale"]
@@ -186,3 +189,13 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
 
 
 __all__ = ["lipschitz", "LipschitzResult", "METHODS"]
+
+
+class _CallableModule(__import__("types").ModuleType):
+    """Keeps ``nncert.lipschitz(net, ...)`` working even where the name resolves to this package."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> LipschitzResult:
+        return lipschitz(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule

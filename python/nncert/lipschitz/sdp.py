@@ -34,7 +34,7 @@ def _sq(expr_vec, n: int):
 class StageVars:
     """The cvxpy variables of one stage and the expressions built from them."""
 
-    def __init__(self, st: dict[str, Any], W: np.ndarray, multipliers: str):
+    def __init__(self, st: dict[str, Any], W: np.ndarray, multipliers: str, use_gamma: bool = True):
         import cvxpy as cp
 
         self.st, self.W = st, W
@@ -57,6 +57,7 @@ class StageVars:
             G = len(groups)
             self.lam = cp.Variable(G, nonneg=True)
             self.gam = cp.Variable(G)
+            self.use_gamma = use_gamma
             Al = _vec_cols([W[g].T @ W[g] for g in groups])
             Ag = _vec_cols([W[g].T @ E @ W[g] for g in groups])
             self.wqw = _sq(Al @ self.lam + Ag @ self.gam, n)
@@ -96,7 +97,7 @@ def _sym_psd(M, n_hint: int):
     return 0.5 * (M + M.T) >> 0
 
 
-def build(chain: dict[str, Any], norm: str, multipliers: str, rowspace: bool = True):
+def build(chain: dict[str, Any], norm: str, multipliers: str, rowspace: bool = True, use_gamma: bool = True):
     """The cvxpy problem and its variables. ``multipliers``: "neuron" or "layer" for sector stages."""
     import cvxpy as cp
 
@@ -131,8 +132,10 @@ def build(chain: dict[str, Any], norm: str, multipliers: str, rowspace: bool = T
     svars = []
     sizes = []
     for st, W in zip(stages, Ws):
-        v = StageVars(st, W, multipliers)
+        v = StageVars(st, W, multipliers, use_gamma)
         svars.append(v)
+        if v.gam is not None and not use_gamma:
+            cons.append(v.gam == 0)
         m, n = W.shape
         Xn = v.X_out
         if st["kind"] == "linear":
@@ -170,11 +173,11 @@ def build(chain: dict[str, Any], norm: str, multipliers: str, rowspace: bool = T
 
 
 def solve(chain: dict[str, Any], norm: str, multipliers: str, solver: str, verbose: bool = False,
-          solver_options: dict[str, Any] | None = None):
+          solver_options: dict[str, Any] | None = None, use_gamma: bool = True):
     """Solves the chain SDP; returns (rho, d, stage multipliers, status, info)."""
     import cvxpy as cp
 
-    prob, rho, d, svars, info = build(chain, norm, multipliers)
+    prob, rho, d, svars, info = build(chain, norm, multipliers, use_gamma=use_gamma)
     opts = dict(SOLVER_DEFAULTS.get(solver, {}))
     opts.update(solver_options or {})
     try:
