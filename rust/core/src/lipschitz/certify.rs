@@ -375,28 +375,36 @@ pub fn certify(chain: &Chain, norm: Norm, mut mu: Multipliers, repair: bool) -> 
                     break;
                 }
                 repaired = true;
-                let scale = 1e-12 * (1.0 + fro(lmi.m.as_ref()));
-                let tau = slack * (2.0 * lmi.margin + scale);
+                // Shift the whole LMI up by e: M + Delta + a E_A >= M + e I.
+                let e = slack * (2.0 * lmi.margin - lam.min(0.0) + 1e-15 * (1.0 + fro(lmi.m.as_ref())));
                 let n = lmi.m.nrows();
-                if lmi.na == n {
-                    bld.raise_x(k, &mut mu, tau - lam);
+                let a = if lmi.na == n {
+                    e
                 } else {
-                    let c = lmi.m.as_ref().submatrix(lmi.na, lmi.na, n - lmi.na, n - lmi.na).to_owned();
-                    let lc = min_eig(c.as_ref())?;
-                    let tc = slack * (1e-9 * (1.0 + fro(c.as_ref())) + 4.0 * lmi.margin);
-                    if lc < tc {
-                        bld.raise_own(k, &mut mu, tc - lc);
+                    let before = lmi.m;
+                    let nc = n - lmi.na;
+                    // raise the C block's own multiplier so that C grows by 2e ...
+                    bld.raise_own(k, &mut mu, 2.0 * e);
+                    let after = bld.build(k, &mu).m;
+                    let delta = Mat::from_fn(n, n, |i, j| after[(i, j)] - before[(i, j)]);
+                    // ... then a >= e - lambda_min(A_D - B_D (C_D - e I)^{-1} B_D^T), with C_D - e I ~ e I.
+                    let mut cd = delta.as_ref().submatrix(lmi.na, lmi.na, nc, nc).to_owned();
+                    for i in 0..nc {
+                        cd[(i, i)] -= e;
                     }
-                    let lmi = bld.build(k, &mu);
-                    if min_eig(lmi.m.as_ref().submatrix(lmi.na, lmi.na, n - lmi.na, n - lmi.na))? > 0.0 {
-                        let s = schur(lmi.m.as_ref(), lmi.na)?;
-                        let ls = min_eig(s.as_ref())?;
-                        if ls < tau {
-                            bld.raise_x(k, &mut mu, tau - ls);
-                        }
+                    let mut shifted = delta.clone();
+                    for i in 0..nc {
+                        shifted[(lmi.na + i, lmi.na + i)] -= e;
                     }
-                }
-                slack *= 4.0;
+                    if min_eig(cd.as_ref())? > 0.0 {
+                        let s = schur(shifted.as_ref(), lmi.na)?;
+                        e - min_eig(s.as_ref())?.min(0.0)
+                    } else {
+                        e * 4.0
+                    }
+                };
+                bld.raise_x(k, &mut mu, a.max(e));
+                slack *= 2.0;
                 if !slack.is_finite() {
                     break;
                 }
@@ -420,4 +428,63 @@ pub fn certify(chain: &Chain, norm: Norm, mut mu: Multipliers, repair: bool) -> 
         format!("could not certify: LMI(s) {} not PSD with margin", worst.join(", "))
     };
     Ok(Certificate { bound, certified: ok, solver_bound, rho: mu.rho, lmis, repaired, message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::{Layer, Network, Pairing};
+
+    fn rot(t: f64) -> Mat<f64> {
+        Mat::from_fn(2, 2, |i, j| match (i, j) {
+            (0, 0) | (1, 1) => t.cos(),
+            (0, 1) => -t.sin(),
+            _ => t.sin(),
+        })
+    }
+
+    #[test]
+    fn repair_from_zero_gives_the_spectral_norm() {
+        let w = Mat::from_fn(2, 3, |i, j| (i as f64 + 1.0) * (j as f64 - 1.3));
+        let net = Network::new(vec![Layer::dense(w.clone(), None).unwrap()], None).unwrap();
+        let chain = Chain::new(&net, None).unwrap();
+        let cert = certify(&chain, Norm::L2, Multipliers { rho: 0.0, d: vec![], stages: vec![] }, true).unwrap();
+        let s = w.singular_values().unwrap()[0];
+        assert!(cert.certified && cert.repaired);
+        assert!(cert.bound >= s && cert.bound <= s * (1.0 + 1e-9), "{} vs {s}", cert.bound);
+        let bad = certify(&chain, Norm::L2, Multipliers { rho: 0.0, d: vec![], stages: vec![] }, false).unwrap();
+        assert!(!bad.certified);
+    }
+
+    #[test]
+    fn maxmin_with_rotations_certifies_one() {
+        let layers = vec![
+            Layer::dense(rot(0.3), None).unwrap(),
+            Layer::maxmin(Pairing::Adjacent),
+            Layer::dense(rot(1.1), None).unwrap(),
+        ];
+        let net = Network::new(layers, None).unwrap();
+        let chain = Chain::new(&net, None).unwrap();
+        for eps in [1e-2, 1e-8, 0.0] {
+            let mu = Multipliers {
+                rho: 1.0 - eps,
+                d: vec![],
+                stages: vec![StageMult { t: vec![1.0 - eps], gamma: vec![eps], x_next: None }],
+            };
+            let cert = certify(&chain, Norm::L2, mu, true).unwrap();
+            assert!(cert.certified);
+            // the repair keeps gamma, so the bound may grow by about eps
+            assert!(cert.bound >= 1.0 && cert.bound < 1.0 + 2.0 * eps + 1e-6, "{}", cert.bound);
+        }
+    }
+
+    #[test]
+    fn lower_bound_of_a_linear_map_is_its_norm() {
+        let w = Mat::from_fn(2, 2, |i, j| [[3.0, 1.0], [0.0, 2.0]][i][j]);
+        let net = Network::new(vec![Layer::dense(w.clone(), None).unwrap()], None).unwrap();
+        let (v, _) = crate::lipschitz::lower::lower_bound(&net, Norm::L2, None, 2, 5, 1).unwrap();
+        assert!((v - w.singular_values().unwrap()[0]).abs() < 1e-12);
+        let (v, _) = crate::lipschitz::lower::lower_bound(&net, Norm::Linf, Some(&[1.0, 0.0]), 2, 5, 1).unwrap();
+        assert!((v - 4.0).abs() < 1e-12);
+    }
 }

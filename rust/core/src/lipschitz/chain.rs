@@ -9,7 +9,7 @@
 
 use faer::Mat;
 
-use super::norms::{pow2_at_least, spectral_norm};
+use super::norms::pow2_at_least;
 use crate::error::{shape_err, Error, Result};
 use crate::network::{Layer, Network};
 
@@ -85,8 +85,14 @@ fn identity(n: usize) -> Mat<f64> {
     Mat::from_fn(n, n, |i, j| if i == j { 1.0 } else { 0.0 })
 }
 
+/// A power of two near ||W||_2 (any power of two keeps the bound exact; near 1 keeps the SDP well scaled).
+fn pow2_near_norm(w: faer::MatRef<'_, f64>) -> Result<f64> {
+    let s = w.singular_values().map_err(|e| Error::Solver(format!("SVD failed: {e:?}")))?;
+    Ok(pow2_at_least(s.first().copied().unwrap_or(0.0) * (1.0 - 1e-9)))
+}
+
 fn rescale(w: &mut Mat<f64>) -> Result<f64> {
-    let s = pow2_at_least(spectral_norm(w.as_ref())?);
+    let s = pow2_near_norm(w.as_ref())?;
     if s != 1.0 {
         let inv = 1.0 / s;
         for j in 0..w.ncols() {
@@ -170,9 +176,9 @@ impl Chain {
         let s_last = match c {
             Some(c) => {
                 let row = Mat::from_fn(1, last.ncols(), |_, j| (0..last.nrows()).map(|i| c[i] * last[(i, j)]).sum::<f64>());
-                pow2_at_least(spectral_norm(row.as_ref())?)
+                pow2_near_norm(row.as_ref())?
             }
-            None => pow2_at_least(spectral_norm(last.as_ref())?),
+            None => pow2_near_norm(last.as_ref())?,
         };
         if s_last != 1.0 {
             let inv = 1.0 / s_last;
