@@ -72,6 +72,20 @@ def test_relu_rewrite_of_maxmin_is_looser_under_lipsdp(rng):
     assert neuron.bound == pytest.approx(2.0, rel=1e-4)  # the constraint family cannot see the MaxMin structure
 
 
+def test_residual_relu_rewrite_of_maxmin(rng):
+    # MaxMin(z) = z + u relu(w^T z), w = (-1, 1), u = (1, -1): a residual block x + G act(W x). Here LipSDP-Neuron
+    # is exact: ||dz + u dphi||^2 = ||dz||^2 - 2 dphi (dv - dphi) <= ||dz||^2 by the sector constraint (t = 2).
+    q = orth(rng, 2)
+    maxmin = nncert.Network([nncert.Dense(q), nncert.MaxMin()])
+    res = nncert.Network([nncert.Dense(q), nncert.Residual([nncert.Dense(np.array([[-1.0, 1.0]])), nncert.ReLU(),
+                                                            nncert.Dense(np.array([[1.0], [-1.0]]))])])
+    x = rng.standard_normal((20, 2))
+    np.testing.assert_allclose(maxmin(x), res(x), atol=1e-12)
+    r = nncert.lipschitz(res, method="lipsdp-neuron")
+    assert r.certified and 1.0 <= r.bound <= 1 + 1e-6
+    assert r.naive_bound == pytest.approx(3.0)
+
+
 def test_sum_through_maxmin_linf_is_two():
     net = nncert.Network([nncert.Dense(np.eye(2)), nncert.MaxMin(), nncert.Dense(np.ones((1, 2)))])
     r = nncert.lipschitz(net, norm="inf", output=0, method="nsr")
@@ -167,7 +181,8 @@ def test_lipsdp_rejects_grouped_activations(rng):
 
 def test_unsupported_residual_block(rng):
     net = nncert.Network([nncert.Dense(rng.standard_normal((4, 3))),
-                          nncert.Residual([nncert.Dense(np.eye(4)), nncert.ReLU(), nncert.Dense(np.eye(4))])])
+                          nncert.Residual([nncert.Dense(np.eye(4)), nncert.ReLU(), nncert.Dense(np.eye(4)),
+                                           nncert.ReLU()])])
     with pytest.raises(UnsupportedModelError, match="Residual"):
         nncert.lipschitz(net, method="nsr")
     r = nncert.lipschitz(net)  # auto falls back to the naive bound and says why

@@ -73,7 +73,8 @@ class StageVars:
             self.wq = None
         self.x_next = None
         if not (kind == "groups" and not st["residual"]):
-            self.x_next = cp.Variable((m, m), symmetric=True)
+            o = n if st["residual"] else m
+            self.x_next = cp.Variable((o, o), symmetric=True)
 
     @property
     def X_out(self):
@@ -149,14 +150,18 @@ def build(chain: dict[str, Any], norm: str, multipliers: str, rowspace: bool = T
                 a, b = st["alpha"], st["beta"]
                 A = X + 2 * a * b * v.wqw
                 B = -(a + b) * v.wq
-                C = 2 * v.q - Xn
+                C = 2 * v.q
             else:
                 A = X - v.wqw
                 B = np.zeros((n, m))
-                C = v.q - Xn
-            if st["residual"]:
+                C = v.q
+            if not st["residual"]:
+                C = C - Xn
+            if st["residual"]:  # z' = z + G w
+                G = np.asarray(st["G"])
                 A = A - Xn
-                B = B - Xn
+                B = B - Xn @ G
+                C = C - G.T @ Xn @ G
             M = cp.bmat([[A, B], [B.T, C]])
             sizes.append(n + m)
         cons.append(_sym_psd(M, sizes[-1]))

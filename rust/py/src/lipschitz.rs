@@ -51,6 +51,9 @@ fn lipschitz_chain<'py>(py: Python<'py>, net: &Bound<'py, PyNetwork>, c: Option<
         d.set_item("residual", st.residual)?;
         d.set_item("scale", st.scale)?;
         d.set_item("layer", &st.layer)?;
+        if let Some(g) = &st.g {
+            d.set_item("G", mat_to_numpy(py, g))?;
+        }
         match &st.act {
             Act::Sector { alpha, beta } => {
                 d.set_item("alpha", alpha)?;

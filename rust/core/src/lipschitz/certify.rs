@@ -213,6 +213,16 @@ impl<'a> Builder<'a> {
                 let wqw = matmul_new(w.transpose(), matmul_new(q.as_ref(), w.as_ref()).as_ref());
                 let wq = matmul_new(w.transpose(), q.as_ref());
                 let xn = self.x(k + 1, mu, abs);
+                // residual: z' = z + G w adds [[-X', -X'G], [., -G^T X' G]]; plain: z' = w adds -X' to C.
+                let (xg, gxg) = if residual {
+                    let g = st.g.as_ref().expect("residual stages carry G");
+                    let g = if abs { abs_mat(g.as_ref()) } else { g.clone() };
+                    let xg = matmul_new(xn.as_ref(), g.as_ref());
+                    let gxg = matmul_new(g.transpose(), xg.as_ref());
+                    (xg, gxg)
+                } else {
+                    (Mat::zeros(n, m), xn.clone())
+                };
                 let r = if residual { 1.0 } else { 0.0 };
                 let size = n + m;
                 let mat = Mat::from_fn(size, size, |i, j| {
@@ -221,11 +231,10 @@ impl<'a> Builder<'a> {
                         xk[(i, j)] + sg(-r) * xr + sg(a2) * wqw[(i, j)]
                     } else if i >= n && j >= n {
                         let (i, j) = (i - n, j - n);
-                        cq * q[(i, j)] + sg(-1.0) * xn[(i, j)]
+                        cq * q[(i, j)] + sg(-1.0) * gxg[(i, j)]
                     } else {
                         let (zi, wj) = if i < n { (i, j - n) } else { (j, i - n) };
-                        let xr = if residual { xn[(zi, wj)] } else { 0.0 };
-                        sg(-r) * xr + sg(-apb) * wq[(zi, wj)]
+                        sg(-r) * xg[(zi, wj)] + sg(-apb) * wq[(zi, wj)]
                     }
                 });
                 (mat, n, p)
@@ -330,11 +339,12 @@ fn validate(chain: &Chain, norm: Norm, mu: &mut Multipliers) -> Result<()> {
         sm.t.iter_mut().for_each(|t| *t = t.max(0.0));
         if !chain.x_is_q(k + 1) {
             let x = sm.x_next.as_mut().ok_or_else(|| shape_err!("certificate: stage {k} needs X_{}", k + 1))?;
-            if x.nrows() != m || x.ncols() != m {
-                return Err(shape_err!("certificate: X_{} is {}x{}, expected {m}x{m}", k + 1, x.nrows(), x.ncols()));
+            let o = st.out_dim();
+            if x.nrows() != o || x.ncols() != o {
+                return Err(shape_err!("certificate: X_{} is {}x{}, expected {o}x{o}", k + 1, x.nrows(), x.ncols()));
             }
             finite(&x.as_ref().col_iter().flat_map(|c| c.iter().copied().collect::<Vec<_>>()).collect::<Vec<_>>(), "X")?;
-            let sym = Mat::from_fn(m, m, |i, j| 0.5 * (x[(i, j)] + x[(j, i)]));
+            let sym = Mat::from_fn(o, o, |i, j| 0.5 * (x[(i, j)] + x[(j, i)]));
             *x = sym;
         }
     }

@@ -41,10 +41,23 @@ pub struct Stage {
     pub w: Mat<f64>,
     pub act: Act,
     pub residual: bool,
+    /// Residual stages: the output map G of z' = z + G act(W z) (identity for Residual([Dense, act])).
+    pub g: Option<Mat<f64>>,
     /// The power of two W was divided by (1 for residual stages, whose weight is not rescaled).
     pub scale: f64,
     /// The original layer's description, for error messages and reports.
     pub layer: String,
+}
+
+impl Stage {
+    /// Width of the stage's output z_{k+1}.
+    pub fn out_dim(&self) -> usize {
+        if self.residual {
+            self.w.ncols()
+        } else {
+            self.w.nrows()
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -124,31 +137,45 @@ impl Chain {
             match layer {
                 Layer::Dense(d) => {
                     if let Some((w, name)) = pending.take() {
-                        stages.push(Stage { w, act: Act::Linear, residual: false, scale: 1.0, layer: name });
+                        stages.push(Stage { w, act: Act::Linear, residual: false, g: None, scale: 1.0, layer: name });
                     }
                     pending = Some((d.weight().to_owned(), format!("{path} (Dense)")));
                     width = d.out_dim();
                 }
                 Layer::Residual(inner) => {
                     if let Some((w, name)) = pending.take() {
-                        stages.push(Stage { w, act: Act::Linear, residual: false, scale: 1.0, layer: name });
+                        stages.push(Stage { w, act: Act::Linear, residual: false, g: None, scale: 1.0, layer: name });
                     }
+                    let is_act = |a: &Layer| !matches!(a, Layer::Dense(_) | Layer::Residual(_));
                     match inner.as_slice() {
-                        [Layer::Dense(d), a] if !matches!(a, Layer::Dense(_) | Layer::Residual(_)) => {
+                        [Layer::Dense(d), a] if is_act(a) => {
                             let act = act_of(a, d.out_dim(), &path)?;
                             stages.push(Stage {
                                 w: d.weight().to_owned(),
                                 act,
                                 residual: true,
+                                g: Some(identity(d.out_dim())),
                                 scale: 1.0,
                                 layer: format!("{path} (Residual[Dense, {}])", a.kind()),
+                            });
+                        }
+                        [Layer::Dense(d), a, Layer::Dense(g)] if is_act(a) => {
+                            let act = act_of(a, d.out_dim(), &path)?;
+                            stages.push(Stage {
+                                w: d.weight().to_owned(),
+                                act,
+                                residual: true,
+                                g: Some(g.weight().to_owned()),
+                                scale: 1.0,
+                                layer: format!("{path} (Residual[Dense, {}, Dense])", a.kind()),
                             });
                         }
                         _ => {
                             let kinds: Vec<&str> = inner.iter().map(Layer::kind).collect();
                             return Err(Error::Unsupported(format!(
                                 "{path}: Residual([{}]) is not supported by the SDP formulations; they handle \
-                                 residual blocks x + act(W x), i.e. Residual([Dense, activation]) (use method='naive')",
+                                 residual blocks x + G act(W x), i.e. Residual([Dense, activation]) or \
+                                 Residual([Dense, activation, Dense]) (use method='naive')",
                                 kinds.join(", ")
                             )));
                         }
@@ -160,6 +187,7 @@ impl Chain {
                         w,
                         act: act_of(act, width, &path)?,
                         residual: false,
+                        g: None,
                         scale: 1.0,
                         layer: format!("{name} + {}", act.kind()),
                     });
@@ -210,7 +238,7 @@ impl Chain {
         if k == 0 {
             self.input_dim
         } else {
-            self.stages[k - 1].w.nrows()
+            self.stages[k - 1].out_dim()
         }
     }
 
