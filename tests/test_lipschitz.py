@@ -211,6 +211,10 @@ def test_bad_arguments(rng):
     with pytest.raises(InvalidInputError):
         nncert.lipschitz("not a network")
     with pytest.raises(InvalidInputError):
+        nncert.lipschitz(net, method="lipsdp-neuron", time_limit=0)
+    r = nncert.lipschitz(net, method="lipsdp-neuron", time_limit=30)
+    assert r.certified and r.lower_bound <= r.bound
+    with pytest.raises(InvalidInputError):
         nncert.Network([nncert.Dense(np.array([[np.nan, 1.0]]))])
 
 

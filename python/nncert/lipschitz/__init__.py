@@ -101,13 +101,15 @@ def _check_method(chain: dict[str, Any], method: str) -> None:
 def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = None, solver: str | None = None,
               certify: bool = True, device: Any = None, lower_bound_starts: int = 16, lower_bound_steps: int = 100,
               solver_options: dict[str, Any] | None = None, verbose: bool = False,
-              gamma: bool = True) -> LipschitzResult:
+              gamma: bool = True, time_limit: float | None = None) -> LipschitzResult:
     """An upper bound on the Lipschitz constant of ``net`` (or of x -> c^T net(x)).
 
     norm: 2 or "inf". method: "auto", "naive", "lipsdp-neuron", "lipsdp-layer", "nsr".
     output: None (whole output map), int k (output row k) or a vector c (the scalar map c^T f).
     solver: "SCS" (default), "CLARABEL", "MOSEK". certify: re-check and repair the solver's multipliers in
     the Rust core (``certified`` is True only then); with certify=False the solver's bound is returned as is.
+    time_limit: seconds for the SDP solver (SCS time_limit_secs / CLARABEL time_limit); a solver stopped by it
+    returns its current multipliers, which the certificate then repairs (a valid, possibly looser bound).
     gamma: for nsr, use the gamma_j 11^T (Householder: I - vv^T) term of the group multipliers; False keeps
     only lambda_j I (a looser bound, for comparison). solver_options go to cvxpy's solve (e.g. SCS eps_abs).
     Raises UnsupportedModelError when the method does not apply to the network, SolverError when the solver
@@ -155,11 +157,19 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
                                     f"(output=k or a vector c); the network has {net.output_dim} outputs")
     _check_method(chain, method_used)
     name = _solver(solver)
+    if time_limit is not None:
+        if not time_limit > 0:
+            raise InvalidInputError(f"time_limit must be positive, got {time_limit!r}")
+        key = {"SCS": "time_limit_secs", "CLARABEL": "time_limit", "MOSEK": "mosek_params"}[name]
+        solver_options = dict(solver_options or {})
+        if name == "MOSEK":
+            solver_options[key] = {"MSK_DPAR_OPTIMIZER_MAX_TIME": float(time_limit)}
+        else:
+            solver_options[key] = float(time_limit)
     multipliers = "layer" if method_used == "lipsdp-layer" else "neuron"
     from . import sdp
 
-    if verbose:
-        log.info("lipschitz: %s, %d LMIs, solver %s", method_used, len(chain["stages"]) + 1, name)
+    log.info("lipschitz: %s, %d LMIs, solver %s", method_used, len(chain["stages"]) + 1, name)
     ts = time.perf_counter()
     rho, d, mults, status, info = sdp.solve(chain, nrm, multipliers, name, verbose=verbose,
                                            solver_options=solver_options, use_gamma=gamma)
