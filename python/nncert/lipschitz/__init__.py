@@ -89,6 +89,18 @@ def _pick_method(chain: dict[str, Any] | None, why_no_chain: str | None, norm: s
     return "lipsdp-neuron", "slope-restricted activations: one multiplier per neuron (tightest LipSDP variant offered)"
 
 
+def _lower_budget(net: Network, scalar: bool, starts: int | None, steps: int | None) -> tuple[int, int]:
+    """Multi-start budget for the sampled lower bound: 16 x 100 Jacobians for small networks, fewer (about
+    5e9 flops in all) for large ones, unless given."""
+    cost = 2.0 * (1 if scalar else net.output_dim) * max(net.num_params, 1)
+    evals = int(min(1600, max(64, 5e9 / cost)))
+    s = 16 if starts is None else int(starts)
+    k = max(1, evals // s) if steps is None else int(steps)
+    if s < 1 or k < 0:
+        raise InvalidInputError(f"lower_bound_starts must be >= 1 and lower_bound_steps >= 0, got {starts}, {steps}")
+    return s, min(k, 100) if steps is None else k
+
+
 def _check_method(chain: dict[str, Any], method: str) -> None:
     if method.startswith("lipsdp"):
         for st in chain["stages"]:
@@ -99,7 +111,8 @@ def _check_method(chain: dict[str, Any], method: str) -> None:
 
 
 def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = None, solver: str | None = None,
-              certify: bool = True, device: Any = None, lower_bound_starts: int = 16, lower_bound_steps: int = 100,
+              certify: bool = True, device: Any = None, lower_bound_starts: int | None = None,
+              lower_bound_steps: int | None = None,
               solver_options: dict[str, Any] | None = None, verbose: bool = False,
               gamma: bool = True, time_limit: float | None = None) -> LipschitzResult:
     """An upper bound on the Lipschitz constant of ``net`` (or of x -> c^T net(x)).
@@ -133,7 +146,9 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
     scalar = c_eff is not None
     details: dict[str, Any] = {}
     naive = float(_core.lipschitz_naive(net._core, nrm, c_eff))
-    lower, x_star = _core.lipschitz_lower(net._core, nrm, c_eff, lower_bound_starts, lower_bound_steps, 0)
+    starts, steps = _lower_budget(net, scalar, lower_bound_starts, lower_bound_steps)
+    lower, x_star = _core.lipschitz_lower(net._core, nrm, c_eff, starts, steps, 0)
+    details["lower_bound_search"] = {"starts": starts, "steps": steps}
     details["lower_bound_point"] = x_star[0].tolist() if x_star.size <= 64 else None
 
     chain, why = None, None
