@@ -46,6 +46,7 @@ def big_lmi_reference(name: str, timeout: float) -> dict:
     widths = [W.shape[0] for W in hidden]
     N = n0 + sum(widths)
     offs = np.cumsum([0, n0] + widths)
+    t_build = time.perf_counter()
     rho = cp.Variable(nonneg=True)
     terms = [cp.bmat([[rho * np.eye(n0), np.zeros((n0, N - n0))], [np.zeros((N - n0, n0)), np.zeros((N - n0, N - n0))]])]
     for k, W in enumerate(hidden):
@@ -65,6 +66,7 @@ def big_lmi_reference(name: str, timeout: float) -> dict:
     M = sum(terms)
     prob = cp.Problem(cp.Minimize(rho), [0.5 * (M + M.T) >> 0])
     t0 = time.perf_counter()
+    print(f"  [{name}] big LMI built ({N} x {N}); solving", file=sys.stderr, flush=True)
     try:
         prob.solve(solver="SCS", eps_abs=1e-6, eps_rel=1e-6, time_limit_secs=timeout, max_iters=10**6)
         status = prob.status
@@ -72,7 +74,8 @@ def big_lmi_reference(name: str, timeout: float) -> dict:
         status = f"error: {e}"
     sec = time.perf_counter() - t0
     bound = float(np.sqrt(rho.value)) if rho.value is not None else float("nan")
-    return {"bound": bound, "seconds": sec, "status": status, "lmi_size": N}
+    return {"bound": bound, "seconds": sec + (t0 - t_build), "build_seconds": t0 - t_build, "status": status,
+            "lmi_size": N}
 
 
 def ours(name: str, solver: str) -> dict:
@@ -83,6 +86,11 @@ def ours(name: str, solver: str) -> dict:
             "status": r.solver_status, "solver_seconds": r.details["solver_seconds"],
             "certify_seconds": r.details["certify_seconds"], "solver_bound": r.details["solver_bound"],
             "lower_bound": r.lower_bound, "naive_bound": r.naive_bound, "repaired": r.details["repaired"]}
+
+
+def log(name: str, what: str, r: dict) -> None:
+    print(f"  [{name}] {what}: bound {r['bound']:.6g} in {r['seconds']:.2f} s ({r.get('status')})",
+          file=sys.stderr, flush=True)
 
 
 def main() -> int:
@@ -100,10 +108,13 @@ def main() -> int:
     with open(args.out, "a") as fh:
         for name in nets:
             row = {"network": name, "ours_scs": ours(name, "SCS")}
+            log(name, "nsr SCS", row["ours_scs"])
             if not args.no_clarabel:
                 row["ours_clarabel"] = ours(name, "CLARABEL")
+                log(name, "nsr CLARABEL", row["ours_clarabel"])
             if not args.no_reference and "residual" not in name:
                 row["reference_scs"] = big_lmi_reference(name, args.reference_timeout)
+                log(name, "big LMI SCS", row["reference_scs"])
             o, c, r = row["ours_scs"], row.get("ours_clarabel"), row.get("reference_scs")
             cs = f"{c['bound']:10.4f} {c['seconds']:8.2f}s" if c else " " * 20
             rs = f"{r['bound']:10.4f} {r['seconds']:8.2f}s {r['status'][:5]:>5s}" if r else "(not run)".rjust(26)

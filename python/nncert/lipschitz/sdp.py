@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from ..errors import SolverError
 
 SOLVER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "SCS": {"eps_abs": 1e-7, "eps_rel": 1e-7, "max_iters": 50_000},
+    "SCS": {"eps_abs": 1e-6, "eps_rel": 1e-6, "max_iters": 50_000},
     "CLARABEL": {},
     "MOSEK": {},
 }
