@@ -245,3 +245,10 @@ def test_cli_lipschitz(capsys):
     assert main(["lipschitz", path, "--activation", "maxmin", "--method", "naive", "--norm", "inf"]) == 0
     assert "naive" in capsys.readouterr().out
     assert main(["lipschitz", path, "--activation", "maxmin", "--method", "lipsdp-neuron"]) == 1
+
+
+def test_certify_false_reports_the_solver_bound_uncertified():
+    net = nncert.Network.from_npz(data_path("lipschitz", "relu_random_weights.npz"), activation="relu")
+    r = nncert.lipschitz(net, method="lipsdp-layer", certify=False)
+    assert not r.certified and r.bound == pytest.approx(39.839, rel=1e-3)
+    assert r.details["solver_bound"] == r.bound
