@@ -252,3 +252,12 @@ def test_certify_false_reports_the_solver_bound_uncertified():
     r = nncert.lipschitz(net, method="lipsdp-layer", certify=False)
     assert not r.certified and r.bound == pytest.approx(39.839, rel=1e-3)
     assert r.details["solver_bound"] == r.bound
+
+
+@pytest.mark.slow
+def test_maxmin_residual_benchmark_network():
+    net = nncert.Network.from_npz(data_path("lipschitz", "maxmin_residual_5_32.npz"), activation="maxmin",
+                                  residual=True)
+    r = nncert.lipschitz(net, method="nsr", solver="CLARABEL")
+    assert r.certified and r.lower_bound <= r.bound < r.naive_bound
+    assert r.bound == pytest.approx(23.175, rel=1e-3)  # our measurement (CLARABEL), not a published value
