@@ -31,3 +31,8 @@ __all__ += ["solvers"]
 from .convex import ConvexReLU  # noqa: E402
 
 __all__ += ["ConvexReLU"]
+
+# Certified Lipschitz bounds (issue 3).
+from .lipschitz import LipschitzResult, lipschitz  # noqa: E402
+
+__all__ += ["lipschitz", "LipschitzResult"]

@@ -84,3 +84,20 @@ def convex_admm(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], patterns
     objective, primal_residual, dual_residual, violation, seconds, inner_iterations."""
 def convex_ustep_memory(kind: str, n: int, d: int, p: int) -> float:
     """Bytes the 'dense' | 'woodbury' | 'pcg' u-step would allocate."""
+
+# Lipschitz bounds (rust/py/src/lipschitz.rs)
+def lipschitz_naive(net: Network, norm: str, c: npt.NDArray[np.float64] | None = None) -> float:
+    """Product of layer norms (residual blocks: 1 + inner bound); norm '2' or 'inf'; c: scalar output c^T f."""
+def spectral_norm(w: npt.NDArray[np.float64]) -> float:
+    """Largest singular value, rounded up by a rounding-error guard."""
+def lipschitz_chain(net: Network, c: npt.NDArray[np.float64] | None = None) -> dict:
+    """The chain decomposition: {'stages': [{'W', 'kind', 'residual', 'scale', 'layer', 'alpha'/'beta' or
+    'groups'/'E'}], 'final': rows, 'scale': product of powers of two, 'input_dim'}."""
+def lipschitz_certify(net: Network, norm: str, rho: float, stages: list[dict],
+                      d: npt.NDArray[np.float64] | None = None, c: npt.NDArray[np.float64] | None = None,
+                      repair: bool = True) -> dict:
+    """Evaluates and repairs the chain LMIs at the multipliers ({'t', 'gamma', 'X'} per stage):
+    {'bound', 'certified', 'solver_bound', 'rho', 'repaired', 'message', 'lmis': [...]}."""
+def lipschitz_lower(net: Network, norm: str, c: npt.NDArray[np.float64] | None = None, starts: int = 16,
+                    steps: int = 100, seed: int = 0) -> tuple[float, npt.NDArray[np.float64]]:
+    """Largest local Jacobian norm found by multi-start search, and the point (1, input_dim)."""

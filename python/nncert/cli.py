@@ -144,6 +144,36 @@ COMMANDS["dcdm-train"] = ("train the DCDM direction network on Ritz vectors of P
                           _add_dcdm_train, cmd_dcdm_train)
 COMMANDS["solve"] = ("solve a 3D Poisson system with obstacles by CG, PCG and DCDM; compare", _add_solve, cmd_solve)
 
+def _add_lipschitz_options(p: argparse.ArgumentParser) -> None:
+    _add_model_options(p)
+    p.add_argument("--norm", default="2", choices=["2", "inf"], help="input norm (l-inf SDP bounds need --output)")
+    p.add_argument("--method", default="auto",
+                   choices=["auto", "naive", "lipsdp-neuron", "lipsdp-layer", "nsr"], help="formulation")
+    p.add_argument("--output", type=int, default=None, help="bound the scalar map x -> f(x)[k]")
+    p.add_argument("--solver", default=None, choices=["SCS", "CLARABEL", "MOSEK"], help="SDP solver (default SCS)")
+    p.add_argument("--no-certify", action="store_true", help="skip the certificate (report the solver's bound)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def cmd_lipschitz(args: argparse.Namespace) -> int:
+    from .lipschitz import lipschitz
+
+    net = load_model(args.model, activation=args.activation, residual=args.residual)
+    res = lipschitz(net, norm=args.norm, method=args.method, output=args.output, solver=args.solver,
+                    certify=not args.no_certify)
+    if args.json:
+        d = res.to_dict()
+        d["model"] = args.model
+        print(json.dumps(d))
+    else:
+        print(f"model        {args.model}")
+        print(res.summary())
+    return 0
+
+
+COMMANDS["lipschitz"] = ("certified upper bound on a model's Lipschitz constant (LipSDP / LipSDP-NSR)",
+                         _add_lipschitz_options, cmd_lipschitz)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nncert", description="Verification and analysis of neural networks.")

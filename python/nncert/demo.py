@@ -91,6 +91,28 @@ def demo_solvers() -> None:
 
 DEMOS.append(demo_solvers)
 
+def demo_lipschitz() -> None:
+    import nncert
+
+    section("Lipschitz: certified upper bounds (LipSDP, LipSDP-NSR)")
+    rng = np.random.default_rng(1)
+    q1, _ = np.linalg.qr(rng.standard_normal((8, 8)))
+    net = nncert.Network([nncert.Dense(rng.standard_normal((8, 4))), nncert.MaxMin(),
+                          nncert.Dense(q1), nncert.MaxMin(), nncert.Dense(rng.standard_normal((2, 8)))])
+    for method in ("naive", "nsr"):
+        r = nncert.lipschitz(net, method=method)
+        print(f"{method:6s} bound {r.bound:.5f}  certified={r.certified}  lower bound {r.lower_bound:.5f}")
+    path = os.path.join(data_dir(), "lipschitz", "relu_random_weights.npz")
+    if os.path.exists(path):
+        relu = nncert.Network.from_npz(path, activation="relu")
+        for method in ("lipsdp-layer", "lipsdp-neuron"):
+            r = nncert.lipschitz(relu, method=method)
+            print(f"relu_random_weights {method}: {r.bound:.3f} (naive {r.naive_bound:.3f}, "
+                  f"lower {r.lower_bound:.3f}, {r.seconds:.2f} s)")
+
+
+DEMOS.append(demo_lipschitz)
+
 
 def run_demo() -> None:
     import nncert
