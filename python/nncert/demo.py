@@ -38,7 +38,6 @@ def demo_network() -> None:
         print(f"(benchmark data not found at {data_dir()}; set NNCERT_DATA to show an ACAS Xu network)")
 
 
-DEMOS = [demo_network]
 
 
 def demo_verify() -> None:
@@ -67,7 +66,6 @@ def demo_verify() -> None:
               f"(exhaustive for the grid only)")
 
 
-DEMOS.append(demo_verify)
 
 def demo_solvers() -> None:
     import nncert
@@ -89,7 +87,6 @@ def demo_solvers() -> None:
               f"{info.true_residual:.1e} (converged={info.converged})")
 
 
-DEMOS.append(demo_solvers)
 
 def demo_lipschitz() -> None:
     import nncert
@@ -111,7 +108,6 @@ def demo_lipschitz() -> None:
                   f"lower {r.lower_bound:.3f}, {r.seconds:.2f} s)")
 
 
-DEMOS.append(demo_lipschitz)
 
 
 def run_demo() -> None:
@@ -137,4 +133,5 @@ def demo_convex() -> None:
     print(f"network: {net!r}; max |net(X) - predict(X)| = {np.abs(net(X)[:, 0] - m.predict(X)).max():.1e}")
 
 
-DEMOS.append(demo_convex)
+# The tour, in the order of DESIGN.md's capabilities.
+DEMOS = [demo_network, demo_lipschitz, demo_verify, demo_convex, demo_solvers]
