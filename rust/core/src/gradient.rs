@@ -52,7 +52,7 @@ fn forward_tape(layers: &[Layer], mut h: Vec<f64>, tape: &mut Vec<Tape>) -> Vec<
                 y
             }
             Layer::Sigmoid => {
-                let y: Vec<f64> = h.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect();
+                let y: Vec<f64> = h.iter().map(|&v| crate::network::sigmoid(v)).collect();
                 tape.push(Tape::Diag(y.iter().map(|s| s * (1.0 - s)).collect()));
                 y
             }

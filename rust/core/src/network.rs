@@ -444,9 +444,9 @@ pub fn apply_activation<T: Real>(layer: &Layer, mut h: MatMut<'_, T>) {
     }
 }
 
+/// The logistic function, split on the sign so exp never overflows.
 #[inline(always)]
-fn sigmoid<T: Real>(v: T) -> T {
-    // Split on the sign so exp never overflows.
+pub fn sigmoid<T: Real>(v: T) -> T {
     if v >= T::zero_() {
         T::one_() / (T::one_() + Real::exp_(-v))
     } else {

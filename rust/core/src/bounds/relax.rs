@@ -5,7 +5,7 @@
 //! input each ([`Relax::Diag`]); MaxMin pairs use the two inputs of the pair ([`Relax::Pairs`]).
 
 use crate::error::Result;
-use crate::network::{Layer, Pairing};
+use crate::network::{sigmoid, Layer, Pairing};
 
 /// How lower ReLU-like slopes are chosen where the unit is unstable.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -97,14 +97,6 @@ fn tanh_crit(s: f64) -> Vec<f64> {
     vec![x, -x]
 }
 
-fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
 
 fn sigmoid_crit(s: f64) -> Vec<f64> {
     if !(s > 0.0 && s < 0.25) {

@@ -14,6 +14,7 @@ use faer::{Mat, MatRef};
 use super::ops::Ops;
 use super::ustep::{self, USolve, USolver};
 use crate::error::{Error, Result};
+use crate::network::sigmoid;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Loss {
@@ -95,14 +96,6 @@ impl Loss {
     }
 }
 
-fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (1.0 + e)
-    }
-}
 
 fn softplus(z: f64) -> f64 {
     if z > 0.0 {

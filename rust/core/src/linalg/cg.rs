@@ -78,7 +78,64 @@ pub(crate) struct Common<'a> {
     pub start: Instant,
 }
 
-impl Common<'_> {
+/// A started iteration: the problem, the first iterate and its residual.
+pub(crate) struct Begun<'a> {
+    pub c: Common<'a>,
+    pub info: SolveInfo,
+    pub x: Vec<f64>,
+    pub r: Vec<f64>,
+    pub rnorm: f64,
+}
+
+/// b = 0 is solved exactly by x = 0.
+pub(crate) fn zero_rhs_solution(n: usize) -> (Vec<f64>, SolveInfo) {
+    let info = SolveInfo {
+        residuals: vec![0.0],
+        converged: true,
+        reason: StopReason::Converged,
+        ..SolveInfo::new()
+    };
+    (vec![0.0; n], info)
+}
+
+impl SolveInfo {
+    fn new() -> Self {
+        SolveInfo {
+            iterations: 0,
+            residuals: vec![],
+            true_residual: 0.0,
+            converged: false,
+            reason: StopReason::MaxIter,
+            seconds: 0.0,
+            matvecs: 0,
+            false_convergences: 0,
+            fallbacks: 0,
+        }
+    }
+}
+
+impl<'a> Common<'a> {
+    /// Checks the problem and sets up x0 and its residual; `None` when b = 0.
+    pub fn begin(a: &'a dyn LinOp, b: &'a [f64], x0: Option<&[f64]>) -> Result<Option<Begun<'a>>> {
+        Self::check(a, b, x0)?;
+        let c = Common { a, b, bnorm: norm2(b), start: Instant::now() };
+        if c.bnorm == 0.0 {
+            return Ok(None);
+        }
+        let mut info = SolveInfo::new();
+        let n = a.dim();
+        let x = x0.map(|v| v.to_vec()).unwrap_or_else(|| vec![0.0; n]);
+        let mut r = vec![0.0; n];
+        let rnorm = if x0.is_some() {
+            info.matvecs += 1;
+            c.true_residual(&x, &mut r)
+        } else {
+            r.copy_from_slice(b);
+            c.bnorm
+        };
+        Ok(Some(Begun { c, info, x, r, rnorm }))
+    }
+
     pub fn check(a: &dyn LinOp, b: &[f64], x0: Option<&[f64]>) -> Result<()> {
         let n = a.dim();
         if b.len() != n {
@@ -119,34 +176,9 @@ pub fn pcg(
     s: &SolveSettings,
     progress: Option<Progress<'_>>,
 ) -> Result<(Vec<f64>, SolveInfo)> {
-    Common::check(a, b, x0)?;
     let n = a.dim();
-    let c = Common { a, b, bnorm: norm2(b), start: Instant::now() };
-    let mut info = SolveInfo {
-        iterations: 0,
-        residuals: vec![],
-        true_residual: 0.0,
-        converged: false,
-        reason: StopReason::MaxIter,
-        seconds: 0.0,
-        matvecs: 0,
-        false_convergences: 0,
-        fallbacks: 0,
-    };
-    if c.bnorm == 0.0 {
-        info.residuals.push(0.0);
-        info.converged = true;
-        info.reason = StopReason::Converged;
-        return Ok((vec![0.0; n], info));
-    }
-    let mut x = x0.map(|v| v.to_vec()).unwrap_or_else(|| vec![0.0; n]);
-    let mut r = vec![0.0; n];
-    let mut rnorm = if x0.is_some() {
-        info.matvecs += 1;
-        c.true_residual(&x, &mut r)
-    } else {
-        r.copy_from_slice(b);
-        c.bnorm
+    let Some(Begun { c, mut info, mut x, mut r, mut rnorm }) = Common::begin(a, b, x0)? else {
+        return Ok(zero_rhs_solution(n));
     };
     let mut r_is_true = true;
     let mut z = if precond.is_some() { vec![0.0; n] } else { Vec::new() };

@@ -4,9 +4,8 @@
 //! A q is formed from A q_raw and the stored A p_j, never recomputed after orthogonalisation.
 
 use std::collections::VecDeque;
-use std::time::Instant;
 
-use super::cg::{Common, Progress, SolveInfo, SolveSettings, StopReason};
+use super::cg::{zero_rhs_solution, Begun, Common, Progress, SolveInfo, SolveSettings, StopReason};
 use super::vecops::{axpy, cg_update, dot, norm2};
 use super::LinOp;
 use crate::error::{Error, Result};
@@ -37,34 +36,9 @@ pub fn dcdm(
     s: &SolveSettings,
     progress: Option<Progress<'_>>,
 ) -> Result<(Vec<f64>, SolveInfo)> {
-    Common::check(a, b, x0)?;
     let n = a.dim();
-    let c = Common { a, b, bnorm: norm2(b), start: Instant::now() };
-    let mut info = SolveInfo {
-        iterations: 0,
-        residuals: vec![],
-        true_residual: 0.0,
-        converged: false,
-        reason: StopReason::MaxIter,
-        seconds: 0.0,
-        matvecs: 0,
-        false_convergences: 0,
-        fallbacks: 0,
-    };
-    if c.bnorm == 0.0 {
-        info.residuals.push(0.0);
-        info.converged = true;
-        info.reason = StopReason::Converged;
-        return Ok((vec![0.0; n], info));
-    }
-    let mut x = x0.map(|v| v.to_vec()).unwrap_or_else(|| vec![0.0; n]);
-    let mut r = vec![0.0; n];
-    let mut rnorm = if x0.is_some() {
-        info.matvecs += 1;
-        c.true_residual(&x, &mut r)
-    } else {
-        r.copy_from_slice(b);
-        c.bnorm
+    let Some(Begun { c, mut info, mut x, mut r, mut rnorm }) = Common::begin(a, b, x0)? else {
+        return Ok(zero_rhs_solution(n));
     };
     let mut r_is_true = true;
     let mut rhat = vec![0.0; n];
