@@ -136,6 +136,23 @@ impl<'a> Common<'a> {
         Ok(Some(Begun { c, info, x, r, rnorm }))
     }
 
+    /// The stops every iteration checks after its convergence test: the iteration budget, the time
+    /// limit, and the caller's progress callback (which may ask to stop).
+    pub fn stop_reason(&self, iterations: usize, s: &SolveSettings, progress: Option<Progress<'_>>, rnorm: f64) -> Option<StopReason> {
+        if iterations >= s.maxiter {
+            return Some(StopReason::MaxIter);
+        }
+        if self.out_of_time(s) {
+            return Some(StopReason::TimeLimit);
+        }
+        match progress {
+            Some(cb) if s.progress_every > 0 && iterations % s.progress_every == 0 && !cb(iterations, rnorm / self.bnorm) => {
+                Some(StopReason::Interrupted)
+            }
+            _ => None,
+        }
+    }
+
     pub fn check(a: &dyn LinOp, b: &[f64], x0: Option<&[f64]>) -> Result<()> {
         let n = a.dim();
         if b.len() != n {
@@ -217,19 +234,9 @@ pub fn pcg(
             info.reason = StopReason::Converged;
             break;
         }
-        if info.iterations >= s.maxiter {
-            info.reason = StopReason::MaxIter;
+        if let Some(reason) = c.stop_reason(info.iterations, s, progress, rnorm) {
+            info.reason = reason;
             break;
-        }
-        if c.out_of_time(s) {
-            info.reason = StopReason::TimeLimit;
-            break;
-        }
-        if let Some(cb) = progress {
-            if s.progress_every > 0 && info.iterations % s.progress_every == 0 && !cb(info.iterations, rnorm / c.bnorm) {
-                info.reason = StopReason::Interrupted;
-                break;
-            }
         }
         a.apply(&p, &mut q);
         info.matvecs += 1;

@@ -59,18 +59,9 @@ pub fn dcdm(
             info.reason = StopReason::Converged;
             break;
         }
-        if info.iterations >= s.maxiter {
+        if let Some(reason) = c.stop_reason(info.iterations, s, progress, rnorm) {
+            info.reason = reason;
             break;
-        }
-        if c.out_of_time(s) {
-            info.reason = StopReason::TimeLimit;
-            break;
-        }
-        if let Some(cb) = progress {
-            if s.progress_every > 0 && info.iterations % s.progress_every == 0 && !cb(info.iterations, rnorm / c.bnorm) {
-                info.reason = StopReason::Interrupted;
-                break;
-            }
         }
         let inv = 1.0 / rnorm;
         rhat.iter_mut().zip(&r).for_each(|(h, v)| *h = v * inv);
