@@ -174,7 +174,16 @@ def test_standardize_folds_into_network():
     X, y = data(11, 30, 3)
     X = X * np.array([100.0, 0.01, 1.0]) + 5.0
     m = fit(X, y, standardize=True, max_iter=20000, tol=1e-8)
-    np.testing.assert_allclose(m.to_network()(X)[:, 0], m.predict(X), atol=1e-8)
+    net = m.to_network()
+    np.testing.assert_allclose(net(X)[:, 0], m.predict(X), atol=1e-8)
+    # objective_ is on the data as given: it is the objective of the network on the original X
+    assert m.objective_ == pytest.approx(network_objective(net, X, y, 0.05), rel=1e-6)
+    plain = fit(X, y, max_iter=20000, tol=1e-8, patterns=m.patterns_)
+    assert not np.isclose(m.objective_, plain.objective_)  # a different regulariser geometry, not a relabelling
+    with pytest.raises(nncert.InvalidInputError, match="fit_intercept"):
+        fit(X, y, standardize=True, fit_intercept=False)
+    with pytest.raises(nncert.InvalidInputError, match="standardized units"):
+        fit(X, y, standardize=True, adversarial_eps=0.1, solver="cvxpy")
 
 
 def test_sklearn_protocol():

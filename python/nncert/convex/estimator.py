@@ -140,6 +140,12 @@ class ConvexReLU:
             raise InvalidInputError(f"tol must be positive, got {self.tol!r}")
         if self.rho is not None and not (np.isfinite(self.rho) and self.rho > 0):
             raise InvalidInputError(f"rho must be positive, got {self.rho!r}")
+        if self.standardize and not self.fit_intercept:
+            raise InvalidInputError("standardize=True centres X, which needs fit_intercept=True (the centring "
+                                    "becomes part of the bias)")
+        if self.standardize and self.adversarial_eps > 0:
+            raise InvalidInputError("adversarial_eps with standardize=True would measure the perturbation in "
+                                    "standardized units; standardize X yourself or set standardize=False")
 
     def _features(self, X: Any, fitting: bool) -> np.ndarray:
         dev = resolve_device(self.device, X)
@@ -233,19 +239,39 @@ class ConvexReLU:
         else:
             self._fit_admm(Xa, Y, D, V, W)
         self.V_, self.W_ = V, W
-        self.objective_ = float(sum(F.objective(Xa, D, V[c], W[c], Y[:, c], float(self.beta), self.loss, eps, feat)
+        # The objective is reported on the data as given: with standardize=True the weights are mapped back to
+        # the original coordinates first (X_s v = X_aug v' exactly, so the patterns and predictions are unchanged
+        # and only the group norms move).
+        Xr, Vr, Wr = (self._unstandardized(X, V, W) if self.standardize else (Xa, V, W))
+        self.objective_ = float(sum(F.objective(Xr, D, Vr[c], Wr[c], Y[:, c], float(self.beta), self.loss, eps, feat)
                                     for c in range(k)))
-        self.constraint_violation_ = max(F.violation(Xa, D, V[c], W[c], eps, feat) for c in range(k))
+        self.constraint_violation_ = max(F.violation(Xr, D, Vr[c], Wr[c], eps, feat) for c in range(k))
         # The ReLU network's own (non-robust) objective: equals objective_ when the cone constraints hold
         # exactly; an iterative solver's small violations show up as the difference.
         self.network_objective_ = float(sum(
-            F.loss_value(self.loss, np.maximum(Xa @ V[c], 0).sum(1) - np.maximum(Xa @ W[c], 0).sum(1), Y[:, c])
-            + float(self.beta) * (np.linalg.norm(V[c], axis=0).sum() + np.linalg.norm(W[c], axis=0).sum())
+            F.loss_value(self.loss, np.maximum(Xr @ Vr[c], 0).sum(1) - np.maximum(Xr @ Wr[c], 0).sum(1), Y[:, c])
+            + float(self.beta) * (np.linalg.norm(Vr[c], axis=0).sum() + np.linalg.norm(Wr[c], axis=0).sum())
             for c in range(k)))
         if not np.isfinite(self.objective_):
             raise SolverError(f"the fitted objective is {self.objective_}")
         self.fit_seconds_ = time.perf_counter() - t0
         return self
+
+    def _unstandardized(self, X: Any, V: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The augmented original X and the weights in its coordinates: v_f / scale and
+        v_b - mean . (v_f / scale), so that X_aug v' = X_standardized,aug v."""
+        X0 = np.asarray(as_float_array(X, "X", ndim=2), dtype=np.float64)
+        Xr = np.hstack([X0, np.ones((X0.shape[0], 1))])
+        return Xr, self._to_original(V), self._to_original(W)
+
+    def _to_original(self, U: np.ndarray) -> np.ndarray:
+        """Weights (k, d + 1, P) of standardized features mapped to the original ones (identity without
+        standardize)."""
+        if not self.standardize:
+            return U
+        Uf = U[:, :-1, :] / self.scale_[None, :, None]
+        Ub = U[:, -1:, :] - np.einsum("j,cjp->cp", self.mean_, Uf)[:, None, :]
+        return np.concatenate([Uf, Ub], axis=1)
 
     def _check_memory(self, n: int, d: int, P: int) -> None:
         limit = float(self.memory_limit) if self.memory_limit is not None else 0.8 * available_memory()
@@ -355,8 +381,11 @@ class ConvexReLU:
         self._check_fitted()
         cols_u, outs = [], []
         k = self.V_.shape[0]
+        # Balance each neuron in the coordinates of the data as given, so the network's weight-decay
+        # objective equals objective_ (balancing first and unstandardizing after would not).
+        V, W = self._to_original(self.V_), self._to_original(self.W_)
         for c in range(k):
-            for M, sign in ((self.V_[c], 1.0), (self.W_[c], -1.0)):
+            for M, sign in ((V[c], 1.0), (W[c], -1.0)):
                 norms = np.linalg.norm(M, axis=0)
                 for i in np.flatnonzero(norms > tol):
                     r = np.sqrt(norms[i])
@@ -371,15 +400,13 @@ class ConvexReLU:
             Wt, b = U[:, :-1], U[:, -1].copy()
         else:
             Wt, b = U, np.zeros(U.shape[0])
-        if self.standardize:
-            Wt = Wt / self.scale_[None, :]
-            b = b - Wt @ self.mean_
         return Wt, b, A
 
     def to_network(self, tol: float = 0.0):
         """The fitted model as an ``nncert.Network`` Dense -> ReLU -> Dense. Its weight-decay objective
         loss + beta/2 (||first-layer weights and biases||^2 + ||output weights||^2) equals ``objective_``
-        (without ``standardize``); zero groups are pruned (a network with no neuron gets one zero neuron)."""
+        (also with ``standardize``, whose scaling is folded into the first layer); zero groups are pruned
+        (a network with no neuron gets one zero neuron)."""
         from ..layers import Dense, ReLU
         from ..network import Network
         Wt, b, A = self.hidden_weights(tol)
