@@ -268,3 +268,15 @@ def test_cli_solve_runs():
     from nncert.cli import main
 
     assert main(["solve", "--grid", "6", "--methods", "cg,ic0", "--json"]) == 0
+
+
+def test_ic0_breakdown_is_retried_with_a_reported_shift():
+    """Kershaw's matrix is SPD but plain IC(0) breaks down on it; the retry's shift is reported."""
+    K = np.array([[3.0, -2, 0, 2], [-2, 3, -2, 0], [0, -2, 3, -2], [2, 0, -2, 3]])
+    assert np.linalg.eigvalsh(K).min() > 0
+    x, info = nncert.solvers.cg(sp.csr_matrix(K), np.ones(4), precond="ic0")
+    assert info.converged and info.extra["ic0_shift"] > 0
+    np.testing.assert_allclose(K @ x, np.ones(4), atol=1e-5)
+    A = nncert.solvers.poisson3d(6)
+    _, info = nncert.solvers.cg(A, np.ones(A.shape[0]), precond="ic0")
+    assert info.extra["ic0_shift"] == 0.0

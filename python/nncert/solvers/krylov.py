@@ -51,7 +51,8 @@ def finish(op: Operator, b: np.ndarray, x: np.ndarray, raw: dict, tol: float, pr
         seconds=float(raw["seconds"] if seconds is None else seconds), reason=reason, method=raw["method"], tol=tol,
         true_residual=true_res, matvecs=int(raw["matvecs"]), false_convergences=int(raw["false_convergences"]),
         fallbacks=int(raw["fallbacks"]), null_space_projected=projected, device=device,
-        bytes_per_matvec=int(raw.get("bytes_per_matvec", 0)))
+        bytes_per_matvec=int(raw.get("bytes_per_matvec", 0)),
+        extra={"ic0_shift": float(raw["ic0_shift"])} if "ic0_shift" in raw else {})
 
 
 def as_output(x: np.ndarray, like: Any) -> Any:

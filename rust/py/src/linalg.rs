@@ -181,7 +181,10 @@ fn csr_cg<'py>(
             }
             "ic0" => {
                 let m = run_detached(py, || Ic0::new(&a))?;
-                run_pcg(py, &a, Some(&m), bs, x0s, &s, &cb, "pcg-ic0")
+                let solved = run_pcg(py, &a, Some(&m), bs, x0s, &s, &cb, "pcg-ic0")?;
+                // A breakdown of plain IC(0) was retried on A + shift * diag(A): say so.
+                solved.1.set_item("ic0_shift", m.shift)?;
+                Ok(solved)
             }
             other => Err(PyValueError::new_err(format!("precond must be None, 'jacobi' or 'ic0', got {other:?}"))),
         }
