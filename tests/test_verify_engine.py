@@ -157,3 +157,15 @@ def test_robustness_and_torch_inputs():
     r = nncert.verify(net, Property.robustness(x, 0.5, label), timeout=10)
     assert r.status == "violated"
     assert np.argmax(r.counterexample[1]) != label or np.max(np.delete(r.counterexample[1], label)) >= r.counterexample[1][label]
+
+
+def test_z3_leaf_keeps_units_near_zero_exact():
+    """A unit whose float bounds only touch 0 is not fixed as stable: its phase stays a Z3 variable."""
+    from nncert.verify import smt
+    net = nncert.Network([nncert.Dense([[1.0]]), nncert.ReLU(), nncert.Dense([[1.0]])])
+    lo, hi = np.array([-1e-12]), np.array([1.0])
+    # the pre-activation bounds claim the unit is active (l = 0); it must still be encoded exactly
+    enc = smt.encode(net, lo, hi, pre=[(np.array([0.0]), np.array([1.0]))])
+    assert enc.n_vars == 1
+    enc = smt.encode(net, lo, hi, pre=[(np.array([0.5]), np.array([1.0]))])
+    assert enc.n_vars == 0

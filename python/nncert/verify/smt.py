@@ -88,9 +88,9 @@ def encode(net, lo: np.ndarray, hi: np.ndarray, pre: Sequence[tuple[np.ndarray, 
                 sp = split_map.get((a, k))
                 if sp is not None:
                     solver.add(e >= 0 if sp else e <= 0)
-                if sp is True or (l is not None and l[k] >= 0):
+                if sp is True or (l is not None and l[k] >= _margin(l[k], u[k])):
                     out.append(e)
-                elif sp is False or (u is not None and u[k] <= 0):
+                elif sp is False or (u is not None and u[k] <= -_margin(l[k], u[k])):
                     out.append(e * _q(z3, s) if s != 0.0 else z3.RealVal(0))
                 else:
                     t = fresh("r")
@@ -104,9 +104,9 @@ def encode(net, lo: np.ndarray, hi: np.ndarray, pre: Sequence[tuple[np.ndarray, 
             for grp in layer.groups(n):
                 ia, ib = grp
                 ea, eb = h[ia], h[ib]
-                if l is not None and l[ia] >= u[ib]:
+                if l is not None and l[ia] >= u[ib] + _margin(l[ia], u[ib]):
                     continue
-                if l is not None and l[ib] >= u[ia]:
+                if l is not None and l[ib] >= u[ia] + _margin(l[ib], u[ia]):
                     out[ia], out[ib] = eb, ea
                     continue
                 mx, mn = fresh("max"), fresh("min")
@@ -118,6 +118,12 @@ def encode(net, lo: np.ndarray, hi: np.ndarray, pre: Sequence[tuple[np.ndarray, 
 
     y = run(net.layers, list(x))
     return Encoding(z3, solver, x, y, state["vars"])
+
+
+def _margin(lo: float, hi: float) -> float:
+    """How far a float bound must clear a threshold before a unit counts as stable. The bounds come from
+    float arithmetic without directed rounding; a unit within this margin stays an exact Z3 variable."""
+    return 1e-9 * (1.0 + max(abs(lo), abs(hi)))
 
 
 def add_conjunction(enc: Encoding, a_y: np.ndarray, a_x: np.ndarray, c: np.ndarray, slack: float = 0.0) -> None:
