@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Callable
 
 import numpy as np
@@ -13,7 +12,7 @@ from ..devices import resolve_device
 from ..errors import InvalidInputError, ShapeError
 from ._operator import prepare, prepare_rhs
 from .info import SolveInfo
-from .krylov import _progress, as_output, finish
+from .krylov import as_output, finish, run_core
 from .problems import Grid, grid_of
 
 PRETRAINED = os.path.join(os.path.dirname(__file__), "pretrained", "dcdm3d_poisson.pt")
@@ -134,17 +133,9 @@ class DCDM:
             info = finish(op, b_orig, x, raw, tol, projected, device=str(dev), seconds=secs)
             return as_output(x, b), info
         oracle = self._oracle(A, op.n, grid)
-        cb, bar = _progress(progress, "dcdm", tol)
-        t0 = time.perf_counter()
-        try:
-            x, raw = _core.csr_dcdm(*op.core_args(), bb, oracle, self.k, xx, inner_tol, maxiter, recompute_every,
-                                    time_limit, cb)
-        finally:
-            if bar is not None:
-                bar.close()
-        info = finish(op, b_orig, x, raw, tol, projected)
-        info.extra["wall_seconds"] = time.perf_counter() - t0
-        return as_output(x, b), info
+        return run_core(lambda cb: _core.csr_dcdm(*op.core_args(), bb, oracle, self.k, xx, inner_tol, maxiter,
+                                                  recompute_every, time_limit, cb),
+                        op, b, b_orig, tol, projected, progress, "dcdm")
 
 
 def _wrap_numpy_oracle(f: Callable, dev: Any) -> Callable:

@@ -87,16 +87,25 @@ def cg(A: Any, b: Any, tol: float = 1e-6, maxiter: int | None = None, precond: s
         from .torch_solvers import torch_cg
         x, raw, secs = torch_cg(op, bb, xx, inner_tol, maxiter, precond, dev.torch(), recompute_every)
         return as_output(x, b), finish(op, b_orig, x, raw, tol, projected, device=str(dev), seconds=secs)
-    cb, bar = _progress(progress, f"cg ({precond or 'none'})", tol)
+    if op.csr is None:
+        if precond not in (None, "none"):
+            raise InvalidInputError(f"precond={precond!r} needs an explicit matrix, not a LinearOperator")
+        solve = lambda cb: _core.op_cg(op.n, op.matvec, bb, xx, inner_tol, maxiter, recompute_every,  # noqa: E731
+                                       time_limit, cb)
+    else:
+        solve = lambda cb: _core.csr_cg(*op.core_args(), bb, xx, inner_tol, maxiter,  # noqa: E731
+                                        precond or "none", recompute_every, time_limit, cb)
+    return run_core(solve, op, b, b_orig, tol, projected, progress, f"cg ({precond or 'none'})")
+
+
+def run_core(solve: Callable, op: Operator, b: Any, b_orig: np.ndarray, tol: float, projected: bool,
+             progress: Any, label: str) -> tuple[Any, SolveInfo]:
+    """Runs ``solve(callback) -> (x, raw)`` in the core with its progress bar, then re-checks the solution
+    against the user's matrix (``finish``) and returns x as the caller's type."""
+    cb, bar = _progress(progress, label, tol)
     t0 = time.perf_counter()
     try:
-        if op.csr is None:
-            if precond not in (None, "none"):
-                raise InvalidInputError(f"precond={precond!r} needs an explicit matrix, not a LinearOperator")
-            x, raw = _core.op_cg(op.n, op.matvec, bb, xx, inner_tol, maxiter, recompute_every, time_limit, cb)
-        else:
-            x, raw = _core.csr_cg(*op.core_args(), bb, xx, inner_tol, maxiter, precond or "none", recompute_every,
-                                  time_limit, cb)
+        x, raw = solve(cb)
     finally:
         if bar is not None:
             bar.close()

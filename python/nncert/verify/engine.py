@@ -154,18 +154,24 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
             smt.add_conjunction(enc, a_y, a_x, c)
             stats["z3_leaves"] += 1
             res, x = smt.check(enc, deadline)
-            if res == "sat":
-                x = deepen(net, prop, np.clip(x, lo, hi), deadline)
-                if x is not None:
-                    return done("violated", "bab+z3", x)
-                return done("unknown", "bab+z3", message="a Z3 model did not replay through the network")
-            if res in ("timeout", "unknown"):
-                return done(res, "bab+z3", message="" if res == "timeout" else "Z3 returned unknown on a leaf")
+            if res != "unsat":
+                return _z3_verdict(net, prop, res, x, lo, hi, deadline, done, "bab+z3")
     except smt.EncodingTimeout:
         return done("timeout", "bab+z3")
     finally:
         stats["phase_seconds"]["z3"] = time.monotonic() - tz
     return done("holds", "bab+z3")
+
+
+def _z3_verdict(net, prop, res, x, lo, hi, deadline, done, method) -> VerifyResult:
+    """The result for a Z3 answer other than unsat: a model is reported only if it replays through the
+    network (after being pushed inside the region); timeout and unknown pass through."""
+    if res == "sat":
+        x = deepen(net, prop, np.clip(x, lo, hi), deadline)
+        if x is not None:
+            return done("violated", method, x)
+        return done("unknown", method, message="a Z3 model did not replay through the network")
+    return done(res, method, message="" if res == "timeout" else "Z3 returned unknown")
 
 
 def _smt(net, prop, deadline, stats, done) -> VerifyResult:
@@ -186,13 +192,8 @@ def _smt(net, prop, deadline, stats, done) -> VerifyResult:
 
             stats["z3_leaves"] += 1
             res, x = smt.check_isolated(build, deadline)
-            if res == "sat":
-                x = deepen(net, prop, np.clip(x, lo, hi), deadline)
-                if x is not None:
-                    return done("violated", "smt", x)
-                return done("unknown", "smt", message="a Z3 model did not replay through the network")
-            if res in ("timeout", "unknown"):
-                return done(res, "smt", message="" if res == "timeout" else "Z3 returned unknown")
+            if res != "unsat":
+                return _z3_verdict(net, prop, res, x, lo, hi, deadline, done, "smt")
     except smt.EncodingTimeout:
         return done("timeout", "smt")
     finally:

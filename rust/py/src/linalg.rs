@@ -164,10 +164,7 @@ fn csr_cg<'py>(
 ) -> PyResult<Solved<'py>> {
     let s = settings(tol, maxiter, recompute_every, time_limit)?;
     let bs = slice(&b, "b")?;
-    let x0s = match &x0 {
-        Some(v) => Some(slice(v, "x0")?),
-        None => None,
-    };
+    let x0s = x0.as_ref().map(|v| slice(v, "x0")).transpose()?;
     let cb = Callback { f: progress, err: Mutex::new(None) };
     with_csr!(py, indptr, indices, data, ncols, |a| {
         if a.nrows() != a.ncols() {
@@ -216,10 +213,7 @@ fn stencil_cg<'py>(
     };
     let op = Stencil7::new(shape.0, shape.1, shape.2, mask).map_err(|e| to_pyerr(py, e))?;
     let bs = slice(&b, "b")?;
-    let x0s = match &x0 {
-        Some(v) => Some(slice(v, "x0")?),
-        None => None,
-    };
+    let x0s = x0.as_ref().map(|v| slice(v, "x0")).transpose()?;
     let cb = Callback { f: progress, err: Mutex::new(None) };
     match precond {
         "none" => run_pcg(py, &op, None, bs, x0s, &s, &cb, "cg-stencil"),
@@ -278,10 +272,7 @@ fn op_cg<'py>(
 ) -> PyResult<Solved<'py>> {
     let s = settings(tol, maxiter, recompute_every, time_limit)?;
     let bs = slice(&b, "b")?;
-    let x0s = match &x0 {
-        Some(v) => Some(slice(v, "x0")?),
-        None => None,
-    };
+    let x0s = x0.as_ref().map(|v| slice(v, "x0")).transpose()?;
     let cb = Callback { f: progress, err: Mutex::new(None) };
     let op = PyLinOp { f: matvec, n, err: Mutex::new(None) };
     let res = run_pcg(py, &op, None, bs, x0s, &s, &cb, "cg");
@@ -354,10 +345,7 @@ fn csr_dcdm<'py>(
 ) -> PyResult<Solved<'py>> {
     let s = settings(tol, maxiter, recompute_every, time_limit)?;
     let bs = slice(&b, "b")?;
-    let x0s = match &x0 {
-        Some(v) => Some(slice(v, "x0")?),
-        None => None,
-    };
+    let x0s = x0.as_ref().map(|v| slice(v, "x0")).transpose()?;
     let cb = Callback { f: progress, err: Mutex::new(None) };
     with_csr!(py, indptr, indices, data, ncols, |a| {
         if a.nrows() != a.ncols() {

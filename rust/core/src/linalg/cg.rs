@@ -153,6 +153,25 @@ impl<'a> Common<'a> {
         }
     }
 
+    /// One step x += alpha p, r -= alpha A p, with the true residual replacing the recursive one every
+    /// `recompute_every` iterations. Returns the new residual norm and whether r is the true residual.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(&self, alpha: f64, p: &[f64], ap: &[f64], x: &mut [f64], r: &mut [f64], info: &mut SolveInfo,
+                s: &SolveSettings, method: &str) -> Result<(f64, bool)> {
+        let mut rnorm = cg_update(alpha, p, ap, x, r).sqrt();
+        info.iterations += 1;
+        let mut is_true = false;
+        if s.recompute_every > 0 && info.iterations % s.recompute_every == 0 {
+            info.matvecs += 1;
+            rnorm = self.true_residual(x, r);
+            is_true = true;
+        }
+        if !rnorm.is_finite() {
+            return Err(Error::Solver(format!("{method} residual became non-finite at iteration {}", info.iterations)));
+        }
+        Ok((rnorm, is_true))
+    }
+
     pub fn check(a: &dyn LinOp, b: &[f64], x0: Option<&[f64]>) -> Result<()> {
         let n = a.dim();
         if b.len() != n {
@@ -251,19 +270,7 @@ pub fn pcg(
                 Error::Solver(format!("CG produced a non-finite value (p^T A p = {pq}) at iteration {}", info.iterations))
             });
         }
-        let alpha = rz / pq;
-        let rr = cg_update(alpha, &p, &q, &mut x, &mut r);
-        info.iterations += 1;
-        rnorm = rr.sqrt();
-        r_is_true = false;
-        if s.recompute_every > 0 && info.iterations % s.recompute_every == 0 {
-            info.matvecs += 1;
-            rnorm = c.true_residual(&x, &mut r);
-            r_is_true = true;
-        }
-        if !rnorm.is_finite() {
-            return Err(Error::Solver(format!("CG residual became non-finite at iteration {}", info.iterations)));
-        }
+        (rnorm, r_is_true) = c.step(rz / pq, &p, &q, &mut x, &mut r, &mut info, s, "CG")?;
         let rz_new = match precond {
             Some(m) => {
                 m.apply(&r, &mut z);

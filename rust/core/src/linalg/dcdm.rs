@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 
 use super::cg::{zero_rhs_solution, Begun, Common, Progress, SolveInfo, SolveSettings, StopReason};
-use super::vecops::{axpy, cg_update, dot, norm2};
+use super::vecops::{axpy, dot, norm2};
 use super::LinOp;
 use crate::error::{Error, Result};
 
@@ -108,19 +108,7 @@ pub fn dcdm(
                 (dir, qr)
             }
         };
-        let alpha = qr / dir.pap;
-        let rr = cg_update(alpha, &dir.p, &dir.ap, &mut x, &mut r);
-        info.iterations += 1;
-        rnorm = rr.sqrt();
-        r_is_true = false;
-        if s.recompute_every > 0 && info.iterations % s.recompute_every == 0 {
-            info.matvecs += 1;
-            rnorm = c.true_residual(&x, &mut r);
-            r_is_true = true;
-        }
-        if !rnorm.is_finite() {
-            return Err(Error::Solver(format!("DCDM residual became non-finite at iteration {}", info.iterations)));
-        }
+        (rnorm, r_is_true) = c.step(qr / dir.pap, &dir.p, &dir.ap, &mut x, &mut r, &mut info, s, "DCDM")?;
         if k > 0 {
             if history.len() == k {
                 history.pop_front();
