@@ -1,4 +1,4 @@
-"""The same algorithms on torch tensors, used when data lives on a CUDA device.
+"""Forward pass, Jacobian and input gradients of a Network with torch ops (any torch device).
 
 The Rust core stays CPU-only; this module mirrors its semantics with torch ops.
 """
@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._arrays import is_torch_tensor
-from .devices import Device
-from .errors import InvalidInputError, ShapeError
+from .._arrays import is_torch_tensor
+from ..devices import Device
+from ..errors import InvalidInputError, ShapeError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .network import Network
+    from ..network import Network
 
 _MODULE_CACHE: "weakref.WeakKeyDictionary[Network, dict[tuple[str, Any], Any]]" = weakref.WeakKeyDictionary()
 
