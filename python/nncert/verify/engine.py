@@ -17,6 +17,7 @@ from .result import VerifyResult
 
 log = logging.getLogger("nncert.verify")
 METHODS = ("auto", "bab", "smt")
+BACKENDS = ("auto", "core", "torch")
 #: Inputs up to this many dimensions are split by input box; larger ones by ReLU phase.
 INPUT_SPLIT_MAX_DIM = 12
 
@@ -45,21 +46,33 @@ def _problems(prop: Property) -> list[tuple]:
     return out
 
 
+def _need_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise InvalidInputError("verify: the torch backend needs torch (pip install 'nncert[torch]')") from e
+
+
 def _z3_encodable(net) -> bool:
     return all(isinstance(l, (Dense, Residual, ReLU, LeakyReLU)) or (isinstance(l, GroupSort) and l.group_size == 2)
                for l in walk(net.layers))
 
 
 def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", device: Any = None, *,
-           attack: bool = True, seed: int = 0, split: str | None = None, max_leaves: int = 2000) -> VerifyResult:
+           attack: bool = True, seed: int = 0, split: str | None = None, max_leaves: int = 2000,
+           backend: str = "auto") -> VerifyResult:
     """Decides whether ``prop`` holds for ``net``; see :class:`VerifyResult`.
 
     method: "auto" (falsification, then bound-propagation branch and bound in the Rust core, then Z3
     on the leaves it cannot decide), "bab" (the same without Z3), or "smt" (one plain Z3 encoding of the
     whole network per (box, conjunction); small networks only). ``timeout`` (seconds) is a hard
     wall-clock limit for the whole call. ``split``: "input" or "relu" (default: input for at most
-    12 inputs). ``device``: None or "cpu" (the engine runs in the Rust core on the CPU). Progress is
-    reported as log lines on the ``nncert.verify`` logger (one per phase)."""
+    12 inputs). ``device``: None or "cpu" runs the engine in the Rust core on the CPU; "cuda" / "cuda:k"
+    runs the bound computations (root bounds, input-splitting branch and bound in batches of boxes) and the
+    falsification with torch ops on that device, in float64; ReLU-split branch and bound, Z3 leaves and the
+    counterexample replay stay on the CPU. ``backend``: "auto" (by device), "core" or "torch" ("torch" with
+    device "cpu" runs the torch path on the CPU, for testing). Progress is reported as log lines on the
+    ``nncert.verify`` logger (one per phase)."""
     t0 = time.monotonic()
     timeout = float(timeout)
     if not np.isfinite(timeout) or timeout <= 0:
@@ -67,13 +80,27 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     if method not in METHODS:
         raise InvalidInputError(f"verify: method must be one of {METHODS}, got {method!r}")
     dev = resolve_device(device)
-    if dev.type != "cpu":
-        raise InvalidInputError(f"verify runs in the Rust core on the CPU; device {dev} is not supported yet")
+    if backend not in BACKENDS:
+        raise InvalidInputError(f"verify: backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "core" and dev.type != "cpu":
+        raise InvalidInputError(f"verify: backend='core' runs on the CPU; device {dev} needs backend 'torch' or 'auto'")
+    on_torch = backend == "torch" or dev.type == "cuda"
+    if on_torch:
+        _need_torch()
     prop = _check(net, prop)
     deadline = t0 + timeout
     stats: dict[str, Any] = {"nodes": 0, "z3_leaves": 0, "stable": 0, "unstable": 0,
                              "phase_seconds": {"root_bounds": 0.0, "attack": 0.0, "bab": 0.0, "z3": 0.0}}
     rng = np.random.default_rng(seed)
+    stats["device"] = f"{dev} (torch)" if on_torch else "cpu (Rust core)"
+
+    def branch_and_bound(mode: str, time_limit: float, max_nodes: int | None = None) -> dict[str, Any]:
+        if on_torch and mode == "input":
+            from ..torch_backend.bab import bab
+            return bab(net, _problems(prop), dev, time_limit=time_limit, max_nodes=max_nodes, max_leaves=max_leaves)
+        from .. import _core
+        return _core.branch_and_bound(net._core, _problems(prop), mode=mode, time_limit=time_limit,
+                                      max_nodes=max_nodes, max_leaves=max_leaves)
 
     def done(status, how, x=None, message=""):
         ce, info = None, None
@@ -90,12 +117,9 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     if method == "smt":
         return _smt(net, prop, deadline, stats, done)
 
-    from .. import _core
-
     # One bound computation per root problem first: properties that bounds prove at once skip the attack.
     tr = time.monotonic()
-    root = _core.branch_and_bound(net._core, _problems(prop), mode="input", time_limit=max(0.0, deadline - tr),
-                                  max_nodes=len(prop.pairs))
+    root = branch_and_bound("input", max(0.0, deadline - tr), max_nodes=len(prop.pairs))
     stats["phase_seconds"]["root_bounds"] = time.monotonic() - tr
     if root["outcome"] == "holds":
         stats.update({k: root["stats"][k] for k in ("nodes", "stable", "unstable")})
@@ -106,7 +130,11 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     if attack:
         ta = time.monotonic()
         budget = min(0.1 * timeout, 2.0 + 0.02 * timeout)
-        x = falsify(net, prop, min(deadline, ta + budget), rng)
+        if on_torch:
+            from ..torch_backend.attack import falsify as falsify_torch
+            x = falsify_torch(net, prop, min(deadline, ta + budget), dev, seed=seed)
+        else:
+            x = falsify(net, prop, min(deadline, ta + budget), rng)
         stats["phase_seconds"]["attack"] = time.monotonic() - ta
         if x is not None:
             return done("violated", "attack", x)
@@ -119,8 +147,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     tb = time.monotonic()
     log.info("verify: falsification found nothing in %.2f s; branch and bound (%s split, %.1f s left)",
              stats["phase_seconds"]["attack"], mode, deadline - tb)
-    r = _core.branch_and_bound(net._core, _problems(prop), mode=mode, time_limit=max(0.0, deadline - tb),
-                               max_leaves=max_leaves)
+    r = branch_and_bound(mode, max(0.0, deadline - tb))
     stats["phase_seconds"]["bab"] = time.monotonic() - tb
     stats.update({k: r["stats"][k] for k in ("nodes", "pruned", "max_depth", "max_queue", "stable", "unstable")})
     stats["split"] = mode

@@ -1,0 +1,189 @@
+"""Input-splitting branch and bound on a torch device, many boxes per batch.
+
+The same search as ``rust/core/src/bounds/bab.rs`` in ``SplitMode::Input`` (best-first on the largest
+bound margin, node pruned when some row's lower bound exceeds its ``c`` by more than ``margin``, box
+centre and bound-minimising vertices tried as candidates, split on the input side where the binding row's
+linear bound is most sensitive), but the ``batch`` lowest-scored nodes of the queue are bounded together
+by :func:`~nncert.torch_backend.propagate.propagate`. Returns the same dict as
+``_core.branch_and_bound`` so the verify engine treats both alike (leaves go to Z3 on the CPU).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError, ShapeError
+from .compiled import TAct, TResidual, compiled
+from .network_ops import torch_module
+from .propagate import objective, propagate
+
+
+def _check(net: Any, problems: list[tuple]) -> None:
+    n, m = net.input_dim, net.output_dim
+    for i, (lo, hi, a_y, a_x, c) in enumerate(problems):
+        k = len(c)
+        if a_y.shape != (k, m) or a_x.shape != (k, n) or np.shape(lo) != (n,) or np.shape(hi) != (n,):
+            raise ShapeError(f"problem {i}: constraint matrices have shapes {a_y.shape} and {a_x.shape} with {k} "
+                             f"right-hand sides and a box of {np.shape(lo)}; expected ({k}, {m}), ({k}, {n}), ({n},)")
+        if k == 0:
+            raise InvalidInputError(f"problem {i}: the unsafe conjunction has no constraints")
+        if not np.all(np.isfinite(c)):
+            raise InvalidInputError(f"problem {i}: non-finite right-hand side")
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            raise InvalidInputError(f"problem {i}: input box is unbounded or not finite")
+        if np.any(np.asarray(lo) > np.asarray(hi)):
+            raise InvalidInputError(f"problem {i}: input box is empty (lo > hi)")
+
+
+def _acts(layers: list, out: list) -> list:
+    for l in layers:
+        if isinstance(l, TResidual):
+            _acts(l.inner, out)
+        elif isinstance(l, TAct):
+            out.append(l)
+    return out
+
+
+def stability(acts: list, pre: list) -> tuple[int, int]:
+    """(stable, unstable) piecewise-linear units of box 0: ReLU/LeakyReLU units and MaxMin pairs."""
+    s = u = 0
+    for act, (l, h) in zip(acts, pre):
+        l, h = l[0], h[0]
+        if act.kind in ("relu", "leaky_relu"):
+            st = int(((l >= 0) | (h <= 0)).sum())
+            s, u = s + st, u + l.numel() - st
+        elif act.kind == "groupsort" and act.groups.shape[1] == 2:
+            a, b = act.groups[:, 0], act.groups[:, 1]
+            st = int(((l[a] >= h[b]) | (l[b] >= h[a])).sum())
+            s, u = s + st, u + a.numel() - st
+    return s, u
+
+
+def _last_argmax(v: Any) -> Any:
+    return v.shape[1] - 1 - v.flip(1).argmax(1)
+
+
+def _split_dims(lo: Any, hi: Any, lam_best: Any, w0: Any, min_width: float) -> Any:
+    import torch
+
+    widths = hi - lo
+    dim = _last_argmax(widths)
+    s = torch.where(widths >= min_width, lam_best.abs() * widths, torch.zeros_like(widths))
+    best_s, dim_s = s.max(1)
+    dim = torch.where(best_s > 0, s.argmax(1), dim)
+    rel = torch.where(w0 > 0, widths / torch.where(w0 > 0, w0, torch.ones_like(w0)), torch.zeros_like(widths))
+    widest = _last_argmax(rel)
+    pick = rel.gather(1, widest[:, None])[:, 0] > 4 * rel.gather(1, dim[:, None])[:, 0]
+    return torch.where(pick, widest, dim)
+
+
+def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, max_nodes: int | None = None,
+        margin: float = 1e-8, batch: int | None = None, min_width: float = 1e-7, max_leaves: int = 10000,
+        dtype: Any = None) -> dict[str, Any]:
+    """Branch and bound over ``problems`` (a list of (lo, hi, a_y, a_x, c): is some x in the box with
+    a_y f(x) + a_x x <= c?) on the torch ``device`` (a :class:`~nncert.devices.Device`)."""
+    import torch
+
+    t0 = time.monotonic()
+    deadline = t0 + max(0.0, float(time_limit))
+    _check(net, problems)
+    dev = device.torch()
+    dtype = dtype or torch.float64
+    batch = batch or (2048 if dev.type == "cuda" else 64)
+    max_nodes = max_nodes if max_nodes is not None else 1 << 62
+    t = lambda v: torch.as_tensor(np.array(v, dtype=np.float64), dtype=dtype, device=dev)  # noqa: E731
+    P = [(t(lo), t(hi), t(a_y), t(a_x), t(c)) for lo, hi, a_y, a_x, c in problems]
+    acts = _acts(compiled(net, dev, dtype), [])
+    module = torch_module(net, device, dtype)
+    stats: dict[str, Any] = {"nodes": 0, "pruned": 0, "infeasible": 0, "leaves": 0, "max_depth": 0, "max_queue": 0,
+                             "stable": 0, "unstable": 0, "seconds": 0.0}
+    leaves: list[tuple] = []
+
+    def finish(outcome: str, **extra: Any) -> dict[str, Any]:
+        stats["seconds"] = time.monotonic() - t0
+        return {"outcome": outcome, "leaves": leaves, "stats": stats, **extra}
+
+    with torch.no_grad():
+        if P:
+            root = propagate(net, P[0][0][None], P[0][1][None])
+            stats["stable"], stats["unstable"] = stability(acts, root.pre)
+        # the queue: boxes, root problem, score (lowest first), depth
+        q_lo = torch.stack([p[0] for p in P]) if P else torch.zeros((0, net.input_dim), dtype=dtype, device=dev)
+        q_hi = torch.stack([p[1] for p in P]) if P else q_lo.clone()
+        q_pr = torch.arange(len(P), device=dev)
+        q_sc = torch.full((len(P),), -float("inf"), dtype=dtype, device=dev)
+        q_dp = torch.zeros(len(P), dtype=torch.long, device=dev)
+        while q_lo.shape[0] > 0:
+            if time.monotonic() >= deadline:
+                return finish("timeout")
+            if stats["nodes"] >= max_nodes:
+                return finish("node_limit")
+            take = min(batch, q_lo.shape[0], max_nodes - stats["nodes"])
+            order = torch.argsort(q_sc, stable=True)
+            sel, rest = order[:take], order[take:]
+            b_lo, b_hi, b_pr, b_dp = q_lo[sel], q_hi[sel], q_pr[sel], q_dp[sel]
+            q_lo, q_hi, q_pr, q_sc, q_dp = q_lo[rest], q_hi[rest], q_pr[rest], q_sc[rest], q_dp[rest]
+            stats["nodes"] += take
+            stats["max_depth"] = max(stats["max_depth"], int(b_dp.max()))
+            kids = []
+            for pi in torch.unique(b_pr).tolist():
+                if time.monotonic() >= deadline:
+                    return finish("timeout")
+                idx = (b_pr == pi).nonzero()[:, 0]
+                lo, hi, dp = b_lo[idx], b_hi[idx], b_dp[idx]
+                p_lo, p_hi, a_y, a_x, c = P[pi]
+                prop = propagate(net, lo, hi)
+                lb, lam = objective(prop, a_y, a_x)
+                score, best = (lb - c).max(1)
+                safe = prop.infeasible | (score > margin)
+                stats["pruned"] += int(safe.sum())
+                stats["infeasible"] += int(prop.infeasible.sum())
+                open_ = ~safe
+                if not bool(open_.any()):
+                    continue
+                # cheap concrete candidates: the centre and, per row, the box vertex minimising the bound
+                o = open_.nonzero()[:, 0]
+                lo_o, hi_o = lo[o], hi[o]
+                verts = torch.where(lam[o] >= 0, lo_o[:, None], hi_o[:, None])
+                cand = torch.cat([(0.5 * (lo_o + hi_o))[:, None], verts], 1)  # (S, 1 + K, n)
+                S, C, n = cand.shape
+                xs = cand.reshape(S * C, n)
+                v = module(xs) @ a_y.T + xs @ a_x.T - c
+                ok = (v <= 0).all(1).reshape(S, C)
+                if bool(ok.any()):
+                    s_i, c_i = ok.nonzero()[0].tolist()
+                    return finish("candidate", x=cand[s_i, c_i].cpu().numpy().astype(np.float64), problem=pi)
+                widths = hi_o - lo_o
+                is_leaf = widths.max(1).values < min_width
+                for k in is_leaf.nonzero()[:, 0].tolist():
+                    pre = [(l[o[k]].cpu().numpy().astype(np.float64), u[o[k]].cpu().numpy().astype(np.float64))
+                           for l, u in prop.pre]
+                    leaves.append((pi, lo_o[k].cpu().numpy().astype(np.float64),
+                                   hi_o[k].cpu().numpy().astype(np.float64), [], pre))
+                    stats["leaves"] += 1
+                    if len(leaves) >= max_leaves:
+                        return finish("node_limit")
+                sp = (~is_leaf).nonzero()[:, 0]
+                if sp.numel() == 0:
+                    continue
+                lo_s, hi_s = lo_o[sp], hi_o[sp]
+                lam_best = lam[o[sp], best[o[sp]]]
+                dim = _split_dims(lo_s, hi_s, lam_best, (p_hi - p_lo)[None], min_width)
+                mid = 0.5 * (lo_s.gather(1, dim[:, None]) + hi_s.gather(1, dim[:, None]))
+                hi1, lo2 = hi_s.clone(), lo_s.clone()
+                hi1.scatter_(1, dim[:, None], mid)
+                lo2.scatter_(1, dim[:, None], mid)
+                pr = torch.full((2 * sp.numel(),), pi, dtype=torch.long, device=dev)
+                kids.append((torch.cat([lo_s, lo2]), torch.cat([hi1, hi_s]), pr, score[o[sp]].repeat(2),
+                             dp[o[sp]].repeat(2) + 1))
+            if kids:
+                q_lo = torch.cat([q_lo] + [k[0] for k in kids])
+                q_hi = torch.cat([q_hi] + [k[1] for k in kids])
+                q_pr = torch.cat([q_pr] + [k[2] for k in kids])
+                q_sc = torch.cat([q_sc] + [k[3] for k in kids])
+                q_dp = torch.cat([q_dp] + [k[4] for k in kids])
+            stats["max_queue"] = max(stats["max_queue"], q_lo.shape[0])
+    return finish("undecided" if leaves else "holds")

@@ -1,0 +1,152 @@
+"""nncert.verify on the torch path (backend="torch", run on the CPU here; device="cuda" on a GPU): the same
+verdicts as the Rust CPU path, replayed counterexamples, Z3 leaves on the CPU, and the timeout."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import nncert
+from nncert import Property
+from nncert.errors import InvalidInputError
+
+from conftest import data_path
+
+torch = pytest.importorskip("torch")
+
+INSTANCES = [("test_nano.onnx", "test_nano.vnnlib", "holds"), ("test_tiny.onnx", "test_tiny.vnnlib", "holds"),
+             ("test_small.onnx", "test_small.vnnlib", "holds"), ("test_sat.onnx", "test_prop.vnnlib", "violated"),
+             ("test_unsat.onnx", "test_prop.vnnlib", "holds")]
+
+
+def check_violation(net, prop, r):
+    x, y = r.counterexample
+    assert any(prop.in_region(i, x) and np.all(prop.conj_values(j, x, net(x)) <= 0)
+               and np.all(prop.conj_values(j, x, np.asarray(net(x.astype(np.float32)), dtype=np.float64)) <= 0)
+               for i, j in prop.pairs)
+
+
+@pytest.mark.parametrize("onnx, vnnlib, expected", INSTANCES)
+def test_vnncomp_test_instances_same_verdict_as_the_core(onnx, vnnlib, expected):
+    net = nncert.Network.from_onnx(data_path("vnncomp2021", "test", onnx))
+    prop = Property.from_vnnlib(data_path("vnncomp2021", "test", vnnlib))
+    r = nncert.verify(net, prop, timeout=30, backend="torch")
+    assert r.status == expected == nncert.verify(net, prop, timeout=30).status
+    assert r.stats["device"] == "cpu (torch)"
+    if expected == "violated":
+        check_violation(net, prop, r)
+
+
+def random_relu_net(rng, widths):
+    layers = []
+    for k in range(len(widths) - 1):
+        layers.append(nncert.Dense(rng.normal(size=(widths[k + 1], widths[k])), 0.3 * rng.normal(size=widths[k + 1])))
+        if k + 2 < len(widths):
+            layers.append(nncert.MaxMin() if k == 1 else nncert.ReLU())
+    return nncert.Network(layers)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_small_nets_holds_and_violated_agree(seed):
+    rng = np.random.default_rng(seed)
+    net = random_relu_net(rng, (3, 10, 10, 2))
+    box = [(np.full(3, -0.5), np.full(3, 0.5))]
+    top = net(rng.uniform(-0.5, 0.5, (20000, 3)))[:, 0].max()
+    verdicts = []
+    for _ in range(6):  # raise the threshold past every counterexample found, until it holds
+        prop = Property(box, [(np.array([[-1.0, 0.0]]), np.array([-(top + 0.05 * (1 + abs(top)))]))])
+        core = nncert.verify(net, prop, timeout=30)
+        tr = nncert.verify(net, prop, timeout=30, backend="torch")
+        assert core.status == tr.status
+        verdicts.append(tr.status)
+        if tr.status == "holds":
+            break
+        check_violation(net, prop, tr)
+        top = max(top, core.counterexample[1][0], tr.counterexample[1][0])
+    assert verdicts[-1] == "holds"
+    prop = Property(box, [(np.array([[-1.0, 0.0]]), np.array([-(top - 0.02)]))])
+    core, tr = nncert.verify(net, prop, timeout=30), nncert.verify(net, prop, timeout=30, backend="torch")
+    assert core.status == tr.status == "violated"
+    check_violation(net, prop, tr)
+
+
+def test_branch_and_bound_on_torch_splits_and_proves():
+    """No attack: the torch branch and bound itself must split to prove a margin the root bounds miss."""
+    rng = np.random.default_rng(5)
+    net = random_relu_net(rng, (2, 16, 16, 1))
+    box = [(np.full(2, -1.0), np.full(2, 1.0))]
+    g = np.stack(np.meshgrid(np.linspace(-1, 1, 201), np.linspace(-1, 1, 201)), -1).reshape(-1, 2)
+    top = net(g)[:, 0].max()
+    prop = Property(box, [(np.array([[-1.0]]), np.array([-(top + 0.05 * (1 + abs(top)))]))])
+    r = nncert.verify(net, prop, timeout=60, backend="torch", attack=False)
+    assert r.status == "holds" and r.stats["nodes"] > 1
+
+
+def test_z3_leaves_stay_on_the_cpu():
+    """|x0 - x1| = 2 only at two corners: bounds never decide it, leaves go to Z3, the answer is exact."""
+    net = nncert.Network([nncert.Dense([[1.0, -1.0], [-1.0, 1.0]]), nncert.ReLU(), nncert.Dense([[1.0, 1.0]])])
+    box = [(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))]
+    r = nncert.verify(net, Property(box, [(np.array([[-1.0]]), np.array([-2.0]))]), timeout=20, backend="torch",
+                      attack=False)
+    assert r.status == "violated" and np.allclose(np.abs(r.counterexample[0]), 1.0)
+    r = nncert.verify(net, Property(box, [(np.array([[-1.0]]), np.array([-2.0 - 1e-3]))]), timeout=20,
+                      backend="torch")
+    assert r.status == "holds"
+
+
+def test_torch_leaves_carry_core_bounds_and_z3_decides_them():
+    """Boxes narrower than min_width become leaves with their pre-activation bounds (the Rust core's, to
+    1e-8), in the format the Z3 leaf encoder on the CPU reads."""
+    from nncert import _core
+    from nncert.devices import CPU
+    from nncert.torch_backend.bab import bab
+    from nncert.verify import smt
+
+    rng = np.random.default_rng(4)
+    net = random_relu_net(rng, (2, 8, 8, 1))
+    net = nncert.Network([l for l in net.layers if not isinstance(l, nncert.MaxMin)][:2] + [nncert.Dense(rng.normal(size=(1, 8)))])
+    lo, hi = np.full(2, -1.0), np.full(2, 1.0)
+    g = np.stack(np.meshgrid(np.linspace(-1, 1, 401), np.linspace(-1, 1, 401)), -1).reshape(-1, 2)
+    top = net(g)[:, 0].max()
+    for c, expected in ((top + 1e-3, "unsat"), (top - 1e-3, "sat")):
+        problem = (lo, hi, np.array([[-1.0]]), np.zeros((1, 2)), np.array([-c]))
+        r = bab(net, [problem], CPU, time_limit=20, min_width=10.0)
+        core = _core.branch_and_bound(net._core, [problem], time_limit=20, min_width=10.0)
+        assert r["outcome"] == core["outcome"]
+        if expected == "sat" and r["outcome"] == "candidate":  # a box vertex already violates it
+            continue
+        assert r["outcome"] == "undecided" and len(r["leaves"]) == 1
+        pi, llo, lhi, splits, pre = r["leaves"][0]
+        for (tl, tu), (rl, ru) in zip(pre, core["leaves"][0][4]):
+            np.testing.assert_allclose(tl, rl, atol=1e-8)
+            np.testing.assert_allclose(tu, ru, atol=1e-8)
+        enc = smt.encode(net, llo, lhi, pre=pre, splits=splits)
+        smt.add_conjunction(enc, problem[2], problem[3], problem[4])
+        assert smt.check(enc, time.monotonic() + 20)[0] == expected
+
+
+def test_timeout_holds_on_the_torch_path():
+    net = nncert.Network.from_onnx(data_path("vnncomp2021", "acasxu", "ACASXU_run2a_1_1_batch_2000.onnx"))
+    p = Property.from_vnnlib(data_path("vnncomp2021", "acasxu", "prop_2.vnnlib"))
+    r = nncert.verify(net, p, timeout=1.5, backend="torch")
+    assert r.status == "timeout" and r.counterexample is None
+    assert r.seconds < 1.5 + 1.5  # honoured, not ignored (precision is a benchmark matter)
+
+
+def test_backend_arguments():
+    net = nncert.Network([nncert.Dense(np.ones((1, 2)))])
+    prop = Property([(np.zeros(2), np.ones(2))], [(np.ones((1, 1)), np.array([-1.0]))])
+    with pytest.raises(InvalidInputError, match="backend"):
+        nncert.verify(net, prop, backend="jax")
+    assert nncert.verify(net, prop, backend="core").status == "holds"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("onnx, vnnlib, expected", INSTANCES)
+def test_vnncomp_test_instances_on_cuda(onnx, vnnlib, expected):
+    net = nncert.Network.from_onnx(data_path("vnncomp2021", "test", onnx))
+    prop = Property.from_vnnlib(data_path("vnncomp2021", "test", vnnlib))
+    r = nncert.verify(net, prop, timeout=30, device="cuda")
+    assert r.status == expected and r.stats["device"].startswith("cuda")
