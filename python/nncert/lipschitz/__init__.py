@@ -25,6 +25,7 @@ log = logging.getLogger("nncert.lipschitz")
 
 METHODS = ("auto", "naive", "lipsdp-neuron", "lipsdp-layer", "nsr")
 SOLVERS = ("SCS", "CLARABEL", "MOSEK")
+BACKENDS = ("auto", "core", "torch")
 #: auto uses an SDP only while every LMI is at most this wide (wider: the naive bound).
 AUTO_MAX_LMI = 1200
 #: auto switches from per-neuron to per-layer sector multipliers above this many neurons.
@@ -114,7 +115,7 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
               certify: bool = True, device: Any = None, lower_bound_starts: int | None = None,
               lower_bound_steps: int | None = None,
               solver_options: dict[str, Any] | None = None, verbose: bool = False,
-              gamma: bool = True, time_limit: float | None = None) -> LipschitzResult:
+              gamma: bool = True, time_limit: float | None = None, backend: str = "auto") -> LipschitzResult:
     """An upper bound on the Lipschitz constant of ``net`` (or of x -> c^T net(x)).
 
     norm: 2 or "inf". method: "auto", "naive", "lipsdp-neuron", "lipsdp-layer", "nsr".
@@ -125,6 +126,11 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
     returns its current multipliers, which the certificate then repairs (a valid, possibly looser bound).
     gamma: for nsr, use the gamma_j 11^T (Householder: I - vv^T) term of the group multipliers; False keeps
     only lambda_j I (a looser bound, for comparison). solver_options go to cvxpy's solve (e.g. SCS eps_abs).
+    device: None / "cpu" (the Rust core) or "cuda" / "cuda:k": the naive bound's spectral norms, the sampled
+    lower bound (batched local Jacobian norms) and the certificate's LMI eigenvalue checks run with torch ops
+    on that device in float64; the SDP stays in cvxpy on the CPU, and multipliers that need repair are
+    repaired by the Rust core. backend: "auto" (by device), "core" or "torch" ("torch" with device "cpu" runs
+    the torch path on the CPU, for testing).
     Raises UnsupportedModelError when the method does not apply to the network, SolverError when the solver
     fails or the certificate cannot be established.
     """
@@ -132,9 +138,16 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
     if not isinstance(net, Network):
         raise InvalidInputError(f"net must be an nncert.Network, got {type(net).__name__}")
     dev = resolve_device(device, output)
-    if dev.type == "cuda":
-        raise UnsupportedModelError("lipschitz: the SDP formulations run on the CPU; GPU offload is not "
-                                    "implemented yet (use device='cpu')")
+    if backend not in BACKENDS:
+        raise InvalidInputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "core" and dev.type != "cpu":
+        raise InvalidInputError(f"backend='core' runs on the CPU; device {dev} needs backend 'torch' or 'auto'")
+    tl = None
+    if backend == "torch" or dev.type == "cuda":
+        try:
+            from ..torch_backend import lipschitz as tl
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise InvalidInputError("the torch backend needs torch (pip install 'nncert[torch]')") from e
     nrm = _norm(norm)
     if method not in METHODS:
         raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
@@ -144,10 +157,15 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
     else:
         c_eff = c
     scalar = c_eff is not None
-    details: dict[str, Any] = {}
-    naive = float(_core.lipschitz_naive(net._core, nrm, c_eff))
+    details: dict[str, Any] = {"device": f"{dev} (torch)" if tl else "cpu (Rust core)"}
     starts, steps = _lower_budget(net, scalar, lower_bound_starts, lower_bound_steps)
-    lower, x_star = _core.lipschitz_lower(net._core, nrm, c_eff, starts, steps, 0)
+    if tl is not None:
+        naive = tl.naive_bound(net, nrm, c_eff, dev)
+        lower, x_star = tl.lower_bound(net, nrm, c_eff, starts, steps, 0, dev)
+        x_star = x_star[None]
+    else:
+        naive = float(_core.lipschitz_naive(net._core, nrm, c_eff))
+        lower, x_star = _core.lipschitz_lower(net._core, nrm, c_eff, starts, steps, 0)
     details["lower_bound_search"] = {"starts": starts, "steps": steps}
     details["lower_bound_point"] = x_star[0].tolist() if x_star.size <= 64 else None
 
@@ -192,7 +210,20 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
     details["solver_seconds"] = time.perf_counter() - ts
     details["scale"] = chain["scale"]
     tc = time.perf_counter()
-    cert = _core.lipschitz_certify(net._core, nrm, rho, mults, d, c_eff, certify)
+    cert = None
+    if tl is not None:
+        # The eigenvalue checks on the device; multipliers that miss a margin go to the core's repair.
+        checks = tl.lmi_checks(chain, nrm, rho, d, mults, dev)
+        details["lmis_device"] = checks
+        if not certify or all(k["ok"] for k in checks):
+            b = tl.bound_of(chain, nrm, rho, d)
+            cert = {"bound": b, "certified": all(k["ok"] for k in checks), "solver_bound": b, "repaired": False,
+                    "message": "certified (eigenvalues on the device)" if all(k["ok"] for k in checks)
+                    else "not certified (certify=False)",
+                    "lmis": [{"name": k["name"], "size": k["size"], "min_eig_before": k["min_eig"],
+                              "min_eig_after": k["min_eig"], "margin": k["margin"]} for k in checks]}
+    if cert is None:
+        cert = _core.lipschitz_certify(net._core, nrm, rho, mults, d, c_eff, certify)
     details["certify_seconds"] = time.perf_counter() - tc
     details["solver_bound"] = cert["solver_bound"]
     details["lmis"] = cert["lmis"]
