@@ -1,0 +1,163 @@
+"""GPU offload benchmark: the torch path (``device=...``) side by side with the Rust CPU path.
+
+    PYTHONPATH=python python bench/gpu_bench.py --device cuda          # on a CUDA machine
+    PYTHONPATH=python python bench/gpu_bench.py --device cpu --quick   # smoke run of the torch path on the CPU
+
+Sections (each prints both timings and the ratio core / torch from the same run):
+1. bounds throughput: CROWN bounds of many sub-boxes of an ACAS Xu property region, one batched torch call
+   vs the Rust core's ``output_bounds`` box by box (one thread);
+2. verify: a few ACAS Xu and MNIST 256x2 instances, ``nncert.verify(device=cpu)`` vs ``device=DEVICE``
+   (the verdicts must agree; a disagreement is printed as DISAGREE);
+3. Lipschitz: the naive bound and the certificate's LMI eigenvalue checks (at fixed multipliers) on
+   MNIST-sized networks, core vs torch.
+With ``--device cpu`` the torch path runs on the CPU: those numbers say nothing about a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "python"))
+
+import nncert  # noqa: E402
+from nncert import _core  # noqa: E402
+
+DATA = os.environ.get("NNCERT_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
+ACAS = [("1_1", 1), ("2_1", 2), ("3_3", 3), ("1_1", 4), ("1_9", 7), ("4_5", 2)]
+MNIST = ["prop_0_0.03", "prop_1_0.03", "prop_2_0.05", "prop_3_0.05"]
+
+
+def timed(f, *a, **k):
+    t = time.perf_counter()
+    r = f(*a, **k)
+    return r, time.perf_counter() - t
+
+
+def sync(dev):
+    import torch
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bounds_section(dev, n_boxes):
+    import torch
+
+    from nncert.torch_backend.propagate import objective, propagate
+
+    net = nncert.Network.from_onnx(os.path.join(DATA, "vnncomp2021", "acasxu", "ACASXU_run2a_1_1_batch_2000.onnx"))
+    prop = nncert.Property.from_vnnlib(os.path.join(DATA, "vnncomp2021", "acasxu", "prop_2.vnnlib"))
+    lo, hi = prop.regions[0]
+    a_y, a_x, _ = prop.unsafe[0]
+    rng = np.random.default_rng(0)
+    w = (hi - lo) / 8
+    LO = lo + (hi - lo - w) * rng.random((n_boxes, len(lo)))
+    HI = LO + w
+    k = min(n_boxes, 256)
+    _, t_core = timed(lambda: [_core.output_bounds(net._core, LO[i], HI[i], a_y, a_x) for i in range(k)])
+    t_core *= n_boxes / k
+    lo_t = torch.as_tensor(LO, device=dev.torch())
+    hi_t = torch.as_tensor(HI, device=dev.torch())
+    ay, ax = torch.as_tensor(a_y, device=dev.torch()), torch.as_tensor(a_x, device=dev.torch())
+
+    def go():
+        with torch.no_grad():
+            p = propagate(net, lo_t, hi_t)
+            lb = objective(p, ay, ax)[0]
+        sync(dev)
+        return lb
+
+    go()  # warm-up (kernels, caches)
+    lb, t_t = timed(go)
+    ref = _core.output_bounds(net._core, LO[0], HI[0], a_y, a_x)["lower"]
+    err = float(np.abs(lb[0].cpu().numpy() - ref).max())
+    print(f"bounds  ACAS Xu 1_1, {n_boxes} boxes: core {t_core:.3f} s (1 thread, extrapolated from {k}), "
+          f"torch {t_t:.3f} s, core/torch {t_core / t_t:.1f}x, max |diff| box 0 {err:.1e}")
+
+
+def verify_section(device, timeout, acas, mnist):
+    rows = [(os.path.join(DATA, "vnncomp2021", "acasxu", f"ACASXU_run2a_{n}_batch_2000.onnx"),
+             os.path.join(DATA, "vnncomp2021", "acasxu", f"prop_{p}.vnnlib")) for n, p in ACAS[:acas]]
+    rows += [(os.path.join(DATA, "vnncomp2021", "mnistfc", "mnist-net_256x2.onnx"),
+              os.path.join(DATA, "vnncomp2021", "mnistfc", f"{p}.vnnlib")) for p in MNIST[:mnist]]
+    tot_c = tot_t = 0.0
+    for onnx, vnnlib in rows:
+        net, prop = nncert.Network.from_onnx(onnx), nncert.Property.from_vnnlib(vnnlib)
+        c = nncert.verify(net, prop, timeout=timeout, device="cpu")
+        t = nncert.verify(net, prop, timeout=timeout, device=device, backend="torch")
+        tot_c, tot_t = tot_c + c.seconds, tot_t + t.seconds
+        flag = "" if c.status == t.status or "timeout" in (c.status, t.status) or "unknown" in (c.status, t.status) \
+            else "  DISAGREE"
+        print(f"verify  {os.path.basename(onnx)[:28]:28s} {os.path.basename(vnnlib):18s} core {c.status:8s} "
+              f"{c.seconds:7.2f} s | torch {t.status:8s} {t.seconds:7.2f} s ({t.method}, {t.stats.get('nodes', 0)} "
+              f"nodes) core/torch {c.seconds / max(t.seconds, 1e-9):.2f}x{flag}", flush=True)
+    print(f"verify  total core {tot_c:.1f} s, torch {tot_t:.1f} s, core/torch {tot_c / max(tot_t, 1e-9):.2f}x")
+
+
+def fixed_multipliers(chain):
+    out = []
+    for k, st in enumerate(chain["stages"]):
+        m = st["W"].shape[0]
+        sm = {}
+        if st["kind"] == "sector":
+            sm["t"] = np.ones(m)
+        elif st["kind"] == "groups":
+            sm["t"], sm["gamma"] = np.ones(len(st["groups"])), np.zeros(len(st["groups"]))
+        plain_groups = st["kind"] == "groups" and not st["residual"]
+        if not plain_groups:
+            o = st["W"].shape[1] if st["residual"] else m
+            sm["X"] = np.eye(o)
+        out.append(sm)
+    return out
+
+
+def lipschitz_section(dev, quick):
+    from nncert.torch_backend import lipschitz as tl
+
+    files = [os.path.join(DATA, "vnncomp2021", "mnistfc", "mnist-net_256x6.onnx"),
+             os.path.join(DATA, "lipschitz", "maxmin_l2trained_8fc_128.npz")]
+    for path in files[: 1 if quick else 2]:
+        net = nncert.Network.from_onnx(path) if path.endswith(".onnx") else nncert.Network.from_npz(path)
+        name = os.path.basename(path)
+        nc, t_c = timed(_core.lipschitz_naive, net._core, "2", None)
+        tl.naive_bound(net, "2", None, dev)
+        nt, t_t = timed(tl.naive_bound, net, "2", None, dev)
+        print(f"lipschitz naive  {name:28s} core {t_c * 1e3:8.1f} ms | torch {t_t * 1e3:8.1f} ms | "
+              f"core/torch {t_c / t_t:.2f}x | rel diff {abs(nc - nt) / nc:.1e}")
+        chain = _core.lipschitz_chain(net._core, None)
+        mults = fixed_multipliers(chain)
+        rho = 1.0
+        cc, t_c = timed(_core.lipschitz_certify, net._core, "2", rho, mults, None, None, False)
+        tl.lmi_checks(chain, "2", rho, None, mults, dev)
+        ct, t_t = timed(tl.lmi_checks, chain, "2", rho, None, mults, dev)
+        diff = max(abs(a["min_eig_before"] - b["min_eig"]) for a, b in zip(cc["lmis"], ct))
+        widest = max(l["size"] for l in ct)
+        print(f"lipschitz LMIs   {name:28s} core {t_c * 1e3:8.1f} ms | torch {t_t * 1e3:8.1f} ms | "
+              f"core/torch {t_c / t_t:.2f}x | {len(ct)} LMIs up to {widest} wide, max |eig diff| {diff:.1e}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--timeout", type=float, default=30.0)
+    ap.add_argument("--boxes", type=int, default=8192)
+    ap.add_argument("--quick", action="store_true", help="fewer instances and boxes (smoke run)")
+    a = ap.parse_args()
+    from nncert.devices import available_devices, resolve_device
+
+    dev = resolve_device(a.device)
+    print(f"devices: {available_devices()}; torch path on {dev}; cpus {os.cpu_count()}")
+    if dev.type == "cpu":
+        print("NOTE: torch on the CPU: these ratios are NOT GPU numbers.")
+    bounds_section(dev, 512 if a.quick else a.boxes)
+    verify_section(a.device, a.timeout, 2 if a.quick else len(ACAS), 1 if a.quick else len(MNIST))
+    lipschitz_section(dev, a.quick)
+
+
+if __name__ == "__main__":
+    main()
