@@ -63,9 +63,14 @@ def test_lmi_eigenvalues_match_the_core(name, norm):
         assert abs(k["min_eig"] - l["min_eig_before"]) <= 1e-8
         assert k["margin"] == pytest.approx(l["margin"], rel=1e-8)
     assert tl.bound_of(chain, norm, rho, d) == pytest.approx(core["solver_bound"], rel=1e-12)
-    # after the core's repair, every LMI passes the device check too
+    # the whole certificate (check, repair, re-check) on the device equals the core's
     fixed = _core.lipschitz_certify(net._core, norm, rho, mults, d, c, True)
-    assert fixed["certified"] and all(l["min_eig_after"] >= l["margin"] for l in fixed["lmis"])
+    tcert = tl.certify(chain, norm, rho, d, mults, CPU, True)
+    assert fixed["certified"] and tcert["certified"] and tcert["repaired"] == fixed["repaired"]
+    assert tcert["bound"] == pytest.approx(fixed["bound"], rel=1e-9)
+    for k, l in zip(tcert["lmis"], fixed["lmis"]):
+        assert abs(k["min_eig_before"] - l["min_eig_before"]) <= 1e-8
+        assert k["min_eig_after"] >= k["margin"]
 
 
 def test_device_check_accepts_a_certificate_and_rejects_a_bad_one():
@@ -79,6 +84,11 @@ def test_device_check_accepts_a_certificate_and_rejects_a_bad_one():
         checks = tl.lmi_checks(chain, "2", s2 * f, None, [], CPU)
         assert [k["ok"] for k in checks] == [ok]
         assert _core.lipschitz_certify(net._core, "2", s2 * f, [], None, None, False)["certified"] == ok
+        assert tl.certify(chain, "2", s2 * f, None, [], CPU, False)["certified"] == ok
+    # repaired from rho = 0, the bound is the spectral norm (rounded up by the margin only)
+    cert = tl.certify(chain, "2", 0.0, None, [], CPU, True)
+    s = np.linalg.svd(W, compute_uv=False)[0]
+    assert cert["certified"] and cert["repaired"] and s <= cert["bound"] <= s * (1 + 1e-9)
 
 
 @pytest.mark.parametrize("name", list(NETS))
@@ -109,7 +119,8 @@ def test_lipschitz_torch_backend_agrees_with_the_core(name):
         assert tr.naive_bound == pytest.approx(core.naive_bound, rel=1e-8)
         assert tr.bound == pytest.approx(core.bound, rel=1e-9)
         assert 0 < tr.lower_bound <= tr.bound
-        assert len(tr.details["lmis_device"]) == len(core.details["lmis"])
+        assert [l["size"] for l in tr.details["lmis"]] == [l["size"] for l in core.details["lmis"]]
+        assert tr.details["repaired"] == core.details["repaired"]
 
 
 def test_backend_argument_is_checked():

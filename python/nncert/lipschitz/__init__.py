@@ -210,19 +210,9 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
     details["solver_seconds"] = time.perf_counter() - ts
     details["scale"] = chain["scale"]
     tc = time.perf_counter()
-    cert = None
     if tl is not None:
-        # The eigenvalue checks on the device; multipliers that miss a margin go to the core's repair.
-        checks = tl.lmi_checks(chain, nrm, rho, d, mults, dev)
-        details["lmis_device"] = checks
-        if not certify or all(k["ok"] for k in checks):
-            b = tl.bound_of(chain, nrm, rho, d)
-            cert = {"bound": b, "certified": all(k["ok"] for k in checks), "solver_bound": b, "repaired": False,
-                    "message": "certified (eigenvalues on the device)" if all(k["ok"] for k in checks)
-                    else "not certified (certify=False)",
-                    "lmis": [{"name": k["name"], "size": k["size"], "min_eig_before": k["min_eig"],
-                              "min_eig_after": k["min_eig"], "margin": k["margin"]} for k in checks]}
-    if cert is None:
+        cert = tl.certify(chain, nrm, rho, d, mults, dev, certify)
+    else:
         cert = _core.lipschitz_certify(net._core, nrm, rho, mults, d, c_eff, certify)
     details["certify_seconds"] = time.perf_counter() - tc
     details["solver_bound"] = cert["solver_bound"]

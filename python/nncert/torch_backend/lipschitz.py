@@ -155,8 +155,10 @@ class _Builder:
     def __init__(self, chain: dict, norm: str, rho: float, d: Any, mults: list[dict], dev: Any):
         import torch
 
-        self.torch, self.chain, self.norm, self.rho, self.d, self.mults, self.dev = torch, chain, norm, rho, d, mults, dev
+        self.torch, self.chain, self.norm, self.rho, self.d, self.dev = torch, chain, norm, rho, d, dev
         self.t = lambda v: torch.as_tensor(np.asarray(v, dtype=np.float64), device=dev)  # noqa: E731
+        self.mults = [{"t": sm["t"].copy(), "gamma": sm["gamma"],
+                       "X": None if sm["X"] is None else self.t(sm["X"]).clone()} for sm in mults]
 
     def q(self, k: int, ab: bool) -> Any:
         torch, st, sm = self.torch, self.chain["stages"][k], self.mults[k]
@@ -182,7 +184,7 @@ class _Builder:
             return torch.diag(self.t(np.abs(self.d) if ab else self.d))
         if _x_is_q(self.chain, k):
             return self.q(k - 1, ab)
-        X = self.t(self.mults[k - 1]["X"])
+        X = self.mults[k - 1]["X"]
         return X.abs() if ab else X
 
     def build(self, k: int, ab: bool) -> tuple[Any, int, int]:
@@ -230,25 +232,126 @@ class _Builder:
         return torch.cat([torch.cat([A, Bm], 1), torch.cat([Bm.T, C], 1)]), n, p
 
 
-def lmi_checks(chain: dict, norm: str, rho: float, d: Any, mults: list[dict], device: Any) -> list[dict]:
-    """Every LMI of the chain at the (validated) multipliers, evaluated on the device: name, size, the
-    smallest eigenvalue, and the core's rounding margin (the LMI is certified when min_eig >= margin)."""
-    import torch
-
-    rho, d, mults = _validate(chain, norm, rho, d, mults)
-    b = _Builder(chain, norm, rho, d, mults, device.torch())
-    out = []
-    for k in range(len(chain["stages"]) + 1):
-        M, _, p = b.build(k, False)
-        Ma, _, _ = b.build(k, True)
+    def lmi(self, k: int) -> tuple[Any, int, float]:
+        """LMI k, its A-block size and the core's rounding margin (certified when min_eig >= margin)."""
+        torch = self.torch
+        M, na, p = self.build(k, False)
+        Ma, _, _ = self.build(k, True)
         N = M.shape[0]
         gamma = p * EPS / (1 - p * EPS)
         margin = 2 * (2 * gamma * float(torch.linalg.norm(Ma)) + 8 * N * EPS * float(torch.linalg.norm(M))) \
             + float(np.finfo(np.float64).tiny)
-        lam = float(torch.linalg.eigvalsh(M)[0]) if N else math.inf
-        name = "final" if k == len(chain["stages"]) else f"stage {k}: {chain['stages'][k]['layer']}"
-        out.append({"name": name, "size": N, "min_eig": lam, "margin": margin, "ok": lam >= margin and math.isfinite(lam)})
+        return M, na, margin
+
+    def name(self, k: int) -> str:
+        return "final" if k == len(self.chain["stages"]) else f"stage {k}: {self.chain['stages'][k]['layer']}"
+
+    def raise_x(self, k: int, delta: float) -> None:
+        """Adds delta I to X_k (the core's ``raise_x``)."""
+        if k == 0:
+            if self.norm == "2":
+                self.rho += delta
+            else:
+                self.d = self.d + delta
+        elif _x_is_q(self.chain, k):
+            self.mults[k - 1]["t"] = self.mults[k - 1]["t"] + delta
+        else:
+            X = self.mults[k - 1]["X"]
+            X.diagonal().add_(delta)
+
+    def raise_own(self, k: int, delta: float) -> None:
+        """Raises the multiplier that owns LMI k's C block so that C grows by delta I."""
+        if k == len(self.chain["stages"]):
+            self.rho += delta
+            return
+        gain = 2.0 if self.chain["stages"][k]["kind"] == "sector" else 1.0
+        self.mults[k]["t"] = self.mults[k]["t"] + delta / gain
+
+
+def _min_eig(M: Any) -> float:
+    import torch
+    return float(torch.linalg.eigvalsh(M)[0]) if M.shape[0] else math.inf
+
+
+def _schur(M: Any, na: int) -> Any:
+    """A - B C^{-1} B^T of a 2x2-block symmetric matrix (C positive definite), through C's eigenvectors."""
+    import torch
+
+    A, B, C = M[:na, :na], M[:na, na:], M[na:, na:]
+    s, U = torch.linalg.eigh(C)
+    scaled = (B @ U) / torch.sqrt(s)
+    return A - scaled @ scaled.T
+
+
+def lmi_checks(chain: dict, norm: str, rho: float, d: Any, mults: list[dict], device: Any) -> list[dict]:
+    """Every LMI of the chain at the (validated) multipliers, evaluated on the device: name, size, the
+    smallest eigenvalue, and the core's rounding margin (the LMI is certified when min_eig >= margin)."""
+    rho, d, mults = _validate(chain, norm, rho, d, mults)
+    b = _Builder(chain, norm, rho, d, mults, device.torch())
+    out = []
+    for k in range(len(chain["stages"]) + 1):
+        M, _, margin = b.lmi(k)
+        lam = _min_eig(M)
+        out.append({"name": b.name(k), "size": M.shape[0], "min_eig": lam, "margin": margin,
+                    "ok": lam >= margin and math.isfinite(lam)})
     return out
+
+
+def certify(chain: dict, norm: str, rho: float, d: Any, mults: list[dict], device: Any, repair: bool = True) -> dict:
+    """The core's certificate (``rust/core/src/lipschitz/certify.rs``: check, repair from the last LMI
+    back, re-check) with every LMI built and every eigenvalue computed on the device. Returns the dict
+    ``_core.lipschitz_certify`` returns."""
+    rho, d, mults = _validate(chain, norm, rho, d, mults)
+    b = _Builder(chain, norm, rho, d, mults, device.torch())
+    nl = len(chain["stages"]) + 1
+    solver_bound = bound_of(chain, norm, b.rho, b.d)
+    before = [_min_eig(b.lmi(k)[0]) for k in range(nl)]
+    repaired = False
+    if repair:
+        for k in reversed(range(nl)):
+            slack = 1.0
+            for _ in range(60):
+                M, na, margin = b.lmi(k)
+                lam = _min_eig(M)
+                if lam >= margin:
+                    break
+                repaired = True
+                e = slack * (2 * margin - min(lam, 0.0) + 1e-15 * (1 + float(M.norm())))
+                n = M.shape[0]
+                if na == n:
+                    a = e
+                else:
+                    nc = n - na
+                    b.raise_own(k, 2 * e)
+                    delta = b.lmi(k)[0] - M
+                    shifted = delta.clone()
+                    shifted[na:, na:].diagonal().sub_(e)
+                    cd = shifted[na:, na:]
+                    if _min_eig(cd) > 0:
+                        a = e - min(_min_eig(_schur(shifted, na)), 0.0)
+                    else:
+                        a = e * 4
+                    del nc
+                b.raise_x(k, max(a, e))
+                slack *= 2
+                if not math.isfinite(slack):
+                    break
+    lmis, ok = [], True
+    for k in range(nl):
+        M, _, margin = b.lmi(k)
+        after = _min_eig(M)
+        ok &= after >= margin and math.isfinite(after)
+        lmis.append({"name": b.name(k), "size": M.shape[0], "min_eig_before": before[k], "min_eig_after": after,
+                     "margin": margin})
+    bound = bound_of(chain, norm, b.rho, b.d)
+    ok &= math.isfinite(bound)
+    if ok:
+        message = "certified after repair" if repaired else "certified"
+    else:
+        worst = [l["name"] for l in lmis if not l["min_eig_after"] >= l["margin"]]
+        message = f"could not certify: LMI(s) {', '.join(worst)} not PSD with margin"
+    return {"bound": bound, "certified": bool(ok), "solver_bound": solver_bound, "rho": b.rho, "repaired": repaired,
+            "message": message, "lmis": lmis}
 
 
 def bound_of(chain: dict, norm: str, rho: float, d: Any) -> float:
