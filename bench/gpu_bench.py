@@ -122,7 +122,7 @@ def lipschitz_section(dev, quick):
     files = [os.path.join(DATA, "vnncomp2021", "mnistfc", "mnist-net_256x6.onnx"),
              os.path.join(DATA, "lipschitz", "maxmin_l2trained_8fc_128.npz")]
     for path in files[: 1 if quick else 2]:
-        net = nncert.Network.from_onnx(path) if path.endswith(".onnx") else nncert.Network.from_npz(path)
+        net = nncert.Network.from_onnx(path) if path.endswith(".onnx") else nncert.Network.from_npz(path, activation="maxmin")
         name = os.path.basename(path)
         nc, t_c = timed(_core.lipschitz_naive, net._core, "2", None)
         tl.naive_bound(net, "2", None, dev)

@@ -107,7 +107,7 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
         return {"outcome": outcome, "leaves": leaves, "stats": stats, **extra}
 
     with torch.no_grad():
-        if P:
+        if P and time.monotonic() < deadline:
             root = propagate(net, P[0][0][None], P[0][1][None])
             stats["stable"], stats["unstable"] = stability(acts, root.pre)
         # the queue: boxes, root problem, score (lowest first), depth
@@ -116,12 +116,19 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
         q_pr = torch.arange(len(P), device=dev)
         q_sc = torch.full((len(P),), -float("inf"), dtype=dtype, device=dev)
         q_dp = torch.zeros(len(P), dtype=torch.long, device=dev)
+        per_box = 0.0  # seconds per box of the recent batches (sizes the next batch near the deadline)
+        cap = max(len(P), 8)
         while q_lo.shape[0] > 0:
             if time.monotonic() >= deadline:
                 return finish("timeout")
             if stats["nodes"] >= max_nodes:
                 return finish("node_limit")
-            take = min(batch, q_lo.shape[0], max_nodes - stats["nodes"])
+            # batches grow from a few boxes to ``batch``, and none is planned longer than a third of the time left
+            take = min(batch, cap, q_lo.shape[0], max_nodes - stats["nodes"])
+            if per_box > 0:
+                take = max(1, min(take, int((deadline - time.monotonic()) / (3 * per_box))))
+            cap *= 2
+            tb = time.monotonic()
             order = torch.argsort(q_sc, stable=True)
             sel, rest = order[:take], order[take:]
             b_lo, b_hi, b_pr, b_dp = q_lo[sel], q_hi[sel], q_pr[sel], q_dp[sel]
@@ -179,6 +186,8 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                 pr = torch.full((2 * sp.numel(),), pi, dtype=torch.long, device=dev)
                 kids.append((torch.cat([lo_s, lo2]), torch.cat([hi1, hi_s]), pr, score[o[sp]].repeat(2),
                              dp[o[sp]].repeat(2) + 1))
+            dt = (time.monotonic() - tb) / take
+            per_box = dt if per_box == 0 else 0.5 * (per_box + dt)
             if kids:
                 q_lo = torch.cat([q_lo] + [k[0] for k in kids])
                 q_hi = torch.cat([q_hi] + [k[1] for k in kids])
