@@ -96,6 +96,15 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
     max_nodes = max_nodes if max_nodes is not None else 1 << 62
     t = lambda v: torch.as_tensor(np.array(v, dtype=np.float64), dtype=dtype, device=dev)  # noqa: E731
     P = [(t(lo), t(hi), t(a_y), t(a_x), t(c)) for lo, hi, a_y, a_x, c in problems]
+    K = max((len(p[4]) for p in P), default=1)
+    Ay = torch.zeros((len(P), K, net.output_dim), dtype=dtype, device=dev)
+    Ax = torch.zeros((len(P), K, net.input_dim), dtype=dtype, device=dev)
+    Cc = torch.full((len(P), K), float("inf"), dtype=dtype, device=dev)
+    Valid = torch.zeros((len(P), K), dtype=torch.bool, device=dev)
+    for i, (_, _, a_y, a_x, c) in enumerate(P):
+        k = len(c)
+        Ay[i, :k], Ax[i, :k], Cc[i, :k], Valid[i, :k] = a_y, a_x, c, True
+    W0 = torch.stack([p[1] - p[0] for p in P]) if P else None
     acts = _acts(compiled(net, dev, dtype), [])
     module = torch_module(net, device, dtype)
     stats: dict[str, Any] = {"nodes": 0, "pruned": 0, "infeasible": 0, "leaves": 0, "max_depth": 0, "max_queue": 0,
@@ -135,64 +144,55 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
             q_lo, q_hi, q_pr, q_sc, q_dp = q_lo[rest], q_hi[rest], q_pr[rest], q_sc[rest], q_dp[rest]
             stats["nodes"] += take
             stats["max_depth"] = max(stats["max_depth"], int(b_dp.max()))
-            kids = []
-            for pi in torch.unique(b_pr).tolist():
-                if time.monotonic() >= deadline:
-                    return finish("timeout")
-                idx = (b_pr == pi).nonzero()[:, 0]
-                lo, hi, dp = b_lo[idx], b_hi[idx], b_dp[idx]
-                p_lo, p_hi, a_y, a_x, c = P[pi]
-                prop = propagate(net, lo, hi)
-                lb, lam = objective(prop, a_y, a_x)
-                score, best = (lb - c).max(1)
-                safe = prop.infeasible | (score > margin)
-                stats["pruned"] += int(safe.sum())
-                stats["infeasible"] += int(prop.infeasible.sum())
-                open_ = ~safe
-                if not bool(open_.any()):
-                    continue
+            kids = None
+            # all root problems in one padded batch: rows a = 0, c = +inf never prune and are always met
+            a_y, a_x, c, valid = Ay[b_pr], Ax[b_pr], Cc[b_pr], Valid[b_pr]
+            prop = propagate(net, b_lo, b_hi)
+            lb, lam = objective(prop, a_y, a_x)
+            score, best = (lb - c).max(1)
+            safe = prop.infeasible | (score > margin)
+            stats["pruned"] += int(safe.sum())
+            stats["infeasible"] += int(prop.infeasible.sum())
+            o = (~safe).nonzero()[:, 0]
+            if o.numel():
                 # cheap concrete candidates: the centre and, per row, the box vertex minimising the bound
-                o = open_.nonzero()[:, 0]
-                lo_o, hi_o = lo[o], hi[o]
+                lo_o, hi_o = b_lo[o], b_hi[o]
+                centre = 0.5 * (lo_o + hi_o)
                 verts = torch.where(lam[o] >= 0, lo_o[:, None], hi_o[:, None])
-                cand = torch.cat([(0.5 * (lo_o + hi_o))[:, None], verts], 1)  # (S, 1 + K, n)
+                verts = torch.where(valid[o][..., None], verts, centre[:, None])
+                cand = torch.cat([centre[:, None], verts], 1)  # (S, 1 + K, n)
                 S, C, n = cand.shape
-                xs = cand.reshape(S * C, n)
-                v = module(xs) @ a_y.T + xs @ a_x.T - c
-                ok = (v <= 0).all(1).reshape(S, C)
+                y = module(cand.reshape(S * C, n)).reshape(S, C, -1)
+                v = y @ a_y[o].transpose(1, 2) + cand @ a_x[o].transpose(1, 2) - c[o][:, None]  # (S, C, K)
+                ok = (v <= 0).all(2)
                 if bool(ok.any()):
                     s_i, c_i = ok.nonzero()[0].tolist()
-                    return finish("candidate", x=cand[s_i, c_i].cpu().numpy().astype(np.float64), problem=pi)
-                widths = hi_o - lo_o
-                is_leaf = widths.max(1).values < min_width
+                    return finish("candidate", x=cand[s_i, c_i].cpu().numpy().astype(np.float64),
+                                  problem=int(b_pr[o[s_i]]))
+                is_leaf = (hi_o - lo_o).max(1).values < min_width
                 for k in is_leaf.nonzero()[:, 0].tolist():
-                    pre = [(l[o[k]].cpu().numpy().astype(np.float64), u[o[k]].cpu().numpy().astype(np.float64))
+                    j = int(o[k])
+                    pre = [(l[j].cpu().numpy().astype(np.float64), u[j].cpu().numpy().astype(np.float64))
                            for l, u in prop.pre]
-                    leaves.append((pi, lo_o[k].cpu().numpy().astype(np.float64),
-                                   hi_o[k].cpu().numpy().astype(np.float64), [], pre))
+                    leaves.append((int(b_pr[j]), b_lo[j].cpu().numpy().astype(np.float64),
+                                   b_hi[j].cpu().numpy().astype(np.float64), [], pre))
                     stats["leaves"] += 1
                     if len(leaves) >= max_leaves:
                         return finish("node_limit")
-                sp = (~is_leaf).nonzero()[:, 0]
-                if sp.numel() == 0:
-                    continue
-                lo_s, hi_s = lo_o[sp], hi_o[sp]
-                lam_best = lam[o[sp], best[o[sp]]]
-                dim = _split_dims(lo_s, hi_s, lam_best, (p_hi - p_lo)[None], min_width)
-                mid = 0.5 * (lo_s.gather(1, dim[:, None]) + hi_s.gather(1, dim[:, None]))
-                hi1, lo2 = hi_s.clone(), lo_s.clone()
-                hi1.scatter_(1, dim[:, None], mid)
-                lo2.scatter_(1, dim[:, None], mid)
-                pr = torch.full((2 * sp.numel(),), pi, dtype=torch.long, device=dev)
-                kids.append((torch.cat([lo_s, lo2]), torch.cat([hi1, hi_s]), pr, score[o[sp]].repeat(2),
-                             dp[o[sp]].repeat(2) + 1))
+                sp = o[~is_leaf]
+                if sp.numel():
+                    lo_s, hi_s = b_lo[sp], b_hi[sp]
+                    lam_best = lam[sp, best[sp]]
+                    dim = _split_dims(lo_s, hi_s, lam_best, W0[b_pr[sp]], min_width)
+                    mid = 0.5 * (lo_s.gather(1, dim[:, None]) + hi_s.gather(1, dim[:, None]))
+                    hi1, lo2 = hi_s.clone(), lo_s.clone()
+                    hi1.scatter_(1, dim[:, None], mid)
+                    lo2.scatter_(1, dim[:, None], mid)
+                    kids = (torch.cat([lo_s, lo2]), torch.cat([hi1, hi_s]), b_pr[sp].repeat(2), score[sp].repeat(2),
+                            b_dp[sp].repeat(2) + 1)
             dt = (time.monotonic() - tb) / take
             per_box = dt if per_box == 0 else 0.5 * (per_box + dt)
-            if kids:
-                q_lo = torch.cat([q_lo] + [k[0] for k in kids])
-                q_hi = torch.cat([q_hi] + [k[1] for k in kids])
-                q_pr = torch.cat([q_pr] + [k[2] for k in kids])
-                q_sc = torch.cat([q_sc] + [k[3] for k in kids])
-                q_dp = torch.cat([q_dp] + [k[4] for k in kids])
+            if kids is not None:
+                q_lo, q_hi, q_pr, q_sc, q_dp = (torch.cat([q, k]) for q, k in zip((q_lo, q_hi, q_pr, q_sc, q_dp), kids))
             stats["max_queue"] = max(stats["max_queue"], q_lo.shape[0])
     return finish("undecided" if leaves else "holds")
