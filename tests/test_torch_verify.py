@@ -141,6 +141,11 @@ def test_backend_arguments():
     with pytest.raises(InvalidInputError, match="backend"):
         nncert.verify(net, prop, backend="jax")
     assert nncert.verify(net, prop, backend="core").status == "holds"
+    if not torch.cuda.is_available():  # asking for CUDA where there is none is an error, never a fallback
+        with pytest.raises(InvalidInputError, match="CUDA"):
+            nncert.verify(net, prop, device="cuda")
+        with pytest.raises(InvalidInputError, match="CUDA"):
+            nncert.lipschitz(net, device="cuda")
 
 
 @pytest.mark.gpu
