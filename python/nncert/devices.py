@@ -63,3 +63,11 @@ def available_devices() -> list[str]:
     except ImportError:
         pass
     return out
+
+
+def require_torch(what: str) -> None:
+    """Raises InvalidInputError naming ``what`` when torch is not installed (the torch paths are optional)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise InvalidInputError(f"{what}: the torch backend needs torch (pip install 'nncert[torch]')") from e

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import _core
 from .._arrays import as_float_array, check_finite
-from ..devices import resolve_device
+from ..devices import require_torch, resolve_device
 from ..errors import Error, InvalidInputError, ShapeError, SolverError, UnsupportedModelError
 from ..network import Network
 from .result import LipschitzResult
@@ -144,10 +144,8 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
         raise InvalidInputError(f"backend='core' runs on the CPU; device {dev} needs backend 'torch' or 'auto'")
     tl = None
     if backend == "torch" or dev.type == "cuda":
-        try:
-            from ..torch_backend import lipschitz as tl
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise InvalidInputError("the torch backend needs torch (pip install 'nncert[torch]')") from e
+        require_torch("lipschitz")
+        from ..torch_backend import lipschitz as tl
     nrm = _norm(norm)
     if method not in METHODS:
         raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")

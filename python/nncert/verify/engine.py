@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..devices import resolve_device
+from ..devices import require_torch, resolve_device
 from ..errors import InvalidInputError, ShapeError, UnsupportedModelError
 from ..layers import Dense, GroupSort, LeakyReLU, ReLU, Residual, walk
 from .attack import deepen, falsify, replay
@@ -46,13 +46,6 @@ def _problems(prop: Property) -> list[tuple]:
     return out
 
 
-def _need_torch() -> None:
-    try:
-        import torch  # noqa: F401
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise InvalidInputError("verify: the torch backend needs torch (pip install 'nncert[torch]')") from e
-
-
 def _z3_encodable(net) -> bool:
     return all(isinstance(l, (Dense, Residual, ReLU, LeakyReLU)) or (isinstance(l, GroupSort) and l.group_size == 2)
                for l in walk(net.layers))
@@ -86,7 +79,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
         raise InvalidInputError(f"verify: backend='core' runs on the CPU; device {dev} needs backend 'torch' or 'auto'")
     on_torch = backend == "torch" or dev.type == "cuda"
     if on_torch:
-        _need_torch()
+        require_torch("verify")
     prop = _check(net, prop)
     deadline = t0 + timeout
     stats: dict[str, Any] = {"nodes": 0, "z3_leaves": 0, "stable": 0, "unstable": 0,
