@@ -3,8 +3,11 @@
 The same search as ``rust/core/src/bounds/bab.rs`` in ``SplitMode::Input`` (best-first on the largest
 bound margin, node pruned when some row's lower bound exceeds its ``c`` by more than ``margin``, box
 centre and bound-minimising vertices tried as candidates, split on the input side where the binding row's
-linear bound is most sensitive), but the ``batch`` lowest-scored nodes of the queue are bounded together
-by :func:`~nncert.torch_backend.propagate.propagate`. Returns the same dict as
+linear bound is most sensitive), but the lowest-scored nodes of the queue (all root problems together, their
+conjunctions padded to one row count) are bounded together by
+:func:`~nncert.torch_backend.propagate.propagate`: batches grow from 8 boxes to ``batch`` and are sized from
+the measured time per box so that the deadline holds. Bounds are computed in float64 (``dtype`` is for
+experiments only: float32 bounds are not sound enough to prove properties). Returns the same dict as
 ``_core.branch_and_bound`` so the verify engine treats both alike (leaves go to Z3 on the CPU).
 """
 
