@@ -53,7 +53,7 @@ impl Loss {
     }
 
     /// argmin_q  t * loss(q, y) + 0.5 (q - a)^2, elementwise.
-    fn prox(self, a: f64, y: f64, t: f64) -> f64 {
+    pub(crate) fn prox(self, a: f64, y: f64, t: f64) -> f64 {
         match self {
             Loss::Squared => (a + t * y) / (1.0 + t),
             Loss::Hinge => {

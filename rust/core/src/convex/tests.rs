@@ -110,3 +110,37 @@ fn proxes_are_minimisers() {
         }
     }
 }
+
+/// The SCP solution satisfies the optimality conditions of min 0.5||A a - y||^2 + beta ||a||_1:
+/// g = A^T (A a - y) has g_j = -beta sign(a_j) where a_j != 0 and |g_j| <= beta elsewhere.
+#[test]
+fn scp_satisfies_lasso_optimality() {
+    for (n, nn) in [(30, 12), (12, 30)] {
+        // both factorisations: N <= n (direct) and N > n (Woodbury)
+        let (x, _, y) = problem(n, 4, 1, 5 + n as u64);
+        let mut s = 11;
+        let h = Mat::from_fn(4, nn, |_, _| lcg(&mut s));
+        let prob = ScpProblem::new(x.as_ref(), h.as_ref()).unwrap();
+        let beta = 0.05;
+        let settings = ScpSettings { eps_abs: 1e-10, eps_rel: 1e-9, max_iter: 100_000, ..ScpSettings::default() };
+        let res = prob.solve(&y, beta, Loss::Squared, &settings, &mut |_| true).unwrap();
+        assert_eq!(res.status, "converged", "n={n}: {} iterations, last {:?}", res.iterations, res.history.last());
+        let a = prob.features();
+        let mut resid = vec![0.0; n];
+        for i in 0..n {
+            resid[i] = (0..nn).map(|j| a[(i, j)] * res.a[j]).sum::<f64>() - y[i];
+        }
+        let mut nonzero = 0;
+        for j in 0..nn {
+            let g: f64 = (0..n).map(|i| a[(i, j)] * resid[i]).sum();
+            if res.a[j] != 0.0 {
+                nonzero += 1;
+                assert!((g + beta * res.a[j].signum()).abs() < 1e-6, "n={n} j={j}: g={g} a={}", res.a[j]);
+            } else {
+                assert!(g.abs() <= beta * (1.0 + 1e-6), "n={n} j={j}: |g|={} > beta", g.abs());
+            }
+        }
+        assert!(nonzero > 0);
+        assert!((res.objective - prob.objective(&res.a, &y, beta, Loss::Squared)).abs() < 1e-12);
+    }
+}
