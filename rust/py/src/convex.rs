@@ -16,7 +16,8 @@ use crate::errors::run_detached;
 #[pyfunction]
 #[pyo3(signature = (x, y, patterns, beta, loss="squared", rho=1.0, max_iter=10000, eps_abs=1e-7, eps_rel=1e-6,
                     u_solver="auto", pcg_tol=1e-10, memory_limit=4294967296.0, time_limit=f64::INFINITY,
-                    callback=None, callback_every=50, adapt_every=25, relaxation=1.6, z_weight=1.0))]
+                    callback=None, callback_every=50, adapt_every=25, relaxation=1.6, z_weight=1.0,
+                    project=true))]
 #[allow(clippy::too_many_arguments)]
 fn convex_admm<'py>(
     py: Python<'py>,
@@ -38,12 +39,13 @@ fn convex_admm<'py>(
     adapt_every: usize,
     relaxation: f64,
     z_weight: f64,
+    project: bool,
 ) -> PyResult<Vec<Bound<'py, PyDict>>> {
     let loss = run_detached(py, || Loss::parse(loss))?;
     let u_solver = run_detached(py, || USolve::parse(u_solver))?;
     let settings = AdmmSettings {
         rho, max_iter, eps_abs, eps_rel, u_solver, pcg_tol, memory_limit, time_limit, adapt_every, relaxation,
-        z_weight,
+        z_weight, project,
         ..AdmmSettings::default()
     };
     let (xr, yr, pr) = (RawMat::of(&x), RawMat::of(&y), RawMat::of(&patterns));

@@ -144,3 +144,23 @@ fn scp_satisfies_lasso_optimality() {
         assert!((res.objective - prob.objective(&res.a, &y, beta, Loss::Squared)).abs() < 1e-12);
     }
 }
+
+/// A loose-tolerance ADMM run comes back feasible to rounding once projected, and the projection moves the
+/// objective by no more than the tolerance suggests.
+#[test]
+fn projection_makes_loose_runs_feasible() {
+    let (x, dm, y) = problem(40, 4, 8, 9);
+    let tight = AdmmSettings { eps_abs: 1e-11, eps_rel: 1e-10, max_iter: 100_000, ..AdmmSettings::default() };
+    let best = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared, &tight).unwrap();
+    let loose = AdmmSettings { eps_abs: 1e-5, eps_rel: 1e-4, project: false, ..AdmmSettings::default() };
+    let raw = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared, &loose).unwrap();
+    let proj = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared, &AdmmSettings { project: true, ..loose })
+        .unwrap();
+    let raw_viol = raw.history.last().unwrap().violation;
+    let viol = proj.history.last().unwrap().violation;
+    assert!(raw_viol > 1e-9, "the loose run should be visibly infeasible ({raw_viol})");
+    assert!(viol <= 1e-12, "after projection the violation is {viol}");
+    // Feasible, so never below the optimum; and close to it.
+    assert!(proj.objective >= best.objective * (1.0 - 1e-9));
+    assert!((proj.objective - best.objective).abs() <= 1e-3 * best.objective);
+}
