@@ -97,3 +97,17 @@ def test_bad_input(kw, exc, match):
     X, y = data(8, 30, 3)
     with pytest.raises(exc, match=match):
         nncert.ConvexReLU(**kw).fit(X, y)
+
+
+def test_cli_convex_fit_scp(tmp_path, capsys):
+    import json
+
+    from nncert.cli import main
+    X, y = data(9, 30, 3)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    assert main(["convex-fit", str(tmp_path / "d.npz"), "--solver", "scp", "--patterns", "8", "--beta", "0.1",
+                 "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    ref = nncert.ConvexReLU(solver="scp", n_patterns=8, beta=0.1).fit(X, y)
+    assert rep["objective"] == pytest.approx(ref.objective_, rel=1e-12)
+    assert rep["constraint_violation"] == 0.0 or rep["constraint_violation"] < 1e-12
