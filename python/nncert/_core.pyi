@@ -79,7 +79,7 @@ def convex_admm(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], patterns
                 memory_limit: float = 4294967296.0, time_limit: float = ..., callback: object | None = None,
                 callback_every: int = 50, adapt_every: int = 25, relaxation: float = 1.6,
                 z_weight: float = 1.0, project: bool = True) -> list[dict]:
-    """ADMM for each column of y (n, C), sharing one u-step factorisation; project: the returned groups are
+    """ADMM for each column of y (n, C), sharing one u-step factorisation; project: a converged run's groups are
     projected onto their cones (the last history row is after the projection). Each dict has v, w (d, P),
     objective, iterations, status, u_solver, factor_seconds, solve_seconds and history (k, 7): iter,
     objective, primal_residual, dual_residual, violation, seconds, inner_iterations."""

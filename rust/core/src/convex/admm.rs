@@ -133,8 +133,8 @@ pub struct AdmmSettings {
     pub z_weight: f64,
     /// Over-relaxation alpha in [1, 2) (Boyd et al. 2011, 3.4.3); 1 is plain ADMM.
     pub relaxation: f64,
-    /// Project the returned groups onto their cones (see [`super::project`]); the last history record then
-    /// holds the objective and violation after the projection.
+    /// Project the returned groups onto their cones when the run converged (see [`super::project`]); the last
+    /// history record then holds the objective and violation after the projection.
     pub project: bool,
 }
 
@@ -466,7 +466,10 @@ impl<'a> AdmmProblem<'a> {
                 }
             }
         }
-        if settings.project {
+        // Only a converged iterate is projected: there the violation, and so the move, is of the order of the
+        // tolerance. An iterate stopped early (max_iter, time limit, interrupt) is returned as it is: projecting
+        // it can move the network far (its objective_ and constraint_violation_ are reported honestly either way).
+        if settings.project && status == "converged" {
             project_cones(ops.x, ops.dm.as_ref(), zc.as_mut(), 2000);
             let (obj, viol) = self.objective(zc.as_ref(), y, beta, loss, &mut xu, &mut fu);
             if let Some(r) = history.last_mut() {

@@ -153,9 +153,11 @@ fn projection_makes_loose_runs_feasible() {
     let tight = AdmmSettings { eps_abs: 1e-11, eps_rel: 1e-10, max_iter: 100_000, ..AdmmSettings::default() };
     let best = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared, &tight).unwrap();
     let loose = AdmmSettings { eps_abs: 1e-5, eps_rel: 1e-4, project: false, ..AdmmSettings::default() };
+    // (both loose runs converge: only converged runs are projected)
     let raw = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared, &loose).unwrap();
     let proj = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared, &AdmmSettings { project: true, ..loose })
         .unwrap();
+    assert_eq!((raw.status, proj.status), ("converged", "converged"));
     let raw_viol = raw.history.last().unwrap().violation;
     let viol = proj.history.last().unwrap().violation;
     assert!(raw_viol > 1e-9, "the loose run should be visibly infeasible ({raw_viol})");
@@ -163,4 +165,16 @@ fn projection_makes_loose_runs_feasible() {
     // Feasible, so never below the optimum; and close to it.
     assert!(proj.objective >= best.objective * (1.0 - 1e-9));
     assert!((proj.objective - best.objective).abs() <= 1e-3 * best.objective);
+}
+
+/// A run stopped by max_iter is returned unprojected (its violation is reported, not hidden).
+#[test]
+fn early_stopped_runs_are_not_projected() {
+    let (x, dm, y) = problem(40, 4, 8, 9);
+    let s = AdmmSettings { max_iter: 5, ..AdmmSettings::default() };
+    let a = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared, &s).unwrap();
+    let b = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared, &AdmmSettings { project: false, ..s }).unwrap();
+    assert_eq!(a.status, "max_iter");
+    assert_eq!((&a.v - &b.v).norm_l2(), 0.0);
+    assert_eq!(a.objective, b.objective);
 }
