@@ -19,6 +19,7 @@ pub(crate) fn project_cones(x: MatRef<'_, f64>, dm: MatRef<'_, f64>, mut u: MatM
     let mut worst: f64 = 0.0;
     let mut v = vec![0.0; d];
     let mut lam = vec![0.0; n];
+    let mut in_active = vec![false; n];
     for j in 0..u.ncols() {
         let dj = dm.col(j % p);
         for c in 0..d {
@@ -34,31 +35,49 @@ pub(crate) fn project_cones(x: MatRef<'_, f64>, dm: MatRef<'_, f64>, mut u: MatM
             let xk = xr.col(k);
             s * (0..d).map(|c| xk[c] * v[c]).sum::<f64>()
         };
-        for _ in 0..max_sweeps {
-            let mut moved = 0.0f64;
-            for k in 0..n {
-                if norms[k] == 0.0 {
-                    continue;
-                }
-                let m = margin(&v, k);
-                if m >= 0.0 && lam[k] == 0.0 {
-                    continue;
-                }
-                // Step along s_k x_k so that the margin becomes zero, without letting lam_k go negative.
-                let delta = f64::max(-m / norms[k], -lam[k]);
-                if delta == 0.0 {
-                    continue;
-                }
-                lam[k] += delta;
-                let s = 2.0 * dj[k] - 1.0;
-                let xk = xr.col(k);
-                for c in 0..d {
-                    v[c] += delta * s * xk[c];
-                }
-                moved = moved.max(delta.abs() * norms[k].sqrt());
+        // Hildreth step on row k: move along s_k x_k so that its margin becomes zero, keeping lam_k >= 0.
+        let step = |v: &mut [f64], lam: &mut [f64], k: usize| -> f64 {
+            if norms[k] == 0.0 {
+                return 0.0;
             }
-            if moved <= 1e-15 * vnorm {
+            let m = margin(v, k);
+            if m >= 0.0 && lam[k] == 0.0 {
+                return 0.0;
+            }
+            let delta = f64::max(-m / norms[k], -lam[k]);
+            lam[k] += delta;
+            let s = 2.0 * dj[k] - 1.0;
+            let xk = xr.col(k);
+            for c in 0..d {
+                v[c] += delta * s * xk[c];
+            }
+            delta.abs() * norms[k].sqrt()
+        };
+        // Full passes over all n rows find the active rows (violated, or with a multiplier); the sweeps in
+        // between run over those rows only, so the cost is a few n x d passes per group, not max_sweeps of them.
+        let mut active: Vec<usize> = Vec::new();
+        in_active.iter_mut().for_each(|b| *b = false);
+        for _ in 0..20 {
+            let mut grew = false;
+            for k in 0..n {
+                step(&mut v, &mut lam, k);
+                if lam[k] > 0.0 && !in_active[k] {
+                    in_active[k] = true;
+                    active.push(k);
+                    grew = true;
+                }
+            }
+            if !grew {
                 break;
+            }
+            for _ in 0..max_sweeps {
+                let mut moved = 0.0f64;
+                for &k in &active {
+                    moved = moved.max(step(&mut v, &mut lam, k));
+                }
+                if moved <= 1e-15 * vnorm {
+                    break;
+                }
             }
         }
         let mut after: f64 = 0.0;
