@@ -1,10 +1,14 @@
-"""Convex training: nncert's ADMM (Rust) vs cvxpy + Clarabel and cvxpy + SCS on the same problem.
+"""Convex training: nncert's ADMM and SCP (Rust) vs cvxpy + Clarabel and cvxpy + SCS on the same problem.
 
 Synthetic regression data (a random teacher two-layer ReLU net plus noise), the same sampled
 activation patterns for every solver, squared loss. The optimum f* is Clarabel's (interior point,
-default tolerances); "time to 1e-4" is the first time an ADMM iterate (its history, factorisation
-included) is within 1e-4 relative of f* with cone-constraint violation below 1e-6 * max|X v|.
-SCS is run at eps 1e-5 and its returned weights are evaluated by the same numpy objective.
+default tolerances). "ADMM time to 1e-4": ConvexReLU(solver="admm") is run at tol 1e-5, then 1e-6, then
+1e-7, each run from scratch, until the returned weights (projected onto their cones, re-evaluated in
+numpy) are within 1e-4 relative of f* with cone-constraint violation below 1e-6 * max|X v|; the time of
+that whole fit (factorisation and projection included) is reported. SCS is run at eps 1e-5 and its
+returned weights are evaluated by the same numpy objective. The SCP (solver="scp", the same random gates,
+unit-norm, as fixed neurons) solves a different, restricted program: its objective is >= f*, and its
+row reports time and relative excess over f*, not a time to f*.
 
     PYTHONPATH=python python bench/convex_bench.py --sizes 2000 --d 50 --patterns 50 100
 """
@@ -39,16 +43,6 @@ def run(n: int, d: int, P: int, beta: float, scs: bool, clarabel: bool) -> dict:
     row = {"n": n, "d": d, "P": int(D.shape[1]), "beta": beta}
     print(f"\n--- n = {n}, d = {d}, P = {D.shape[1]} ---", flush=True)
 
-    t0 = time.perf_counter()
-    m = nncert.ConvexReLU(patterns=D, beta=beta, tol=1e-7, max_iter=20000).fit(X, y)
-    row["admm_total_s"] = time.perf_counter() - t0
-    row["admm_iters"] = int(m.n_iter_)
-    row["admm_status"] = m.status_
-    row["admm_u_solver"] = m.u_solver_
-    row["admm_objective"] = m.objective_
-    print(f"admm ({m.u_solver_}): {row['admm_total_s']:.2f} s, {m.n_iter_} iterations, {m.status_}, "
-          f"objective {m.objective_:.8g}", flush=True)
-
     fstar = None
     if clarabel:
         ref = solve_reference(Xa, y, D, beta, "squared")
@@ -67,17 +61,30 @@ def run(n: int, d: int, P: int, beta: float, scs: bool, clarabel: bool) -> dict:
                   f"violation {row['scs_violation']:.1e}", flush=True)
         except nncert.SolverError as e:
             row["scs_error"] = str(e)
-    if fstar is None:
-        fstar = m.objective_
-    h = m.history_
-    scale = max(1.0, float(np.abs(Xa @ m.V_[0]).max(initial=0)), float(np.abs(Xa @ m.W_[0]).max(initial=0)))
-    gap = (h["objective"] - fstar) / abs(fstar)
-    ok = np.flatnonzero((gap <= 1e-4) & (h["violation"] <= 1e-6 * scale))
-    fit_overhead = row["admm_total_s"] - h["seconds"][-1]  # factorisation, patterns, checks
-    if ok.size:
-        row["admm_time_to_1e-4_s"] = float(h["seconds"][ok[0]] + fit_overhead)
-        row["admm_iters_to_1e-4"] = int(h["iter"][ok[0]])
-    row["admm_final_gap"] = float((m.objective_ - fstar) / abs(fstar))
+    for tol in (1e-5, 1e-6, 1e-7):
+        t0 = time.perf_counter()
+        m = nncert.ConvexReLU(patterns=D, beta=beta, tol=tol, max_iter=50000).fit(X, y)
+        secs = time.perf_counter() - t0
+        scale = max(1.0, float(np.abs(Xa @ m.V_[0]).max(initial=0)), float(np.abs(Xa @ m.W_[0]).max(initial=0)))
+        gap = (m.objective_ - fstar) / abs(fstar) if fstar is not None else float("nan")
+        ok = gap <= 1e-4 and m.constraint_violation_ <= 1e-6 * scale
+        print(f"admm tol {tol:.0e} ({m.u_solver_}): {secs:.2f} s, {m.n_iter_} iterations, {m.status_}, "
+              f"gap {gap:.2e}, violation {m.constraint_violation_:.1e}", flush=True)
+        row.setdefault("admm_runs", []).append({"tol": tol, "s": secs, "iters": int(m.n_iter_), "gap": gap,
+                                                "violation": m.constraint_violation_})
+        row["admm_u_solver"] = m.u_solver_
+        if ok or fstar is None:
+            row["admm_time_to_1e-4_s"] = secs
+            row["admm_iters_to_1e-4"] = int(m.n_iter_)
+            break
+    t0 = time.perf_counter()
+    s = nncert.ConvexReLU(solver="scp", n_patterns=P, beta=beta, tol=1e-6, max_iter=50000).fit(X, y)
+    row["scp_s"] = time.perf_counter() - t0
+    row["scp_iters"] = int(s.n_iter_)
+    row["scp_objective"] = s.objective_
+    if fstar is not None:
+        row["scp_excess"] = (s.objective_ - fstar) / abs(fstar)
+    print(f"scp: {row['scp_s']:.2f} s, {s.n_iter_} iterations, {s.status_}, objective {s.objective_:.8g}", flush=True)
     for k in ("clarabel_s", "scs_s"):
         if k in row and "admm_time_to_1e-4_s" in row:
             row[k.replace("_s", "_over_admm")] = row[k] / row["admm_time_to_1e-4_s"]
@@ -98,13 +105,15 @@ def main() -> None:
     logging.getLogger("nncert.convex").setLevel(logging.ERROR)
     rows = [run(n, args.d, P, args.beta, not args.no_scs, not args.no_clarabel)
             for n in args.sizes for P in args.patterns]
-    print("\n| n | d | P | ADMM u-step | ADMM to 1e-4 (s) | iters | Clarabel (s) | SCS (s) | Clarabel/ADMM | SCS/ADMM |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| n | d | P | ADMM u-step | ADMM to 1e-4 (s) | iters | Clarabel (s) | SCS (s) | Clarabel/ADMM | SCS/ADMM "
+          "| SCP (s) | SCP objective / f* - 1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         f = lambda k, fmt="{:.2f}": fmt.format(r[k]) if k in r else "-"  # noqa: E731
         print(f"| {r['n']} | {r['d']} | {r['P']} | {r['admm_u_solver']} | {f('admm_time_to_1e-4_s')} | "
               f"{r.get('admm_iters_to_1e-4', '-')} | {f('clarabel_s')} | {f('scs_s')} | "
-              f"{f('clarabel_over_admm', '{:.1f}x')} | {f('scs_over_admm', '{:.1f}x')} |")
+              f"{f('clarabel_over_admm', '{:.1f}x')} | {f('scs_over_admm', '{:.1f}x')} | {f('scp_s')} | "
+              f"{f('scp_excess', '{:.2e}')} |")
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(rows, fh, indent=1)

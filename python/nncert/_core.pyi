@@ -78,10 +78,18 @@ def convex_admm(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], patterns
                 eps_abs: float = 1e-7, eps_rel: float = 1e-6, u_solver: str = "auto", pcg_tol: float = 1e-10,
                 memory_limit: float = 4294967296.0, time_limit: float = ..., callback: object | None = None,
                 callback_every: int = 50, adapt_every: int = 25, relaxation: float = 1.6,
-                z_weight: float = 1.0) -> list[dict]:
-    """ADMM for each column of y (n, C), sharing one u-step factorisation. Each dict has v, w (d, P),
+                z_weight: float = 1.0, project: bool = True) -> list[dict]:
+    """ADMM for each column of y (n, C), sharing one u-step factorisation; project: a converged run's groups are
+    projected onto their cones (the last history row is after the projection). Each dict has v, w (d, P),
     objective, iterations, status, u_solver, factor_seconds, solve_seconds and history (k, 7): iter,
     objective, primal_residual, dual_residual, violation, seconds, inner_iterations."""
+def convex_scp(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], h: npt.NDArray[np.float64], beta: float,
+               loss: str = "squared", rho: float = 1.0, max_iter: int = 10000, eps_abs: float = 1e-8,
+               eps_rel: float = 1e-7, time_limit: float = ..., callback: object | None = None,
+               callback_every: int = 50, adapt_every: int = 20, relaxation: float = 1.6) -> list[dict]:
+    """Sampled convex program min loss((X H)_+ a, y) + beta ||a||_1 for each column of y (n, C), H (d, N) the
+    sampled unit-norm neurons; one factorisation shared. Each dict has a (N,), objective, iterations, status,
+    factor_seconds, solve_seconds and history (k, 7) as in convex_admm."""
 def convex_ustep_memory(kind: str, n: int, d: int, p: int) -> float:
     """Bytes the 'dense' | 'woodbury' | 'pcg' u-step would allocate."""
 

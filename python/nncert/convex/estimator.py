@@ -14,11 +14,11 @@ from .._arrays import as_float_array, check_finite, is_torch_tensor
 from ..devices import resolve_device
 from ..errors import InvalidInputError, ShapeError, SolverError, UnsupportedModelError
 from . import formulation as F
-from .patterns import check_patterns, sample_patterns
+from .patterns import check_patterns, sample_gates, sample_patterns
 
 log = logging.getLogger("nncert.convex")
 
-SOLVERS = ("admm", "cvxpy")
+SOLVERS = ("admm", "admm-approx", "scp", "cvxpy")
 HISTORY_FIELDS = ("iter", "objective", "primal_residual", "dual_residual", "violation", "seconds",
                   "inner_iterations")
 
@@ -58,9 +58,15 @@ class ConvexReLU:
     string labels are classified (two classes: one output with targets -1/+1; more: one output per
     class, one-vs-rest -1/+1). ``loss="logistic"``/``"hinge"`` always classify.
 
-    ``solver``: ``"admm"`` (Bai, Gautam & Sojoudi 2022, in the Rust core) or ``"cvxpy"`` (the reference
-    formulation, Clarabel). ``adversarial_eps > 0`` trains against l-inf perturbations of the features
-    (robust program of Bai et al.; ``solver="cvxpy"``).
+    ``solver``: ``"admm"`` (Bai, Gautam & Sojoudi 2022, in the Rust core; u-step chosen by ``u_solver``),
+    ``"admm-approx"`` (the same ADMM on the approximate formulation, i.e. sampled patterns, with the u-step
+    fixed to the n x n Woodbury factorisation so that one iteration costs O(n^2 + n d P) after a one-off
+    factorisation; it falls back to ``u_solver`` only when the n x n matrix does not fit in memory),
+    ``"scp"`` (sampled convex program of Bai et al.: ``n_patterns`` random unit-norm hidden neurons h_j kept
+    fixed and the convex output layer min loss((X H)_+ a, y) + beta ||a||_1 solved by ADMM in the Rust core;
+    the optimum of that restricted program, never below the cone-constrained one with the patterns
+    1[X h_j >= 0]) or ``"cvxpy"`` (the reference formulation, Clarabel). ``adversarial_eps > 0`` trains
+    against l-inf perturbations of the features (robust program of Bai et al.; ``solver="cvxpy"`` only).
 
     Fitted attributes: ``objective_`` (re-evaluated in numpy from the returned weights), ``n_iter_``,
     ``history_`` (dict of per-iteration arrays), ``patterns_`` (n, P), ``V_``/``W_`` (outputs, d, P; the
@@ -131,6 +137,9 @@ class ConvexReLU:
         e = self.adversarial_eps
         if not isinstance(e, (int, float, np.floating, np.integer)) or not np.isfinite(e) or e < 0:
             raise InvalidInputError(f"adversarial_eps must be a finite number >= 0, got {e!r}")
+        if self.solver == "scp" and self.patterns is not None:
+            raise UnsupportedModelError("solver='scp' samples its own hidden neurons (n_patterns of them); "
+                                        "explicit patterns are used by 'admm', 'admm-approx' and 'cvxpy'")
         if e > 0 and self.solver != "cvxpy":
             raise UnsupportedModelError(
                 f"adversarial_eps > 0 is implemented by solver='cvxpy' only (got solver={self.solver!r})")
@@ -205,7 +214,11 @@ class ConvexReLU:
         Xa = self._features(X, fitting=True)
         Y = self._targets(y, Xa.shape[0])
         n, d = Xa.shape
-        if self.patterns is None:
+        H = None
+        if self.solver == "scp":
+            H = sample_gates(d, self.n_patterns, self.random_state)
+            D = np.ascontiguousarray((Xa @ H >= 0).astype(np.float64))
+        elif self.patterns is None:
             D = sample_patterns(Xa, self.n_patterns, self.random_state)
             if D.shape[1] == 0:
                 raise InvalidInputError("every sampled pattern was empty; check X")
@@ -236,6 +249,8 @@ class ConvexReLU:
             self.u_solver_ = None
             self.history_ = {"output": np.array([h[0] for h in hist]), "iter": np.array([h[1] for h in hist]),
                              "objective": np.array([h[2] for h in hist]), "seconds": np.array([h[3] for h in hist])}
+        elif self.solver == "scp":
+            self._fit_scp(Xa, Y, H, V, W)
         else:
             self._fit_admm(Xa, Y, D, V, W)
         self.V_, self.W_ = V, W
@@ -295,12 +310,37 @@ class ConvexReLU:
             # Fixed rho (no balancing, see below); rho ~ beta keeps the group threshold beta/rho near 1,
             # which converged fastest on small hinge/logistic problems.
             rho = float(np.clip(self.beta, 1e-4, 1.0))
+        every, bar, progress = self._progress(Y.shape[1], "ConvexReLU ADMM")
+
+        u_solver = self.u_solver
+        if self.solver == "admm-approx":
+            n = Xa.shape[0]
+            fits = _core.convex_ustep_memory("woodbury", n, Xa.shape[1], D.shape[1]) <= self._memory_budget
+            u_solver = "woodbury" if fits else self.u_solver
+        kw = dict(loss=self.loss, rho=rho, max_iter=int(self.max_iter), eps_abs=0.1 * float(self.tol),
+                  eps_rel=float(self.tol), u_solver=u_solver, memory_limit=float(self._memory_budget),
+                  time_limit=float(self.time_limit) if self.time_limit is not None else float("inf"),
+                  callback=progress, callback_every=every,
+                  # With the loss split off, residual balancing has no scale to balance (see admm.rs): fixed rho.
+                  adapt_every=25 if squared else 0)
+        try:
+            results = _core.convex_admm(Xa, np.ascontiguousarray(Y), D, float(self.beta), **kw)
+        finally:
+            if bar is not None:
+                bar.close()
+        for c, r in enumerate(results):
+            V[c], W[c] = r["v"], r["w"]
+        self._record(results, "ADMM")
+        self.u_solver_ = results[0]["u_solver"]
+
+    def _progress(self, outputs: int, desc: str):
+        """(callback_every, tqdm bar or None, callback) for the Rust solvers' progress reports."""
         every = max(1, min(100, self.max_iter // 100))
         bar = None
         if self.verbose:
             try:
                 from tqdm.auto import tqdm
-                bar = tqdm(total=self.max_iter * Y.shape[1], desc="ConvexReLU ADMM", unit="it")
+                bar = tqdm(total=self.max_iter * outputs, desc=desc, unit="it")
             except ImportError:  # pragma: no cover
                 bar = None
         last = [0]
@@ -311,21 +351,12 @@ class ConvexReLU:
                 bar.set_postfix(obj=f"{obj:.6g}", r_p=f"{pres:.1e}", r_d=f"{dres:.1e}")
             last[0] = it
             log.debug("output %d iter %d objective %.9g primal %.2e dual %.2e", out, it, obj, pres, dres)
+        return every, bar, progress
 
-        kw = dict(loss=self.loss, rho=rho, max_iter=int(self.max_iter), eps_abs=0.1 * float(self.tol),
-                  eps_rel=float(self.tol), u_solver=self.u_solver, memory_limit=float(self._memory_budget),
-                  time_limit=float(self.time_limit) if self.time_limit is not None else float("inf"),
-                  callback=progress, callback_every=every,
-                  # With the loss split off, residual balancing has no scale to balance (see admm.rs): fixed rho.
-                  adapt_every=25 if squared else 0)
-        try:
-            results = _core.convex_admm(Xa, np.ascontiguousarray(Y), D, float(self.beta), **kw)
-        finally:
-            if bar is not None:
-                bar.close()
+    def _record(self, results: list[dict], what: str) -> None:
+        """history_, n_iter_ and status_ from the Rust solvers' result dicts (one per output)."""
         hist = []
         for c, r in enumerate(results):
-            V[c], W[c] = r["v"], r["w"]
             h = r["history"]
             hist.append(np.hstack([np.full((h.shape[0], 1), c), h]))
         H = np.vstack(hist)
@@ -335,10 +366,30 @@ class ConvexReLU:
         self.n_iter_ = max(r["iterations"] for r in results)
         statuses = [r["status"] for r in results]
         self.status_ = statuses[0] if len(set(statuses)) == 1 else statuses
-        self.u_solver_ = results[0]["u_solver"]
         if "converged" not in statuses:
-            log.warning("ADMM stopped with status %s after %d iterations; raise max_iter or tol",
-                        self.status_, self.n_iter_)
+            log.warning("%s stopped with status %s after %d iterations; raise max_iter or tol",
+                        what, self.status_, self.n_iter_)
+
+    def _fit_scp(self, Xa, Y, H, V, W) -> None:
+        """Sampled convex program: the output weights a of the fixed unit-norm neurons H; neuron j becomes
+        v_j = a_j h_j (a_j > 0) or w_j = -a_j h_j, so ||v_j|| = |a_j| and (2D_j - I) X v_j >= 0 hold exactly."""
+        from .. import _core
+        every, bar, progress = self._progress(Y.shape[1], "ConvexReLU SCP")
+        rho = float(self.rho) if self.rho is not None else 1.0
+        try:
+            results = _core.convex_scp(Xa, np.ascontiguousarray(Y), H, float(self.beta), loss=self.loss, rho=rho,
+                                       max_iter=int(self.max_iter), eps_abs=0.1 * float(self.tol),
+                                       eps_rel=float(self.tol),
+                                       time_limit=float(self.time_limit) if self.time_limit is not None
+                                       else float("inf"), callback=progress, callback_every=every)
+        finally:
+            if bar is not None:
+                bar.close()
+        for c, r in enumerate(results):
+            a = r["a"]
+            V[c], W[c] = H * np.maximum(a, 0.0)[None, :], H * np.maximum(-a, 0.0)[None, :]
+        self._record(results, "SCP")
+        self.u_solver_ = None
 
     # ------------------------------------------------------------------ prediction
     def _check_fitted(self) -> None:

@@ -21,14 +21,20 @@ def unique_columns(D: np.ndarray) -> np.ndarray:
     return D[:, np.sort(first)]
 
 
+def sample_gates(d: int, n_patterns: int, random_state: Any = 0) -> np.ndarray:
+    """``n_patterns`` Gaussian directions h_i (columns of a (d, n_patterns) matrix) scaled to unit norm: the
+    same directions ``sample_patterns`` draws for the same ``random_state``."""
+    if not isinstance(n_patterns, (int, np.integer)) or n_patterns < 1:
+        raise InvalidInputError(f"n_patterns must be a positive integer, got {n_patterns!r}")
+    H = np.random.default_rng(random_state).standard_normal((d, int(n_patterns)))
+    return np.ascontiguousarray(H / np.linalg.norm(H, axis=0, keepdims=True))
+
+
 def sample_patterns(X: np.ndarray, n_patterns: int, random_state: Any = 0) -> np.ndarray:
     """``n_patterns`` Gaussian gates h_i; returns the distinct non-empty patterns 1[X h_i >= 0] as an
     (n, P) float 0/1 matrix (P <= n_patterns). ``X`` should already carry the intercept column, so the
     gates are affine hyperplanes of the raw features."""
-    if not isinstance(n_patterns, (int, np.integer)) or n_patterns < 1:
-        raise InvalidInputError(f"n_patterns must be a positive integer, got {n_patterns!r}")
-    rng = np.random.default_rng(random_state)
-    H = rng.standard_normal((X.shape[1], int(n_patterns)))
+    H = sample_gates(X.shape[1], n_patterns, random_state)
     return unique_columns((X @ H >= 0).astype(np.float64))
 
 

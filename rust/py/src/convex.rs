@@ -1,8 +1,8 @@
-//! Bindings for convex training (ADMM). Thin: convert, release the GIL, call the core, convert back.
+//! Bindings for convex training (ADMM, SCP). Thin: convert, release the GIL, call the core, convert back.
 
 use std::sync::Mutex;
 
-use nncert_core::convex::{AdmmProblem, AdmmSettings, Loss, USolve};
+use nncert_core::convex::{AdmmProblem, AdmmSettings, Loss, Record, ScpProblem, ScpSettings, USolve};
 use numpy::{PyArray2, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -16,7 +16,8 @@ use crate::errors::run_detached;
 #[pyfunction]
 #[pyo3(signature = (x, y, patterns, beta, loss="squared", rho=1.0, max_iter=10000, eps_abs=1e-7, eps_rel=1e-6,
                     u_solver="auto", pcg_tol=1e-10, memory_limit=4294967296.0, time_limit=f64::INFINITY,
-                    callback=None, callback_every=50, adapt_every=25, relaxation=1.6, z_weight=1.0))]
+                    callback=None, callback_every=50, adapt_every=25, relaxation=1.6, z_weight=1.0,
+                    project=true))]
 #[allow(clippy::too_many_arguments)]
 fn convex_admm<'py>(
     py: Python<'py>,
@@ -38,12 +39,13 @@ fn convex_admm<'py>(
     adapt_every: usize,
     relaxation: f64,
     z_weight: f64,
+    project: bool,
 ) -> PyResult<Vec<Bound<'py, PyDict>>> {
     let loss = run_detached(py, || Loss::parse(loss))?;
     let u_solver = run_detached(py, || USolve::parse(u_solver))?;
     let settings = AdmmSettings {
         rho, max_iter, eps_abs, eps_rel, u_solver, pcg_tol, memory_limit, time_limit, adapt_every, relaxation,
-        z_weight,
+        z_weight, project,
         ..AdmmSettings::default()
     };
     let (xr, yr, pr) = (RawMat::of(&x), RawMat::of(&y), RawMat::of(&patterns));
@@ -59,26 +61,7 @@ fn convex_admm<'py>(
         let mut out = Vec::with_capacity(yv.ncols());
         for c in 0..yv.ncols() {
             let target: Vec<f64> = (0..yv.nrows()).map(|i| yv[(i, c)]).collect();
-            let mut progress = |r: &nncert_core::convex::Record| -> bool {
-                if r.iter % every != 0 {
-                    return true;
-                }
-                Python::attach(|py| {
-                    let res = py.check_signals().and_then(|_| match &callback {
-                        Some(cb) => cb
-                            .call1(py, (c, r.iter, r.objective, r.primal_residual, r.dual_residual))
-                            .map(|_| ()),
-                        None => Ok(()),
-                    });
-                    match res {
-                        Ok(()) => true,
-                        Err(e) => {
-                            *cb_error.lock().unwrap() = Some(e);
-                            false
-                        }
-                    }
-                })
-            };
+            let mut progress = |r: &Record| -> bool { report(&callback, &cb_error, every, c, r) };
             let res = problem.solve(&target, beta, loss, &settings, &mut progress)?;
             let stop = res.status == "interrupted";
             out.push(res);
@@ -103,16 +86,108 @@ fn convex_admm<'py>(
             d.set_item("u_solver", r.u_solver.name())?;
             d.set_item("factor_seconds", r.factor_seconds)?;
             d.set_item("solve_seconds", r.solve_seconds)?;
-            let h = faer::Mat::<f64>::from_fn(r.history.len(), 7, |i, j| {
-                let rec = &r.history[i];
-                [rec.iter as f64, rec.objective, rec.primal_residual, rec.dual_residual, rec.violation,
-                 rec.seconds, rec.inner_iterations as f64][j]
-            });
-            let h: Bound<'py, PyArray2<f64>> = mat_to_numpy(py, &h);
-            d.set_item("history", h)?;
+            d.set_item("history", history_array(py, &r.history))?;
             Ok(d)
         })
         .collect()
+}
+
+fn history_array<'py>(py: Python<'py>, history: &[Record]) -> Bound<'py, PyArray2<f64>> {
+    let h = faer::Mat::<f64>::from_fn(history.len(), 7, |i, j| {
+        let rec = &history[i];
+        [rec.iter as f64, rec.objective, rec.primal_residual, rec.dual_residual, rec.violation, rec.seconds,
+         rec.inner_iterations as f64][j]
+    });
+    mat_to_numpy(py, &h)
+}
+
+/// Sampled convex program for each column of `y` (n x C) with the sampled neurons `h` (d x N), sharing one
+/// factorisation. Returns dicts with a (N,), objective, iterations, status, factor_seconds, solve_seconds,
+/// history (k, 7) as in `convex_admm`.
+#[pyfunction]
+#[pyo3(signature = (x, y, h, beta, loss="squared", rho=1.0, max_iter=10000, eps_abs=1e-8, eps_rel=1e-7,
+                    time_limit=f64::INFINITY, callback=None, callback_every=50, adapt_every=20, relaxation=1.6))]
+#[allow(clippy::too_many_arguments)]
+fn convex_scp<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f64>,
+    y: PyReadonlyArray2<'py, f64>,
+    h: PyReadonlyArray2<'py, f64>,
+    beta: f64,
+    loss: &str,
+    rho: f64,
+    max_iter: usize,
+    eps_abs: f64,
+    eps_rel: f64,
+    time_limit: f64,
+    callback: Option<Py<PyAny>>,
+    callback_every: usize,
+    adapt_every: usize,
+    relaxation: f64,
+) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    let loss = run_detached(py, || Loss::parse(loss))?;
+    let settings = ScpSettings { rho, max_iter, eps_abs, eps_rel, time_limit, adapt_every, relaxation,
+                                 ..ScpSettings::default() };
+    let (xr, yr, hr) = (RawMat::of(&x), RawMat::of(&y), RawMat::of(&h));
+    let cb_error: Mutex<Option<PyErr>> = Mutex::new(None);
+    let every = callback_every.max(1);
+    let results = run_detached(py, || {
+        // Safety: x, y and h stay borrowed until this function returns.
+        let (xv, yv, hv) = unsafe { (xr.view(), yr.view(), hr.view()) };
+        if yv.nrows() != xv.nrows() {
+            return Err(nncert_core::Error::Shape(format!("y has {} rows but X has {}", yv.nrows(), xv.nrows())));
+        }
+        let problem = ScpProblem::new(xv, hv)?;
+        let mut out = Vec::with_capacity(yv.ncols());
+        for c in 0..yv.ncols() {
+            let target: Vec<f64> = (0..yv.nrows()).map(|i| yv[(i, c)]).collect();
+            let mut progress = |r: &Record| -> bool { report(&callback, &cb_error, every, c, r) };
+            let res = problem.solve(&target, beta, loss, &settings, &mut progress)?;
+            let stop = res.status == "interrupted";
+            out.push(res);
+            if stop {
+                break;
+            }
+        }
+        Ok(out)
+    })?;
+    if let Some(e) = cb_error.lock().unwrap().take() {
+        return Err(e);
+    }
+    results
+        .into_iter()
+        .map(|r| {
+            let d = PyDict::new(py);
+            d.set_item("a", numpy::PyArray1::from_vec(py, r.a))?;
+            d.set_item("objective", r.objective)?;
+            d.set_item("iterations", r.iterations)?;
+            d.set_item("status", r.status)?;
+            d.set_item("factor_seconds", r.factor_seconds)?;
+            d.set_item("solve_seconds", r.solve_seconds)?;
+            d.set_item("history", history_array(py, &r.history))?;
+            Ok(d)
+        })
+        .collect()
+}
+
+/// Calls the Python progress callback every `every` iterations (GIL taken); false stops the run and keeps the error.
+fn report(callback: &Option<Py<PyAny>>, cb_error: &Mutex<Option<PyErr>>, every: usize, c: usize, r: &Record) -> bool {
+    if r.iter % every != 0 {
+        return true;
+    }
+    Python::attach(|py| {
+        let res = py.check_signals().and_then(|_| match callback {
+            Some(cb) => cb.call1(py, (c, r.iter, r.objective, r.primal_residual, r.dual_residual)).map(|_| ()),
+            None => Ok(()),
+        });
+        match res {
+            Ok(()) => true,
+            Err(e) => {
+                *cb_error.lock().unwrap() = Some(e);
+                false
+            }
+        }
+    })
 }
 
 /// Bytes the given u-step would allocate for an n x d problem with P patterns (no work done).
@@ -125,5 +200,6 @@ fn convex_ustep_memory(kind: &str, n: usize, d: usize, p: usize) -> PyResult<f64
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convex_admm, m)?)?;
     m.add_function(wrap_pyfunction!(convex_ustep_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(convex_scp, m)?)?;
     Ok(())
 }

@@ -12,6 +12,7 @@ use std::time::Instant;
 use faer::{Mat, MatRef};
 
 use super::ops::Ops;
+use super::project::project_cones;
 use super::ustep::{self, USolve, USolver};
 use crate::error::{Error, Result};
 use crate::network::sigmoid;
@@ -53,7 +54,7 @@ impl Loss {
     }
 
     /// argmin_q  t * loss(q, y) + 0.5 (q - a)^2, elementwise.
-    fn prox(self, a: f64, y: f64, t: f64) -> f64 {
+    pub(crate) fn prox(self, a: f64, y: f64, t: f64) -> f64 {
         match self {
             Loss::Squared => (a + t * y) / (1.0 + t),
             Loss::Hinge => {
@@ -132,6 +133,9 @@ pub struct AdmmSettings {
     pub z_weight: f64,
     /// Over-relaxation alpha in [1, 2) (Boyd et al. 2011, 3.4.3); 1 is plain ADMM.
     pub relaxation: f64,
+    /// Project the returned groups onto their cones when the run converged (see [`super::project`]); the last
+    /// history record then holds the objective and violation after the projection.
+    pub project: bool,
 }
 
 impl Default for AdmmSettings {
@@ -149,6 +153,7 @@ impl Default for AdmmSettings {
             max_refactor: 30,
             z_weight: 1.0,
             relaxation: 1.6,
+            project: true,
         }
     }
 }
@@ -459,6 +464,17 @@ impl<'a> AdmmProblem<'a> {
                     // Convergence needs rho fixed eventually, whether or not it costs a refactorisation.
                     refactors += 1;
                 }
+            }
+        }
+        // Only a converged iterate is projected: there the violation, and so the move, is of the order of the
+        // tolerance. An iterate stopped early (max_iter, time limit, interrupt) is returned as it is: projecting
+        // it can move the network far (its objective_ and constraint_violation_ are reported honestly either way).
+        if settings.project && status == "converged" {
+            project_cones(ops.x, ops.dm.as_ref(), zc.as_mut(), 2000);
+            let (obj, viol) = self.objective(zc.as_ref(), y, beta, loss, &mut xu, &mut fu);
+            if let Some(r) = history.last_mut() {
+                r.objective = obj;
+                r.violation = viol;
             }
         }
         let objective = history.last().map(|r| r.objective).unwrap_or(f64::NAN);

@@ -4,13 +4,17 @@
 //! problem is the convex program
 //!   min loss(sum_i D_i X (v_i - w_i), y) + beta * sum_i (||v_i|| + ||w_i||)
 //!   s.t. (2 D_i - I) X v_i >= 0,  (2 D_i - I) X w_i >= 0.
-//! [`admm`] solves it with the ADMM of Bai et al.; the u-step linear system lives in [`ustep`].
+//! [`admm`] solves it with the ADMM of Bai et al.; the u-step linear system lives in [`ustep`]; [`scp`] solves
+//! the sampled convex program (random hidden neurons, convex output layer) of the same paper.
 
 pub mod admm;
 mod ops;
+mod project;
+pub mod scp;
 pub mod ustep;
 
 pub use admm::{solve_admm, AdmmProblem, AdmmResult, AdmmSettings, Loss, Record};
+pub use scp::{ScpProblem, ScpResult, ScpSettings};
 pub use ustep::USolve;
 
 #[cfg(test)]

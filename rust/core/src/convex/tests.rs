@@ -110,3 +110,71 @@ fn proxes_are_minimisers() {
         }
     }
 }
+
+/// The SCP solution satisfies the optimality conditions of min 0.5||A a - y||^2 + beta ||a||_1:
+/// g = A^T (A a - y) has g_j = -beta sign(a_j) where a_j != 0 and |g_j| <= beta elsewhere.
+#[test]
+fn scp_satisfies_lasso_optimality() {
+    for (n, nn) in [(30, 12), (12, 30)] {
+        // both factorisations: N <= n (direct) and N > n (Woodbury)
+        let (x, _, y) = problem(n, 4, 1, 5 + n as u64);
+        let mut s = 11;
+        let h = Mat::from_fn(4, nn, |_, _| lcg(&mut s));
+        let prob = ScpProblem::new(x.as_ref(), h.as_ref()).unwrap();
+        let beta = 0.05;
+        let settings = ScpSettings { eps_abs: 1e-10, eps_rel: 1e-9, max_iter: 100_000, ..ScpSettings::default() };
+        let res = prob.solve(&y, beta, Loss::Squared, &settings, &mut |_| true).unwrap();
+        assert_eq!(res.status, "converged", "n={n}: {} iterations, last {:?}", res.iterations, res.history.last());
+        let a = prob.features();
+        let mut resid = vec![0.0; n];
+        for i in 0..n {
+            resid[i] = (0..nn).map(|j| a[(i, j)] * res.a[j]).sum::<f64>() - y[i];
+        }
+        let mut nonzero = 0;
+        for j in 0..nn {
+            let g: f64 = (0..n).map(|i| a[(i, j)] * resid[i]).sum();
+            if res.a[j] != 0.0 {
+                nonzero += 1;
+                assert!((g + beta * res.a[j].signum()).abs() < 1e-6, "n={n} j={j}: g={g} a={}", res.a[j]);
+            } else {
+                assert!(g.abs() <= beta * (1.0 + 1e-6), "n={n} j={j}: |g|={} > beta", g.abs());
+            }
+        }
+        assert!(nonzero > 0);
+        assert!((res.objective - prob.objective(&res.a, &y, beta, Loss::Squared)).abs() < 1e-12);
+    }
+}
+
+/// A loose-tolerance ADMM run comes back feasible to rounding once projected, and the projection moves the
+/// objective by no more than the tolerance suggests.
+#[test]
+fn projection_makes_loose_runs_feasible() {
+    let (x, dm, y) = problem(40, 4, 8, 9);
+    let tight = AdmmSettings { eps_abs: 1e-11, eps_rel: 1e-10, max_iter: 100_000, ..AdmmSettings::default() };
+    let best = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared, &tight).unwrap();
+    let loose = AdmmSettings { eps_abs: 1e-5, eps_rel: 1e-4, project: false, ..AdmmSettings::default() };
+    // (both loose runs converge: only converged runs are projected)
+    let raw = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared, &loose).unwrap();
+    let proj = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared, &AdmmSettings { project: true, ..loose })
+        .unwrap();
+    assert_eq!((raw.status, proj.status), ("converged", "converged"));
+    let raw_viol = raw.history.last().unwrap().violation;
+    let viol = proj.history.last().unwrap().violation;
+    assert!(raw_viol > 1e-9, "the loose run should be visibly infeasible ({raw_viol})");
+    assert!(viol <= 1e-12, "after projection the violation is {viol}");
+    // Feasible, so never below the optimum; and close to it.
+    assert!(proj.objective >= best.objective * (1.0 - 1e-9));
+    assert!((proj.objective - best.objective).abs() <= 1e-3 * best.objective);
+}
+
+/// A run stopped by max_iter is returned unprojected (its violation is reported, not hidden).
+#[test]
+fn early_stopped_runs_are_not_projected() {
+    let (x, dm, y) = problem(40, 4, 8, 9);
+    let s = AdmmSettings { max_iter: 5, ..AdmmSettings::default() };
+    let a = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared, &s).unwrap();
+    let b = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared, &AdmmSettings { project: false, ..s }).unwrap();
+    assert_eq!(a.status, "max_iter");
+    assert_eq!((&a.v - &b.v).norm_l2(), 0.0);
+    assert_eq!(a.objective, b.objective);
+}
