@@ -14,7 +14,7 @@ from .._arrays import as_float_array, check_finite, is_torch_tensor
 from ..devices import resolve_device
 from ..errors import InvalidInputError, ShapeError, SolverError, UnsupportedModelError
 from . import formulation as F
-from .patterns import check_patterns, sample_gates, sample_patterns
+from .patterns import check_patterns, enumerate_patterns, sample_gates, sample_patterns
 
 log = logging.getLogger("nncert.convex")
 
@@ -47,8 +47,10 @@ def prune_groups(M: np.ndarray, rel: float = 1e-6) -> np.ndarray:
 class ConvexReLU:
     """Two-layer ReLU network trained by solving its convex reformulation.
 
-    For activation patterns D_1..D_P (sampled from ``n_patterns`` random gates, duplicates removed, or
-    given as ``patterns``) it solves
+    For activation patterns D_1..D_P (sampled from ``n_patterns`` random gates, duplicates removed; given
+    as ``patterns``; or ``patterns="all"``: every pattern of the data's hyperplane arrangement, the exact
+    formulation, whose optimum is the global optimum over all two-layer ReLU networks of any width; its
+    size grows like n^rank(X), so it is for low-dimensional data) it solves
         min loss(sum_i D_i X (v_i - w_i), y) + beta sum_i (||v_i||_2 + ||w_i||_2)
         s.t. (2D_i - I) X v_i >= 0, (2D_i - I) X w_i >= 0
     whose optimum equals the weight-decay-regularised training objective of the ReLU network that
@@ -137,6 +139,8 @@ class ConvexReLU:
         e = self.adversarial_eps
         if not isinstance(e, (int, float, np.floating, np.integer)) or not np.isfinite(e) or e < 0:
             raise InvalidInputError(f"adversarial_eps must be a finite number >= 0, got {e!r}")
+        if isinstance(self.patterns, str) and self.patterns != "all":
+            raise InvalidInputError(f"patterns must be None, 'all' or an (n_samples, P) 0/1 matrix, got {self.patterns!r}")
         if self.solver == "scp" and self.patterns is not None:
             raise UnsupportedModelError("solver='scp' samples its own hidden neurons (n_patterns of them); "
                                         "explicit patterns are used by 'admm', 'admm-approx' and 'cvxpy'")
@@ -218,6 +222,8 @@ class ConvexReLU:
         if self.solver == "scp":
             H = sample_gates(d, self.n_patterns, self.random_state)
             D = np.ascontiguousarray((Xa @ H >= 0).astype(np.float64))
+        elif isinstance(self.patterns, str):
+            D = enumerate_patterns(Xa)
         elif self.patterns is None:
             D = sample_patterns(Xa, self.n_patterns, self.random_state)
             if D.shape[1] == 0:

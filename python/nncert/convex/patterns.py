@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Any
 
 import numpy as np
@@ -51,3 +53,65 @@ def check_patterns(patterns: Any, n: int) -> np.ndarray:
     if D.shape[1] == 0:
         raise InvalidInputError("patterns has no non-zero column")
     return np.ascontiguousarray(D, dtype=np.float64)
+
+
+def count_arrangement_subsets(n: int, r: int) -> int:
+    """How many (r-1)-subsets of the n samples :func:`enumerate_patterns` visits."""
+    return math.comb(n, r - 1) if r >= 2 else 1
+
+
+def enumerate_patterns(X: np.ndarray, max_subsets: int = 2_000_000, tol: float = 1e-9) -> np.ndarray:
+    """Every activation pattern of the data: the cells of the central hyperplane arrangement
+    {h : x_i^T h = 0} (the "exact" convex formulation; Pilanci & Ergen 2020). Returns the distinct
+    non-empty patterns 1[X h >= 0] as an (n, P) 0/1 float matrix.
+
+    Why it is complete: patterns depend on h only through its projection onto the row space of X
+    (dimension r), where every full-dimensional cell of the arrangement is a pointed cone with an
+    extreme ray, and every extreme ray is the null direction of r - 1 independent samples. So the
+    routine visits every (r-1)-subset of samples, takes both signs of its null direction g, keeps the
+    sign of every sample off the ray and tries both signs for the samples on it. Samples on a ray
+    beyond the r - 1 (degenerate data) may produce a pattern no open cell has; such a pattern is
+    still feasible for the convex program only with weights that make D_i X v = relu(X v), so it never
+    changes the optimum. The work grows like C(n, r-1): this is for small feature dimensions."""
+    X = np.asarray(X, dtype=np.float64)
+    n = X.shape[0]
+    U, s, _ = np.linalg.svd(X, full_matrices=False)
+    r = int(np.sum(s > tol * max(1.0, s[0] if s.size else 0.0)))
+    if r == 0:
+        return np.ones((n, 1))
+    Z = U[:, :r] * s[:r]
+    if r == 1:
+        return unique_columns(np.stack([Z[:, 0] >= 0, Z[:, 0] <= 0], axis=1).astype(np.float64))
+    m = count_arrangement_subsets(n, r)
+    if m > max_subsets:  # checked on all samples before deduplication, so the limit is predictable
+        raise InvalidInputError(
+            f"enumerating every activation pattern visits C({n}, {r - 1}) = {m:,} sample subsets (data rank {r}), "
+            f"more than max_subsets={max_subsets:,}; sample patterns instead (patterns=None, n_patterns=...)")
+    norms = np.linalg.norm(Z, axis=1)
+    live = norms > tol * norms.max()
+    # Samples that are positive multiples of each other always share their bit: enumerate one of each.
+    Zn, inverse = np.unique(np.round(Z[live] / norms[live, None], 12), axis=0, return_inverse=True)
+    subsets = np.array(list(itertools.combinations(range(Zn.shape[0]), r - 1)), dtype=np.intp)
+    found = []
+    for chunk in np.array_split(subsets, max(1, len(subsets) // 4096)):
+        _, sv, Vh = np.linalg.svd(Zn[chunk], full_matrices=True)
+        independent = sv[:, -1] > 1e-7 * sv[:, 0]
+        G = Vh[independent, -1, :]
+        vals = G @ Zn.T
+        for g_vals in vals:
+            for sign in (1.0, -1.0):
+                v = sign * g_vals
+                on = np.flatnonzero(np.abs(v) <= 1e-9)
+                if on.size > 20:
+                    raise InvalidInputError(
+                        f"{on.size} samples lie on one hyperplane through the origin; the arrangement is too degenerate "
+                        "to enumerate (remove duplicate samples or sample patterns)")
+                base = v > 0
+                choices = (np.arange(2 ** on.size)[:, None] >> np.arange(on.size)) & 1
+                block = np.repeat(base[None, :], choices.shape[0], axis=0)
+                block[:, on] = choices.astype(bool)
+                found.append(block)
+    cells = np.unique(np.concatenate(found, axis=0), axis=0)
+    D = np.ones((n, cells.shape[0]))
+    D[live, :] = cells.T[inverse.ravel()]
+    return unique_columns(D)
