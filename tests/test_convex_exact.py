@@ -85,3 +85,17 @@ def test_exact_optimum_lower_bounds_every_trained_network():
     d1, _, d2 = net.layers
     U = np.hstack([d1.W, d1.b[:, None]])
     assert nonconvex_objective(U, d2.W[0], Xa, y, beta) == pytest.approx(exact.objective_, rel=1e-6)
+
+
+def test_cli_all_patterns(tmp_path, capsys):
+    import json
+
+    from nncert.cli import main
+    X, _ = augmented(3, 12, 1)
+    np.savez(tmp_path / "d.npz", X=X, y=np.abs(X[:, 0]))
+    assert main(["convex-fit", str(tmp_path / "d.npz"), "--patterns", "all", "--beta", "0.1", "--solver", "cvxpy",
+                 "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["patterns"] == 2 * 12 - 1  # 12 points on a line: 2 * (1 + 11) cells, the empty one dropped
+    with pytest.raises(SystemExit):
+        main(["convex-fit", str(tmp_path / "d.npz"), "--patterns", "many"])

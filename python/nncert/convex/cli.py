@@ -10,9 +10,19 @@ import numpy as np
 from ..errors import InvalidInputError
 
 
+def _patterns_arg(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of gates or 'all', got {text!r}") from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help=".npz with arrays X and y, or .csv whose last column is the target")
-    p.add_argument("--patterns", type=int, default=100, help="number of random gates (default 100)")
+    p.add_argument("--patterns", type=_patterns_arg, default=100,
+                   help="number of random gates (default 100), or 'all' for every pattern (exact formulation, small d)")
     p.add_argument("--beta", type=float, default=1e-3, help="group-norm weight (default 1e-3)")
     p.add_argument("--loss", default="squared", choices=["squared", "logistic", "hinge"])
     p.add_argument("--solver", default="admm", choices=["admm", "admm-approx", "scp", "cvxpy"])
@@ -45,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     X, y = load_xy(args.data)
     if args.classify:
         y = y.astype(np.int64)
-    m = ConvexReLU(n_patterns=args.patterns, beta=args.beta, loss=args.loss, solver=args.solver,
+    sampled = args.patterns != "all"
+    m = ConvexReLU(n_patterns=args.patterns if sampled else 100, patterns=None if sampled else "all", beta=args.beta, loss=args.loss, solver=args.solver,
                    adversarial_eps=args.eps, random_state=args.seed, standardize=args.standardize,
                    max_iter=args.max_iter, tol=args.tol, verbose=args.verbose).fit(X, y)
     net = m.to_network()
