@@ -51,19 +51,24 @@ def _z3_encodable(net) -> bool:
 
 
 def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", device: Any = None, *,
-           attack: bool = True, seed: int = 0, split: str | None = None, max_leaves: int = 2000) -> VerifyResult:
+           attack: bool = True, seed: int = 0, split: str | None = None, max_leaves: int = 2000,
+           bound_iters: int | None = None) -> VerifyResult:
     """Decides whether ``prop`` holds for ``net``; see :class:`VerifyResult`.
 
     method: "auto" (falsification, then bound-propagation branch and bound in the Rust core, then Z3
     on the leaves it cannot decide), "bab" (the same without Z3), or "smt" (one plain Z3 encoding of the
     whole network per (box, conjunction); small networks only). ``timeout`` (seconds) is a hard
     wall-clock limit for the whole call. ``split``: "input" or "relu" (default: input for at most
-    12 inputs). ``device``: None or "cpu" (the engine runs in the Rust core on the CPU). Progress is
+    12 inputs). ``bound_iters``: gradient steps per node and objective row of the optimised bounds
+    (alpha-CROWN slopes, beta-CROWN split multipliers) in branch and bound; None: the core's default,
+    0: fixed CROWN slopes only. ``device``: None or "cpu" (the engine runs in the Rust core on the CPU). Progress is
     reported as log lines on the ``nncert.verify`` logger (one per phase)."""
     t0 = time.monotonic()
     timeout = float(timeout)
     if not np.isfinite(timeout) or timeout <= 0:
         raise InvalidInputError(f"verify: timeout must be a positive number of seconds, got {timeout}")
+    if bound_iters is not None and (not isinstance(bound_iters, (int, np.integer)) or bound_iters < 0):
+        raise InvalidInputError(f"verify: bound_iters must be a non-negative integer or None, got {bound_iters!r}")
     if method not in METHODS:
         raise InvalidInputError(f"verify: method must be one of {METHODS}, got {method!r}")
     dev = resolve_device(device)
@@ -120,7 +125,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     log.info("verify: falsification found nothing in %.2f s; branch and bound (%s split, %.1f s left)",
              stats["phase_seconds"]["attack"], mode, deadline - tb)
     r = _core.branch_and_bound(net._core, _problems(prop), mode=mode, time_limit=max(0.0, deadline - tb),
-                               max_leaves=max_leaves)
+                               max_leaves=max_leaves, opt_iters=bound_iters)
     stats["phase_seconds"]["bab"] = time.monotonic() - tb
     stats.update({k: r["stats"][k] for k in ("nodes", "pruned", "max_depth", "max_queue", "stable", "unstable")})
     stats["split"] = mode
