@@ -45,7 +45,7 @@ def branch_and_bound(net: Network, problems: list[tuple], mode: str = "input", t
                      slopes_: str = "adaptive", batch: int = 0, min_width: float = 1e-7,
                      max_leaves: int = 10000, opt_iters: int | None = None) -> dict:
     """Best-first parallel BaB over (lo, hi, a_y, a_x, c) problems; keys outcome, x, problem, leaves, stats.
-    opt_iters: optimised-bound steps per row and node (None: 20 for mode "relu", 0 for "input")."""
+    opt_iters: optimised-bound steps per row and node (None: the default, 20; 0: off)."""
 
 # --- sparse matrices and Krylov solvers (rust/py/src/linalg.rs) ---
 # CSR arguments are scipy's (indptr, indices, data, ncols): int32 or int64 indices (both the same type),

@@ -61,7 +61,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     wall-clock limit for the whole call. ``split``: "input" or "relu" (default: input for at most
     12 inputs). ``bound_iters``: gradient steps per node and objective row of the optimised bounds
     (alpha-CROWN slopes, beta-CROWN split multipliers) in branch and bound; None: the core's default
-    (20 with ReLU splitting, 0 with input splitting), 0: fixed CROWN slopes only. ``device``: None or "cpu" (the engine runs in the Rust core on the CPU). Progress is
+    (20), 0: fixed CROWN slopes only. ``device``: None or "cpu" (the engine runs in the Rust core on the CPU). Progress is
     reported as log lines on the ``nncert.verify`` logger (one per phase)."""
     t0 = time.monotonic()
     timeout = float(timeout)

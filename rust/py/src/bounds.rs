@@ -27,8 +27,9 @@ fn intervals<'py>(py: Python<'py>, pre: &[(Vec<f64>, Vec<f64>)]) -> PyResult<Bou
     PyList::new(py, items)
 }
 
-fn opt_options(iters: Option<usize>, mode: SplitMode) -> OptOptions {
-    OptOptions { iters: iters.unwrap_or(mode.default_opt_iters()), ..OptOptions::default() }
+fn opt_options(iters: Option<usize>) -> OptOptions {
+    let d = OptOptions::default();
+    OptOptions { iters: iters.unwrap_or(d.iters), ..d }
 }
 
 /// Lower bounds of the rows of a_y f(x) + a_x x over the box [lo, hi], with the output box and the
@@ -106,8 +107,7 @@ fn output_bounds<'py>(
 /// Branch and bound over `problems` (a list of (lo, hi, a_y, a_x, c)). Returns a dict with
 /// outcome ("holds" | "candidate" | "undecided" | "timeout" | "node_limit"), x / problem for a
 /// candidate, leaves (problem, lo, hi, splits, pre) and stats. opt_iters: gradient steps of the
-/// optimised slopes / split multipliers per objective row and node (None: 20 for relu splitting, 0
-/// (off) for input splitting).
+/// optimised slopes / split multipliers per objective row and node (None: the default, 20; 0: off).
 #[pyfunction]
 #[pyo3(signature = (net, problems, mode="input", time_limit=60.0, max_nodes=None, margin=1e-8,
                     method="crown", slopes_="adaptive", batch=0, min_width=1e-7, max_leaves=10000, opt_iters=None))]
@@ -159,7 +159,7 @@ fn branch_and_bound<'py>(
         batch,
         min_width,
         max_leaves,
-        opt: opt_options(opt_iters, mode),
+        opt: opt_options(opt_iters),
     };
     let n = &net.inner;
     let r = run_detached(py, move || bounds::bab(n, &probs, &opts))?;

@@ -36,19 +36,6 @@ pub enum SplitMode {
     Relu,
 }
 
-impl SplitMode {
-    /// Default gradient steps of the optimised objective bounds: on for ReLU splitting (where the
-    /// split multipliers pay off: MNIST 256x2 went from 6 to 2 timeouts in bench/README.md), off for
-    /// input splitting (on ACAS Xu the extra work per node and the changed split choices cost more
-    /// than the tighter bounds gain; measured in bench/README.md).
-    pub fn default_opt_iters(self) -> usize {
-        match self {
-            SplitMode::Input => 0,
-            SplitMode::Relu => OptOptions::default().iters,
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug)]
 pub struct BabOptions {
     pub mode: SplitMode,
@@ -63,8 +50,7 @@ pub struct BabOptions {
     pub min_width: f64,
     pub max_leaves: usize,
     /// Optimised slopes (alpha-CROWN) and split multipliers (beta-CROWN, ReLU splits) for the
-    /// objective rows; `iters: 0` keeps the fixed slopes of `prop`. Needs `prop.crown`. The default is
-    /// the input-split one ([`SplitMode::default_opt_iters`]: off); set it for ReLU splitting.
+    /// objective rows; `iters: 0` keeps the fixed slopes of `prop`. Needs `prop.crown`.
     pub opt: OptOptions,
 }
 
@@ -79,7 +65,7 @@ impl Default for BabOptions {
             batch: 0,
             min_width: 1e-7,
             max_leaves: 10_000,
-            opt: OptOptions { iters: SplitMode::Input.default_opt_iters(), ..OptOptions::default() },
+            opt: OptOptions::default(),
         }
     }
 }
@@ -245,7 +231,8 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts:
         let targets: Vec<f64> = p.c.iter().map(|c| c + opts.margin).collect();
         let (l2, lam2, params) = optimise_rows(&prop, acts, &node.splits, &p.a_y, &p.a_x, (lb, lam.clone()), &targets,
                                               node.warm.as_deref().map(|w| w.as_slice()), &opts.opt);
-        // Input splitting keeps the fixed-slope coefficients for its split choice and vertices.
+        // Input splitting keeps the fixed-slope coefficients for its split choice and vertices: with
+        // the optimised ones it took more nodes on ACAS Xu (bench/README.md).
         lb = l2;
         if opts.mode == SplitMode::Relu {
             lam = lam2;
