@@ -141,3 +141,13 @@ def test_verify_with_and_without_optimised_bounds_agree():
     assert a.status == b.status == "holds"
     with pytest.raises(nncert.errors.InvalidInputError, match="bound_iters"):
         nncert.verify(net, prop, timeout=1, bound_iters=-1)
+
+
+def test_bad_splits_raise_typed_errors():
+    net, *_ = random_chain(np.random.default_rng(1))
+    n = net.input_dim
+    args = (net._core, -np.ones(n), np.ones(n), np.ones((1, 2)), np.zeros((1, n)))
+    with pytest.raises(nncert.errors.InvalidInputError, match="unit 999"):
+        _core.output_bounds(*args, opt_iters=5, splits=[(0, 999, True)])
+    with pytest.raises(nncert.errors.InvalidInputError, match="activation layer 7"):
+        _core.output_bounds(*args, opt_iters=5, splits=[(7, 0, True)])
