@@ -40,14 +40,14 @@ def pick_mnist(n: int):
     return [r for r in rows if "256x2" in r[0]][:n]
 
 
-def run(rows, scale, z3_every, z3_timeout, label):
+def run(rows, scale, z3_every, z3_timeout, label, bound_iters=None):
     out = []
     nets = {}
     for k, (onnx, vnnlib, t) in enumerate(rows):
         if onnx not in nets:
             nets[onnx] = nncert.Network.from_onnx(onnx)
         net, prop = nets[onnx], nncert.Property.from_vnnlib(vnnlib)
-        r = nncert.verify(net, prop, timeout=t * scale)
+        r = nncert.verify(net, prop, timeout=t * scale, bound_iters=bound_iters)
         rec = {"set": label, "onnx": os.path.basename(onnx), "vnnlib": os.path.basename(vnnlib),
                "timeout": t * scale, "status": r.status, "seconds": round(r.seconds, 3), "method": r.method,
                "nodes": r.stats.get("nodes", 0), "z3_leaves": r.stats.get("z3_leaves", 0),
@@ -89,11 +89,16 @@ def main():
     ap.add_argument("--timeout-scale", type=float, default=0.25)
     ap.add_argument("--z3", type=int, default=4, help="run plain Z3 on every k-th instance (0: never)")
     ap.add_argument("--z3-timeout", type=float, default=30.0)
+    ap.add_argument("--bound-iters", type=int, default=None,
+                    help="optimised-bound steps per node and row (default: the engine's; 0: fixed CROWN slopes)")
+    ap.add_argument("--only", default="", help="comma-separated substrings: run only instances whose vnnlib/onnx match")
     ap.add_argument("--output", default=os.path.join(HERE, "verify_results.csv"))
     a = ap.parse_args()
     t0 = time.time()
-    recs = run(pick_acas(a.acas), a.timeout_scale, a.z3, a.z3_timeout, "acasxu")
-    recs += run(pick_mnist(a.mnist), a.timeout_scale, a.z3, a.z3_timeout, "mnist256x2")
+    keep = [w for w in a.only.split(",") if w]
+    sel = (lambda rows: [r for r in rows if any(w in r[0] + "|" + r[1] for w in keep)]) if keep else (lambda rows: rows)
+    recs = run(sel(pick_acas(a.acas)), a.timeout_scale, a.z3, a.z3_timeout, "acasxu", a.bound_iters)
+    recs += run(sel(pick_mnist(a.mnist)), a.timeout_scale, a.z3, a.z3_timeout, "mnist256x2", a.bound_iters)
     with open(a.output, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(recs[0]))
         w.writeheader()

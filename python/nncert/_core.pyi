@@ -35,13 +35,17 @@ class Network:
 # bound propagation and branch and bound (rust/py/src/bounds.rs)
 def output_bounds(net: Network, lo: npt.NDArray[np.float64], hi: npt.NDArray[np.float64],
                   a_y: npt.NDArray[np.float64], a_x: npt.NDArray[np.float64], method: str = "crown",
-                  slopes_: str = "adaptive") -> dict:
-    """Lower bounds of the rows of a_y f(x) + a_x x over the box; keys lower, out_lo, out_hi, pre."""
+                  slopes_: str = "adaptive", opt_iters: int = 0,
+                  splits: list[tuple[int, int, bool]] | None = None) -> dict:
+    """Lower bounds of the rows of a_y f(x) + a_x x over the box (restricted by ReLU splits (act, unit,
+    active)); opt_iters > 0 optimises slopes (alpha-CROWN) and split multipliers (beta-CROWN). Keys lower
+    (inf where the splits make the box empty), out_lo, out_hi, pre."""
 def branch_and_bound(net: Network, problems: list[tuple], mode: str = "input", time_limit: float = 60.0,
                      max_nodes: int | None = None, margin: float = 1e-8, method: str = "crown",
                      slopes_: str = "adaptive", batch: int = 0, min_width: float = 1e-7,
-                     max_leaves: int = 10000) -> dict:
-    """Best-first parallel BaB over (lo, hi, a_y, a_x, c) problems; keys outcome, x, problem, leaves, stats."""
+                     max_leaves: int = 10000, opt_iters: int | None = None) -> dict:
+    """Best-first parallel BaB over (lo, hi, a_y, a_x, c) problems; keys outcome, x, problem, leaves, stats.
+    opt_iters: optimised-bound steps per row and node (None: the default, 20; 0: off)."""
 
 # --- sparse matrices and Krylov solvers (rust/py/src/linalg.rs) ---
 # CSR arguments are scipy's (indptr, indices, data, ncols): int32 or int64 indices (both the same type),

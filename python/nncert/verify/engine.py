@@ -53,15 +53,18 @@ def _z3_encodable(net) -> bool:
 
 def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", device: Any = None, *,
            attack: bool = True, seed: int = 0, split: str | None = None, max_leaves: int = 2000,
-           backend: str = "auto") -> VerifyResult:
+           backend: str = "auto", bound_iters: int | None = None) -> VerifyResult:
     """Decides whether ``prop`` holds for ``net``; see :class:`VerifyResult`.
 
     method: "auto" (falsification, then bound-propagation branch and bound in the Rust core, then Z3
     on the leaves it cannot decide), "bab" (the same without Z3), or "smt" (one plain Z3 encoding of the
     whole network per (box, conjunction); small networks only). ``timeout`` (seconds) is a hard
     wall-clock limit for the whole call. ``split``: "input" or "relu" (default: input for at most
-    12 inputs). ``device``: None or "cpu" runs the engine in the Rust core on the CPU; "cuda" / "cuda:k"
-    runs the bound computations (root bounds, input-splitting branch and bound in batches of boxes) and the
+    12 inputs). ``bound_iters``: gradient steps per node and objective row of the optimised bounds
+    (alpha-CROWN slopes, beta-CROWN split multipliers) in the core's branch and bound; None: the core's
+    default (20, used in ReLU-split mode), 0: fixed CROWN slopes only (the torch input-split path always
+    uses fixed slopes). ``device``: None or "cpu" runs the engine in the Rust core on the CPU; "cuda" /
+    "cuda:k" runs the bound computations (root bounds, input-splitting branch and bound in batches of boxes) and the
     falsification with torch ops on that device, in float64; ReLU-split branch and bound, Z3 leaves and the
     counterexample replay stay on the CPU. ``backend``: "auto" (by device), "core" or "torch" ("torch" with
     device "cpu" runs the torch path on the CPU, for testing). Progress is reported as log lines on the
@@ -70,6 +73,8 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     timeout = float(timeout)
     if not np.isfinite(timeout) or timeout <= 0:
         raise InvalidInputError(f"verify: timeout must be a positive number of seconds, got {timeout}")
+    if bound_iters is not None and (not isinstance(bound_iters, (int, np.integer)) or bound_iters < 0):
+        raise InvalidInputError(f"verify: bound_iters must be a non-negative integer or None, got {bound_iters!r}")
     if method not in METHODS:
         raise InvalidInputError(f"verify: method must be one of {METHODS}, got {method!r}")
     dev = resolve_device(device)
@@ -93,7 +98,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
             return bab(net, _problems(prop), dev, time_limit=time_limit, max_nodes=max_nodes, max_leaves=max_leaves)
         from .. import _core
         return _core.branch_and_bound(net._core, _problems(prop), mode=mode, time_limit=time_limit,
-                                      max_nodes=max_nodes, max_leaves=max_leaves)
+                                      max_nodes=max_nodes, max_leaves=max_leaves, opt_iters=bound_iters)
 
     def done(status, how, x=None, message=""):
         ce, info = None, None

@@ -1,6 +1,6 @@
 //! Bindings for bound propagation and branch and bound.
 
-use nncert_core::bounds::{self, BabOptions, Outcome, PropOptions, Slopes, Split, SplitMode};
+use nncert_core::bounds::{self, BabOptions, OptOptions, Outcome, PropOptions, Slopes, Split, SplitMode};
 use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -27,11 +27,18 @@ fn intervals<'py>(py: Python<'py>, pre: &[(Vec<f64>, Vec<f64>)]) -> PyResult<Bou
     PyList::new(py, items)
 }
 
+fn opt_options(iters: Option<usize>) -> OptOptions {
+    let d = OptOptions::default();
+    OptOptions { iters: iters.unwrap_or(d.iters), ..d }
+}
+
 /// Lower bounds of the rows of a_y f(x) + a_x x over the box [lo, hi], with the output box and the
-/// pre-activation boxes of every activation layer. method: "crown" or "interval".
+/// pre-activation boxes of every activation layer. method: "crown" or "interval". opt_iters > 0
+/// (crown only) optimises the lower slopes (alpha-CROWN) and, with `splits` ((act, unit, active)
+/// ReLU phases restricting the box), the split multipliers (beta-CROWN) of each row.
 #[pyfunction]
-#[pyo3(signature = (net, lo, hi, a_y, a_x, method="crown", slopes_="adaptive"))]
-#[allow(clippy::type_complexity)]
+#[pyo3(signature = (net, lo, hi, a_y, a_x, method="crown", slopes_="adaptive", opt_iters=0, splits=None))]
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 fn output_bounds<'py>(
     py: Python<'py>,
     net: &PyNetwork,
@@ -41,7 +48,11 @@ fn output_bounds<'py>(
     a_x: PyReadonlyArray2<'py, f64>,
     method: &str,
     slopes_: &str,
+    opt_iters: usize,
+    splits: Option<Vec<(usize, usize, bool)>>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let splits: Vec<Split> =
+        splits.unwrap_or_default().into_iter().map(|(act, unit, active)| Split { act, unit, active }).collect();
     let crown = match method {
         "crown" => true,
         "interval" => false,
@@ -63,9 +74,27 @@ fn output_bounds<'py>(
                 a_x.ncols()
             )));
         }
-        let p = bounds::propagate(n, &lo, &hi, opts, &[], None)?;
-        let (lb, _) = p.objective(&a_y, &a_x, crown);
-        Ok((lb, p.out, p.pre))
+        let acts = bounds::activation_layers(n);
+        if let Some(s) = splits.iter().find(|s| s.act >= acts.len()) {
+            return Err(nncert_core::Error::InvalidInput(format!(
+                "split on activation layer {} but the network has {}",
+                s.act,
+                acts.len()
+            )));
+        }
+        let p = bounds::propagate(n, &lo, &hi, opts, &splits, None)?;
+        if p.infeasible {
+            // The splits contradict the bounds: the sub-domain is empty.
+            return Ok((vec![f64::INFINITY; a_y.nrows()], p.out, p.pre));
+        }
+        let mut lb = p.objective(&a_y, &a_x, crown);
+        if crown && opt_iters > 0 {
+            let o = OptOptions { iters: opt_iters, ..OptOptions::default() };
+            let targets = vec![f64::INFINITY; a_y.nrows()];
+            let (l, lam, _) = bounds::optimise_rows(&p, &acts, &splits, &a_y, &a_x, lb, &targets, None, &o);
+            lb = (l, lam);
+        }
+        Ok((lb.0, p.out, p.pre))
     })?;
     let d = PyDict::new(py);
     d.set_item("lower", PyArray1::from_vec(py, lb))?;
@@ -77,10 +106,11 @@ fn output_bounds<'py>(
 
 /// Branch and bound over `problems` (a list of (lo, hi, a_y, a_x, c)). Returns a dict with
 /// outcome ("holds" | "candidate" | "undecided" | "timeout" | "node_limit"), x / problem for a
-/// candidate, leaves (problem, lo, hi, splits, pre) and stats.
+/// candidate, leaves (problem, lo, hi, splits, pre) and stats. opt_iters: gradient steps of the
+/// optimised slopes / split multipliers per objective row and node (None: the default, 20; 0: off).
 #[pyfunction]
 #[pyo3(signature = (net, problems, mode="input", time_limit=60.0, max_nodes=None, margin=1e-8,
-                    method="crown", slopes_="adaptive", batch=0, min_width=1e-7, max_leaves=10000))]
+                    method="crown", slopes_="adaptive", batch=0, min_width=1e-7, max_leaves=10000, opt_iters=None))]
 #[allow(clippy::too_many_arguments)]
 fn branch_and_bound<'py>(
     py: Python<'py>,
@@ -95,6 +125,7 @@ fn branch_and_bound<'py>(
     batch: usize,
     min_width: f64,
     max_leaves: usize,
+    opt_iters: Option<usize>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let mode = match mode {
         "input" => SplitMode::Input,
@@ -128,6 +159,7 @@ fn branch_and_bound<'py>(
         batch,
         min_width,
         max_leaves,
+        opt: opt_options(opt_iters),
     };
     let n = &net.inner;
     let r = run_detached(py, move || bounds::bab(n, &probs, &opts))?;

@@ -8,11 +8,13 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use faer::Mat;
 use rayon::prelude::*;
 
+use super::optimize::{optimise_rows, output_coefficients, OptOptions, RowParams};
 use super::propagate::{activation_layers, minimising_vertex, propagate, Interval, PropOptions, Split};
 use crate::error::{invalid_err, shape_err, Result};
 use crate::network::{Layer, Network};
@@ -47,6 +49,9 @@ pub struct BabOptions {
     /// Input splitting stops (leaf) when the widest side is below this.
     pub min_width: f64,
     pub max_leaves: usize,
+    /// Optimised slopes (alpha-CROWN) and split multipliers (beta-CROWN, ReLU splits) for the
+    /// objective rows; `iters: 0` keeps the fixed slopes of `prop`. Needs `prop.crown`.
+    pub opt: OptOptions,
 }
 
 impl Default for BabOptions {
@@ -60,6 +65,7 @@ impl Default for BabOptions {
             batch: 0,
             min_width: 1e-7,
             max_leaves: 10_000,
+            opt: OptOptions::default(),
         }
     }
 }
@@ -113,6 +119,8 @@ struct Node {
     hi: Vec<f64>,
     splits: Vec<Split>,
     prior: Option<Vec<Interval>>,
+    /// The parent's optimised parameters per objective row (warm start).
+    warm: Option<Arc<Vec<RowParams>>>,
     depth: usize,
     score: f64,
     seq: u64,
@@ -216,7 +224,21 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts:
     if prop.infeasible {
         return Ok(Eval::Safe { infeasible: true });
     }
-    let (lb, lam) = prop.objective(&p.a_y, &p.a_x, opts.prop.crown);
+    let (mut lb, mut lam) = prop.objective(&p.a_y, &p.a_x, opts.prop.crown);
+    let mut warm = None;
+    let proved = lb.iter().zip(&p.c).any(|(l, c)| l - c > opts.margin);
+    if opts.prop.crown && opts.opt.iters > 0 && !proved {
+        let targets: Vec<f64> = p.c.iter().map(|c| c + opts.margin).collect();
+        let (l2, lam2, params) = optimise_rows(&prop, acts, &node.splits, &p.a_y, &p.a_x, (lb, lam.clone()), &targets,
+                                              node.warm.as_deref().map(|w| w.as_slice()), &opts.opt);
+        // Input splitting keeps the fixed-slope coefficients for its split choice and vertices: with
+        // the optimised ones it took more nodes on ACAS Xu (bench/README.md).
+        lb = l2;
+        if opts.mode == SplitMode::Relu {
+            lam = lam2;
+        }
+        warm = Some(Arc::new(params));
+    }
     let margins: Vec<f64> = lb.iter().zip(&p.c).map(|(l, c)| l - c).collect();
     let (best, score) = margins
         .iter()
@@ -242,6 +264,7 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts:
         hi,
         splits,
         prior,
+        warm: warm.clone(),
         depth: node.depth + 1,
         score,
         seq: 0,
@@ -287,15 +310,28 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts:
             ]))
         }
         SplitMode::Relu => {
-            let mut pick: Option<(usize, usize, f64)> = None;
+            // Branch on the unit whose upper (chord) relaxation costs the binding row's bound most:
+            // |coefficient| x chord intercept where the coefficient is negative (BaBSR-style); ties and
+            // all-zero scores fall back to the widest unstable unit (largest u (-l) / (u - l)).
+            let coef = if opts.prop.crown {
+                let params = warm.as_deref().and_then(|w| w.get(best));
+                Some(output_coefficients(&prop, acts, &node.splits, &p.a_y, &p.a_x, best, params))
+            } else {
+                None
+            };
+            let mut pick: Option<(usize, usize, (f64, f64))> = None;
             for (a, (layer, (l, u))) in acts.iter().zip(&prop.pre).enumerate() {
-                if !matches!(layer, Layer::ReLU | Layer::LeakyReLU { .. }) {
-                    continue;
-                }
+                let slope = match layer {
+                    Layer::ReLU => 0.0,
+                    Layer::LeakyReLU { slope } => *slope,
+                    _ => continue,
+                };
                 for k in 0..l.len() {
                     if l[k] < 0.0 && u[k] > 0.0 {
-                        let s = u[k] * (-l[k]) / (u[k] - l[k]);
-                        if pick.is_none_or(|p| s > p.2) {
+                        let width = u[k] * (-l[k]) / (u[k] - l[k]);
+                        let v = coef.as_ref().and_then(|c| c.get(a)).and_then(|c| c.get(k)).copied().unwrap_or(0.0);
+                        let s = ((-v).max(0.0) * width * (1.0 - slope).abs(), width);
+                        if pick.is_none_or(|p| s.0 > p.2 .0 || (s.0 == p.2 .0 && s.1 > p.2 .1)) {
                             pick = Some((a, k, s));
                         }
                     }
@@ -331,7 +367,7 @@ pub fn bab(net: &Network, problems: &[Problem], opts: &BabOptions) -> Result<Bab
     let mut heap = BinaryHeap::new();
     let mut seq = 0u64;
     for (i, p) in problems.iter().enumerate() {
-        heap.push(Node { problem: i, lo: p.lo.clone(), hi: p.hi.clone(), splits: vec![], prior: None, depth: 0, score: f64::NEG_INFINITY, seq });
+        heap.push(Node { problem: i, lo: p.lo.clone(), hi: p.hi.clone(), splits: vec![], prior: None, warm: None, depth: 0, score: f64::NEG_INFINITY, seq });
         seq += 1;
     }
     // Small batches for the expensive ReLU-split nodes keep the deadline tight.
@@ -413,8 +449,9 @@ mod tests {
     #[test]
     fn abs_difference_exact_cases() {
         let net = net_xor();
-        for mode in [SplitMode::Input, SplitMode::Relu] {
-            let opts = BabOptions { mode, time_limit: 10.0, ..Default::default() };
+        for (mode, iters) in [(SplitMode::Input, 0), (SplitMode::Relu, 0), (SplitMode::Input, 20), (SplitMode::Relu, 20)] {
+            let opt = OptOptions { iters, ..Default::default() };
+            let opts = BabOptions { mode, time_limit: 10.0, opt, ..Default::default() };
             // |x0 - x1| <= 2 on the box: unsafe y >= 2.5 infeasible
             assert_eq!(bab(&net, &[problem(2.5, false)], &opts).unwrap().outcome, Outcome::Holds);
             // y >= 1.5 is reachable

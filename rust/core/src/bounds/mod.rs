@@ -1,9 +1,11 @@
 //! Bound propagation (interval and linear relaxations) and branch and bound for complete verification.
 
 pub mod bab;
+pub mod optimize;
 pub mod propagate;
 pub mod relax;
 
 pub use bab::{bab, BabOptions, BabResult, Leaf, Outcome, Problem, SplitMode};
+pub use optimize::{optimise_rows, OptOptions, RowParams};
 pub use propagate::{activation_layers, propagate, PropOptions, Propagation, Split};
 pub use relax::Slopes;

@@ -192,6 +192,12 @@ fn walk<'a>(layers: &'a [Layer], ctx: &mut Vec<Vec<Relaxed<'a>>>, mut cur: Inter
                     }
                 }
                 for s in st.splits.iter().filter(|s| s.act == idx) {
+                    if s.unit >= n {
+                        return Err(crate::error::invalid_err!(
+                            "split on unit {} of activation layer {idx}, which has {n} units",
+                            s.unit
+                        ));
+                    }
                     if s.active {
                         cur.0[s.unit] = cur.0[s.unit].max(0.0);
                     } else {
