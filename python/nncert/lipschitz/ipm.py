@@ -35,11 +35,13 @@ from ..errors import SolverError
 
 MU = 8.0
 #: multiplier caps, relative to the (feasible) start: see _caps
-CAP = 1e4
+CAP = 1e3
+#: Newton steps per centring at most (then t grows anyway: long-step path following)
+MAX_INNER = 100
 TOL = 1e-6
 #: centering ends when half the squared Newton decrement is below this
 CENTER = 1e-6
-MAX_NEWTON = 400
+MAX_NEWTON = 500
 
 
 def applies(chain: dict[str, Any], norm: str) -> bool:
@@ -275,6 +277,27 @@ def _caps(Glin: np.ndarray, y0: np.ndarray, decode) -> tuple[np.ndarray, np.ndar
     return np.vstack(rows), np.concatenate(h)
 
 
+def _newton_solve(H: np.ndarray, rhs: np.ndarray, band: int) -> np.ndarray:
+    """H^{-1} rhs: Jacobi-scaled (the multipliers differ by orders of magnitude along the chain), banded Cholesky
+    (the Hessian couples neighbouring stages only); least squares if that fails."""
+    nv = len(rhs)
+    try:
+        sc = 1.0 / np.sqrt(np.maximum(np.diag(H), 1e-300))
+        Hs = H * sc[:, None] * sc[None, :]
+        if band < nv // 2:
+            ab = np.zeros((band + 1, nv))
+            for k in range(band + 1):
+                ab[band - k, k:] = np.diagonal(Hs, k)
+            x = sc * sla.solveh_banded(ab, rhs * sc)
+        else:
+            x = sc * np.linalg.solve(Hs, rhs * sc)
+        if not np.all(np.isfinite(x)):
+            raise np.linalg.LinAlgError("non-finite Newton step")
+        return x
+    except (np.linalg.LinAlgError, ValueError):
+        return np.linalg.lstsq(H + 1e-12 * np.trace(H) / nv * np.eye(nv), rhs, rcond=None)[0]
+
+
 def _barrier(lmis, Glin, hlin, y, t) -> float:
     """t rho - sum log det F_k - sum log(G y + h); inf outside the cone."""
     s = Glin @ y + hlin
@@ -331,7 +354,7 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose):
         raise SolverError("internal error: the interior-point start is not strictly feasible")
     while True:
         # centering
-        for _ in range(100):
+        for _ in range(MAX_INNER):
             g = np.zeros(nv)
             g[0] = t
             H = np.zeros((nv, nv))
@@ -349,20 +372,7 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose):
             if len(multi):
                 Gm = Glin[multi]
                 H += (Gm.T * (1.0 / s[multi] ** 2)) @ Gm
-            try:  # Jacobi-scaled (the multipliers differ by orders of magnitude along the chain), banded Cholesky
-                sc = 1.0 / np.sqrt(np.maximum(np.diag(H), 1e-300))
-                Hs = H * sc[:, None] * sc[None, :]
-                if band < nv // 2:
-                    ab = np.zeros((band + 1, nv))
-                    for k in range(band + 1):
-                        ab[band - k, k:] = np.diagonal(Hs, k)
-                    dy = -sc * sla.solveh_banded(ab, g * sc)
-                else:
-                    dy = -sc * np.linalg.solve(Hs, g * sc)
-                if not np.all(np.isfinite(dy)):
-                    raise np.linalg.LinAlgError("non-finite Newton step")
-            except (np.linalg.LinAlgError, ValueError):
-                dy = -np.linalg.lstsq(H + 1e-12 * np.trace(H) / nv * np.eye(nv), g, rcond=None)[0]
+            dy = -_newton_solve(H, g, band)
             dec2 = -g @ dy
             newton += 1
             if dec2 / 2 < CENTER:
@@ -376,6 +386,14 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose):
                 a *= 0.5
             if a <= 1e-8:  # no progress at working precision: as centred as it gets
                 break
+            if a == 1.0 and dec2 > 1.0:
+                # far from the centre with full steps accepted: the iterate is walking out along a direction
+                # where the barrier keeps falling (a multiplier growing towards its cap); extrapolate
+                while a < 1024.0:
+                    fe = _barrier(lmis, Glin, hlin, y + 2 * a * dy, t)
+                    if not fe < fn:
+                        break
+                    a, fn = 2 * a, fe
             y = y + a * dy
             f = fn
             if verbose > 1:
@@ -393,8 +411,17 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose):
         if time_limit is not None and time.perf_counter() - t_start > time_limit:
             status = "optimal_inaccurate"
             break
+        # predictor: along the tangent of the central path, dy/dt = -H^{-1} e_rho (from t e_rho + grad = 0)
+        dp = -_newton_solve(H, np.eye(1, nv, 0).ravel(), band) * (MU - 1.0) * t
         t *= MU
         f = _barrier(lmis, Glin, hlin, y, t)
+        a = 1.0
+        while a > 1e-3:
+            fp = _barrier(lmis, Glin, hlin, y + a * dp, t)
+            if fp < f:
+                y, f = y + a * dp, fp
+                break
+            a *= 0.5
     info["solver_stats"] = {"solve_time": time.perf_counter() - t_start, "num_iters": newton,
                             "gap_bound": m_bar / t}
     rho, dv, mults = decoder(y)
