@@ -129,12 +129,15 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
 
     norm: 2 or "inf". method: "auto", "naive", "lipsdp-neuron", "lipsdp-layer", "nsr".
     output: None (whole output map), int k (output row k) or a vector c (the scalar map c^T f).
-    solver: "SCS" (default), "CLARABEL", "MOSEK". certify: re-check and repair the solver's multipliers in
+    solver: None (default: "IPM", nncert's own interior-point solver, for chains of plain grouped layers; "SCS"
+    otherwise), "IPM", "SCS" (problem data built directly; ``solver_options={"backend": "cvxpy"}`` for the cvxpy
+    model), "CLARABEL", "MOSEK" (through cvxpy). certify: re-check and repair the solver's multipliers in
     the Rust core (``certified`` is True only then); with certify=False the solver's bound is returned as is.
     time_limit: seconds for the SDP solver (SCS time_limit_secs / CLARABEL time_limit); a solver stopped by it
     returns its current multipliers, which the certificate then repairs (a valid, possibly looser bound).
     gamma: for nsr, use the gamma_j 11^T (Householder: I - vv^T) term of the group multipliers; False keeps
-    only lambda_j I (a looser bound, for comparison). solver_options go to cvxpy's solve (e.g. SCS eps_abs).
+    only lambda_j I (a looser bound, for comparison). solver_options go to the solver (SCS settings such as eps_abs;
+    cvxpy's solve for CLARABEL / MOSEK; tol, time_limit, threads for IPM).
     Raises UnsupportedModelError when the method does not apply to the network, SolverError when the solver
     fails or the certificate cannot be established.
     """

@@ -398,7 +398,7 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose):
             f = fn
             if verbose > 1:
                 print(f"   newton {newton}: dec2 {dec2:.3e} step {a:.3e}")
-            if newton >= MAX_NEWTON:
+            if newton >= MAX_NEWTON or (time_limit is not None and time.perf_counter() - t_start > time_limit):
                 break
         gap = m_bar / t
         if verbose:
