@@ -33,7 +33,7 @@ import scipy.linalg as sla
 
 from ..errors import SolverError
 
-MU = 8.0
+MU = 3.0
 #: multiplier caps, relative to the (feasible) start: see _caps
 CAP = 1e3
 #: Newton steps per centring at most (then t grows anyway: long-step path following)
