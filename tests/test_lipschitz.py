@@ -230,7 +230,7 @@ def test_solver_failure_is_an_error(monkeypatch):
     monkeypatch.setattr(cp.Problem, "solve", fake_solve)
     monkeypatch.setattr(cp.Problem, "status", property(lambda self: getattr(self, "_status", None)))
     with pytest.raises(SolverError, match="infeasible"):
-        nncert.lipschitz(net, method="lipsdp-neuron")
+        nncert.lipschitz(net, method="lipsdp-neuron", solver="CLARABEL")  # the cvxpy path (SCS: direct, no cvxpy)
 
 
 def test_cli_lipschitz(capsys):

@@ -150,7 +150,8 @@ def _add_lipschitz_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="auto",
                    choices=["auto", "naive", "lipsdp-neuron", "lipsdp-layer", "nsr"], help="formulation")
     p.add_argument("--output", type=int, default=None, help="bound the scalar map x -> f(x)[k]")
-    p.add_argument("--solver", default=None, choices=["SCS", "CLARABEL", "MOSEK"], help="SDP solver (default SCS)")
+    p.add_argument("--solver", default=None, choices=["IPM", "SCS", "CLARABEL", "MOSEK"],
+                   help="SDP solver (default: IPM for chains of grouped layers, else SCS)")
     p.add_argument("--no-certify", action="store_true", help="skip the certificate (report the solver's bound)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -24,7 +24,7 @@ from .result import LipschitzResult
 log = logging.getLogger("nncert.lipschitz")
 
 METHODS = ("auto", "naive", "lipsdp-neuron", "lipsdp-layer", "nsr")
-SOLVERS = ("SCS", "CLARABEL", "MOSEK")
+SOLVERS = ("SCS", "CLARABEL", "MOSEK", "IPM")
 BACKENDS = ("auto", "core", "torch")
 #: auto uses an SDP only while every LMI is at most this wide (wider: the naive bound).
 AUTO_MAX_LMI = 1200
@@ -57,12 +57,22 @@ def _output_vector(net: Network, output: Any) -> np.ndarray | None:
     return np.ascontiguousarray(c, dtype=np.float64)
 
 
-def _solver(solver: str | None) -> str:
+def _solver(solver: str | None, chain: dict[str, Any], norm: str) -> str:
+    """None: nncert's own interior-point solver (``ipm``) where it applies (chains of grouped layers), else SCS."""
     import cvxpy as cp
 
-    name = "SCS" if solver is None else str(solver).upper()
+    from . import ipm
+
+    if solver is None:
+        return "IPM" if ipm.applies(chain, norm) else "SCS"
+    name = str(solver).upper()
     if name not in SOLVERS:
         raise InvalidInputError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if name == "IPM":
+        if not ipm.applies(chain, norm):
+            raise UnsupportedModelError("solver='IPM' handles chains of plain grouped layers (MaxMin, GroupSort, "
+                                        "Householder) only; use SCS, CLARABEL or MOSEK for this network")
+        return name
     if name not in cp.installed_solvers():
         raise InvalidInputError(f"solver {name} is not installed (installed: {', '.join(cp.installed_solvers())})")
     return name
@@ -120,16 +130,19 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
 
     norm: 2 or "inf". method: "auto", "naive", "lipsdp-neuron", "lipsdp-layer", "nsr".
     output: None (whole output map), int k (output row k) or a vector c (the scalar map c^T f).
-    solver: "SCS" (default), "CLARABEL", "MOSEK". certify: re-check and repair the solver's multipliers in
+    solver: None (default: "IPM", nncert's own interior-point solver, for chains of plain grouped layers; "SCS"
+    otherwise), "IPM", "SCS" (problem data built directly; ``solver_options={"backend": "cvxpy"}`` for the cvxpy
+    model), "CLARABEL", "MOSEK" (through cvxpy). certify: re-check and repair the solver's multipliers in
     the Rust core (``certified`` is True only then); with certify=False the solver's bound is returned as is.
     time_limit: seconds for the SDP solver (SCS time_limit_secs / CLARABEL time_limit); a solver stopped by it
     returns its current multipliers, which the certificate then repairs (a valid, possibly looser bound).
     gamma: for nsr, use the gamma_j 11^T (Householder: I - vv^T) term of the group multipliers; False keeps
-    only lambda_j I (a looser bound, for comparison). solver_options go to cvxpy's solve (e.g. SCS eps_abs).
+    only lambda_j I (a looser bound, for comparison). solver_options go to the solver (SCS settings such as eps_abs;
+    cvxpy's solve for CLARABEL / MOSEK; tol, time_limit, threads for IPM).
     device: None / "cpu" (the Rust core) or "cuda" / "cuda:k": the naive bound's spectral norms, the sampled
     lower bound (batched local Jacobian norms) and the certificate's LMI eigenvalue checks run with torch ops
-    on that device in float64; the SDP stays in cvxpy on the CPU, and multipliers that need repair are
-    repaired by the Rust core. backend: "auto" (by device), "core" or "torch" ("torch" with device "cpu" runs
+    on that device in float64 (the whole certificate: check, repair, re-check); the SDP solve stays on the
+    CPU. backend: "auto" (by device), "core" or "torch" ("torch" with device "cpu" runs
     the torch path on the CPU, for testing).
     Raises UnsupportedModelError when the method does not apply to the network, SolverError when the solver
     fails or the certificate cannot be established.
@@ -187,23 +200,38 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
         raise UnsupportedModelError(f"{method_used}: l-inf SDP bounds need a scalar output "
                                     f"(output=k or a vector c); the network has {net.output_dim} outputs")
     _check_method(chain, method_used)
-    name = _solver(solver)
+    name = _solver(solver, chain, nrm)
     if time_limit is not None:
         if not time_limit > 0:
             raise InvalidInputError(f"time_limit must be positive, got {time_limit!r}")
-        key = {"SCS": "time_limit_secs", "CLARABEL": "time_limit", "MOSEK": "mosek_params"}[name]
+        key = {"SCS": "time_limit_secs", "CLARABEL": "time_limit", "MOSEK": "mosek_params",
+               "IPM": "time_limit"}[name]
         solver_options = dict(solver_options or {})
         if name == "MOSEK":
             solver_options[key] = {"MSK_DPAR_OPTIMIZER_MAX_TIME": float(time_limit)}
         else:
             solver_options[key] = float(time_limit)
     multipliers = "layer" if method_used == "lipsdp-layer" else "neuron"
-    from . import sdp
+    from . import direct, ipm, sdp
 
     log.info("lipschitz: %s, %d LMIs, solver %s", method_used, len(chain["stages"]) + 1, name)
     ts = time.perf_counter()
-    rho, d, mults, status, info = sdp.solve(chain, nrm, multipliers, name, verbose=verbose,
-                                           solver_options=solver_options, use_gamma=gamma)
+    opts = dict(solver_options or {})
+    backend = opts.pop("backend", "direct" if name == "SCS" else "cvxpy")
+    if backend not in ("direct", "cvxpy") or (backend == "direct" and name != "SCS"):
+        raise InvalidInputError(f"solver_options['backend'] must be 'cvxpy', or 'direct' with SCS; got {backend!r} "
+                                f"with {name}")
+    if name == "IPM":
+        unknown = set(opts) - {"tol", "time_limit", "threads"}
+        if unknown:
+            raise InvalidInputError(f"solver='IPM' takes solver_options tol, time_limit and threads, got {sorted(unknown)}")
+        rho, d, mults, status, info = ipm.solve(chain, nrm, use_gamma=gamma, verbose=verbose, **opts)
+    elif backend == "direct":
+        rho, d, mults, status, info = direct.solve(chain, nrm, multipliers, verbose=verbose, solver_options=opts,
+                                                   use_gamma=gamma)
+    else:
+        rho, d, mults, status, info = sdp.solve(chain, nrm, multipliers, name, verbose=verbose,
+                                               solver_options=opts, use_gamma=gamma)
     details.update(info)
     details["solver_seconds"] = time.perf_counter() - ts
     details["scale"] = chain["scale"]

@@ -12,7 +12,8 @@ class LipschitzResult:
 
     ``bound`` is an upper bound on the Lipschitz constant; it is a mathematical certificate when
     ``certified`` is True (every LMI re-checked in float64 with a rounding margin, see ``details['lmis']``).
-    ``lower_bound`` is the largest local Jacobian norm found by sampling, so the true constant lies in
+    ``lower_bound`` is the largest local Jacobian norm found by the multi-start search (random search and
+    gradient ascent on difference quotients), so the true constant lies in
     ``[lower_bound, bound]``.
     """
 

@@ -98,16 +98,14 @@ def _sym_psd(M, n_hint: int):
     return 0.5 * (M + M.T) >> 0
 
 
-def build(chain: dict[str, Any], norm: str, multipliers: str, rowspace: bool = True, use_gamma: bool = True):
-    """The cvxpy problem and its variables. ``multipliers``: "neuron" or "layer" for sector stages."""
-    import cvxpy as cp
-
+def restrict(chain: dict[str, Any], norm: str, rowspace: bool = True):
+    """(weights, final rows, input width, info) of the chain, with the l2 row-space restriction applied:
+    W0 -> W0 V_r, exact because x -> V_r^T x is a co-isometry."""
     stages = chain["stages"]
     R = np.asarray(chain["final"])
     n0 = int(chain["input_dim"])
     Ws = [np.asarray(st["W"]) for st in stages]
     info: dict[str, Any] = {"rowspace_restricted": False}
-    # Row-space restriction (l2 only): W0 -> W0 V_r, exact because x -> V_r^T x is a co-isometry.
     if norm == "2" and rowspace:
         first = Ws[0] if stages and not stages[0]["residual"] else (R if not stages else None)
         if first is not None and first.shape[0] < first.shape[1]:
@@ -121,6 +119,15 @@ def build(chain: dict[str, Any], norm: str, multipliers: str, rowspace: bool = T
             n0 = r
             info["rowspace_restricted"] = True
             info["rowspace_dim"] = r
+    return Ws, R, n0, info
+
+
+def build(chain: dict[str, Any], norm: str, multipliers: str, rowspace: bool = True, use_gamma: bool = True):
+    """The cvxpy problem and its variables. ``multipliers``: "neuron" or "layer" for sector stages."""
+    import cvxpy as cp
+
+    stages = chain["stages"]
+    Ws, R, n0, info = restrict(chain, norm, rowspace)
     rho = cp.Variable(nonneg=True)
     cons = []
     d = None
