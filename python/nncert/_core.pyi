@@ -110,6 +110,12 @@ def lipschitz_certify(net: Network, norm: str, rho: float, stages: list[dict],
                       repair: bool = True) -> dict:
     """Evaluates and repairs the chain LMIs at the multipliers ({'t', 'gamma', 'X'} per stage):
     {'bound', 'certified', 'solver_bound', 'rho', 'repaired', 'message', 'lmis': [...]}."""
+def lipschitz_certify_full(net: Network, norm: str, rho: float, stages: list[dict],
+                           s: list[npt.NDArray[np.float64]], p: list[npt.NDArray[np.float64]],
+                           d: npt.NDArray[np.float64] | None = None, c: npt.NDArray[np.float64] | None = None,
+                           repair: bool = True) -> dict:
+    """Evaluates and repairs the full block-tridiagonal NSR LMI (plain grouped chains) at the multipliers
+    ({'t' (lambda), 'gamma'} per stage, S_k (n_k x G_k) and P_k (m_k x G_k)); same dict as lipschitz_certify."""
 def lipschitz_lower(net: Network, norm: str, c: npt.NDArray[np.float64] | None = None, starts: int = 16,
                     steps: int = 100, seed: int = 0) -> tuple[float, npt.NDArray[np.float64]]:
     """Largest local Jacobian norm found by multi-start search, and the point (1, input_dim)."""

@@ -23,7 +23,8 @@ from .result import LipschitzResult
 
 log = logging.getLogger("nncert.lipschitz")
 
-METHODS = ("auto", "naive", "lipsdp-neuron", "lipsdp-layer", "nsr")
+#: "nsr-full": the full block-tridiagonal NSR LMI with the S and P multipliers (plain grouped chains).
+METHODS = ("auto", "naive", "lipsdp-neuron", "lipsdp-layer", "nsr", "nsr-full")
 SOLVERS = ("SCS", "CLARABEL", "MOSEK", "IPM")
 BACKENDS = ("auto", "core", "torch")
 #: auto uses an SDP only while every LMI is at most this wide (wider: the naive bound).
@@ -128,7 +129,12 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
               gamma: bool = True, time_limit: float | None = None, backend: str = "auto") -> LipschitzResult:
     """An upper bound on the Lipschitz constant of ``net`` (or of x -> c^T net(x)).
 
-    norm: 2 or "inf". method: "auto", "naive", "lipsdp-neuron", "lipsdp-layer", "nsr".
+    norm: 2 or "inf". method: "auto", "naive", "lipsdp-neuron", "lipsdp-layer", "nsr", "nsr-full".
+    "nsr" is the decoupled layer-by-layer NSR chain (S = P = 0); "nsr-full" solves the full block-tridiagonal
+    LMI over (x, z_1, ..., z_L) with the S and P multipliers that couple consecutive layers through the
+    sum-preservation of each group (see ``sdp_full``): never looser than "nsr", slower (one LMI of size
+    n_0 + sum of widths); plain GroupSort / MaxMin / Householder chains only, solver CLARABEL (default),
+    SCS or MOSEK through cvxpy, certified in the Rust core like the chain (``details["lmis"]`` has the one LMI).
     output: None (whole output map), int k (output row k) or a vector c (the scalar map c^T f).
     solver: None (default: "IPM", nncert's own interior-point solver, for chains of plain grouped layers; "SCS"
     otherwise), "IPM", "SCS" (problem data built directly; ``solver_options={"backend": "cvxpy"}`` for the cvxpy
@@ -200,6 +206,9 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
         raise UnsupportedModelError(f"{method_used}: l-inf SDP bounds need a scalar output "
                                     f"(output=k or a vector c); the network has {net.output_dim} outputs")
     _check_method(chain, method_used)
+    if method_used == "nsr-full":
+        return _nsr_full(net, chain, nrm, c_eff, solver, certify, time_limit, solver_options, verbose, gamma,
+                         details, naive, float(lower), output, t0)
     name = _solver(solver, chain, nrm)
     if time_limit is not None:
         if not time_limit > 0:
@@ -257,6 +266,61 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
         bound, certified = float(cert["solver_bound"]), False
     return LipschitzResult(bound=bound, certified=certified, naive_bound=naive, lower_bound=float(lower),
                            method=method_used, norm=nrm, seconds=time.perf_counter() - t0, solver_status=status,
+                           solver=name, output=output, details=details)
+
+
+def _nsr_full(net: Network, chain: dict[str, Any], nrm: str, c_eff: np.ndarray | None, solver: str | None,
+              certify: bool, time_limit: float | None, solver_options: dict[str, Any] | None, verbose: bool,
+              gamma: bool, details: dict[str, Any], naive: float, lower: float, output: Any,
+              t0: float) -> LipschitzResult:
+    """method="nsr-full": the full LMI through cvxpy, certified by ``_core.lipschitz_certify_full``."""
+    import cvxpy as cp
+
+    from . import sdp_full
+
+    if not sdp_full.applies(chain):
+        raise UnsupportedModelError("nsr-full handles chains of plain GroupSort / MaxMin / Householder layers "
+                                    "(no residual blocks or slope-restricted activations); use method='nsr'")
+    name = "CLARABEL" if solver is None else str(solver).upper()
+    if name not in ("CLARABEL", "SCS", "MOSEK"):
+        raise InvalidInputError(f"nsr-full takes solver CLARABEL, SCS or MOSEK, got {solver!r}")
+    if name not in cp.installed_solvers():
+        raise InvalidInputError(f"solver {name} is not installed (installed: {', '.join(cp.installed_solvers())})")
+    opts = dict(solver_options or {})
+    if time_limit is not None:
+        if not time_limit > 0:
+            raise InvalidInputError(f"time_limit must be positive, got {time_limit!r}")
+        if name == "MOSEK":
+            opts["mosek_params"] = {"MSK_DPAR_OPTIMIZER_MAX_TIME": float(time_limit)}
+        else:
+            opts["time_limit_secs" if name == "SCS" else "time_limit"] = float(time_limit)
+    log.info("lipschitz: nsr-full, one LMI, solver %s", name)
+    ts = time.perf_counter()
+    rho, d, mults, Ss, Ps, status, info = sdp_full.solve(chain, nrm, name, verbose=verbose, solver_options=opts,
+                                                        use_gamma=gamma)
+    details.update(info)
+    details["solver_seconds"] = time.perf_counter() - ts
+    details["scale"] = chain["scale"]
+    details["device"] = "cpu (Rust core)"
+    tc = time.perf_counter()
+    cert = _core.lipschitz_certify_full(net._core, nrm, rho, mults, Ss, Ps, d, c_eff, certify)
+    details["certify_seconds"] = time.perf_counter() - tc
+    details["solver_bound"] = cert["solver_bound"]
+    details["lmis"] = cert["lmis"]
+    details["repaired"] = cert["repaired"]
+    details["certificate"] = cert["message"]
+    if certify:
+        if not cert["certified"]:
+            raise SolverError(f"nsr-full: the solver's multipliers could not be certified ({cert['message']}); "
+                              f"solver status {status!r}")
+        bound, certified = float(cert["bound"]), True
+        if bound < lower * (1 - 1e-9):
+            raise Error(f"internal error: certified bound {bound} is below the sampled lower bound {lower} "
+                        f"(please report)")
+    else:
+        bound, certified = float(cert["solver_bound"]), False
+    return LipschitzResult(bound=bound, certified=certified, naive_bound=naive, lower_bound=lower,
+                           method="nsr-full", norm=nrm, seconds=time.perf_counter() - t0, solver_status=status,
                            solver=name, output=output, details=details)
 
 

@@ -1,7 +1,7 @@
 //! Bindings for Lipschitz norms, the chain decomposition, LMI certificates and the sampled lower bound.
 
 use faer::Mat;
-use nncert_core::lipschitz::{self, Act, Chain, Multipliers, Norm, StageMult};
+use nncert_core::lipschitz::{self, Act, Chain, FullMult, Multipliers, Norm, StageMult};
 use numpy::{PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -118,6 +118,10 @@ fn lipschitz_certify<'py>(
         let chain = Chain::new(inner, c.as_deref())?;
         lipschitz::certify(&chain, norm, mu, repair)
     })?;
+    cert_dict(py, cert)
+}
+
+fn cert_dict(py: Python<'_>, cert: lipschitz::Certificate) -> PyResult<Bound<'_, PyDict>> {
     let out = PyDict::new(py);
     out.set_item("bound", cert.bound)?;
     out.set_item("certified", cert.certified)?;
@@ -137,6 +141,38 @@ fn lipschitz_certify<'py>(
     }
     out.set_item("lmis", lmis)?;
     Ok(out)
+}
+
+fn mats_of(list: &Bound<'_, PyList>) -> PyResult<Vec<Mat<f64>>> {
+    list.iter().map(|v| Ok(numpy_to_mat(&v.extract::<PyReadonlyArray2<f64>>()?))).collect()
+}
+
+/// The full block-tridiagonal LipSDP-NSR LMI (with the S and P multipliers): check, repair, certificate dict.
+#[pyfunction]
+#[pyo3(signature = (net, norm, rho, stages, s, p, d=None, c=None, repair=true))]
+#[allow(clippy::too_many_arguments)]
+fn lipschitz_certify_full<'py>(
+    py: Python<'py>,
+    net: &Bound<'py, PyNetwork>,
+    norm: &str,
+    rho: f64,
+    stages: &Bound<'py, PyList>,
+    s: &Bound<'py, PyList>,
+    p: &Bound<'py, PyList>,
+    d: Option<PyReadonlyArray1<'py, f64>>,
+    c: Option<PyReadonlyArray1<'py, f64>>,
+    repair: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let norm = parse_norm(py, norm)?;
+    let base = Multipliers { rho, d: vec_of(d).unwrap_or_default(), stages: stage_mults(py, stages)? };
+    let mu = FullMult { base, s: mats_of(s)?, p: mats_of(p)? };
+    let c = vec_of(c);
+    let inner = &net.get().inner;
+    let cert = run_detached(py, move || {
+        let chain = Chain::new(inner, c.as_deref())?;
+        lipschitz::certify_full(&chain, norm, mu, repair)
+    })?;
+    cert_dict(py, cert)
 }
 
 /// Multi-start search for the largest local Jacobian norm: (value, x).
@@ -164,6 +200,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(spectral_norm, m)?)?;
     m.add_function(wrap_pyfunction!(lipschitz_chain, m)?)?;
     m.add_function(wrap_pyfunction!(lipschitz_certify, m)?)?;
+    m.add_function(wrap_pyfunction!(lipschitz_certify_full, m)?)?;
     m.add_function(wrap_pyfunction!(lipschitz_lower, m)?)?;
     Ok(())
 }

@@ -71,17 +71,17 @@ pub struct Certificate {
     pub message: String,
 }
 
-fn matmul_new(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+pub(super) fn matmul_new(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
     let mut c = Mat::<f64>::zeros(a.nrows(), b.ncols());
     matmul(c.as_mut(), Accum::Replace, a, b, 1.0, Par::Seq);
     c
 }
 
-fn abs_mat(a: MatRef<'_, f64>) -> Mat<f64> {
+pub(super) fn abs_mat(a: MatRef<'_, f64>) -> Mat<f64> {
     Mat::from_fn(a.nrows(), a.ncols(), |i, j| a[(i, j)].abs())
 }
 
-fn fro(a: MatRef<'_, f64>) -> f64 {
+pub(super) fn fro(a: MatRef<'_, f64>) -> f64 {
     super::norms::frobenius(a)
 }
 
@@ -245,10 +245,7 @@ impl<'a> Builder<'a> {
     fn build(&self, k: usize, mu: &Multipliers) -> Lmi {
         let (m, na, p) = self.build_one(k, mu, false);
         let (ma, _, _) = self.build_one(k, mu, true);
-        let n = m.nrows() as f64;
-        let pf = p as f64;
-        let gamma = pf * EPS / (1.0 - pf * EPS);
-        let margin = 2.0 * (2.0 * gamma * fro(ma.as_ref()) + 8.0 * n * EPS * fro(m.as_ref())) + f64::MIN_POSITIVE;
+        let margin = rounding_margin(m.as_ref(), ma.as_ref(), p);
         Lmi { m, na, margin }
     }
 
@@ -297,7 +294,7 @@ fn schur(m: MatRef<'_, f64>, na: usize) -> Result<Mat<f64>> {
     Ok(Mat::from_fn(na, na, |i, j| a[(i, j)] - bcb[(i, j)]))
 }
 
-fn validate(chain: &Chain, norm: Norm, mu: &mut Multipliers) -> Result<()> {
+pub(super) fn validate(chain: &Chain, norm: Norm, mu: &mut Multipliers) -> Result<()> {
     if chain.stages.len() != mu.stages.len() {
         return Err(shape_err!("certificate: {} stage multipliers for {} stages", mu.stages.len(), chain.stages.len()));
     }
@@ -351,7 +348,7 @@ fn validate(chain: &Chain, norm: Norm, mu: &mut Multipliers) -> Result<()> {
     Ok(())
 }
 
-fn bound_of(chain: &Chain, norm: Norm, mu: &Multipliers) -> f64 {
+pub(super) fn bound_of(chain: &Chain, norm: Norm, mu: &Multipliers) -> f64 {
     let sq = match norm {
         Norm::L2 => mu.rho,
         Norm::Linf => {
@@ -362,6 +359,20 @@ fn bound_of(chain: &Chain, norm: Norm, mu: &Multipliers) -> f64 {
     };
     let b = sq.sqrt() * (1.0 + 2.0 * EPS);
     b * chain.scale * (1.0 + 2.0 * EPS)
+}
+
+/// The stage-k group / sector multiplier (Q, or T) as a dense matrix; `abs`: entrywise absolute values.
+pub(super) fn stage_q(chain: &Chain, norm: Norm, k: usize, mu: &Multipliers, abs: bool) -> Mat<f64> {
+    Builder { chain, norm }.q(k, mu, abs)
+}
+
+/// The margin that covers the rounding error of an LMI matrix `m` computed with sums of products of
+/// length at most `p` (`ma`: the same matrix built from absolute values) and of its eigensolver.
+pub(super) fn rounding_margin(m: MatRef<'_, f64>, ma: MatRef<'_, f64>, p: usize) -> f64 {
+    let n = m.nrows() as f64;
+    let pf = p as f64;
+    let gamma = pf * EPS / (1.0 - pf * EPS);
+    2.0 * (2.0 * gamma * fro(ma) + 8.0 * n * EPS * fro(m)) + f64::MIN_POSITIVE
 }
 
 /// Checks (and with `repair`, fixes) the multipliers; see the module docs.

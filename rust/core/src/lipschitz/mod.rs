@@ -4,6 +4,7 @@
 
 pub mod certify;
 pub mod chain;
+pub mod full;
 pub mod lower;
 pub mod norms;
 
@@ -27,3 +28,4 @@ impl Norm {
 
 pub use certify::{certify, Certificate, LmiReport, Multipliers, StageMult};
 pub use chain::{Act, Chain, Stage};
+pub use full::{certify_full, FullMult};
