@@ -148,7 +148,7 @@ def _add_lipschitz_options(p: argparse.ArgumentParser) -> None:
     _add_model_options(p)
     p.add_argument("--norm", default="2", choices=["2", "inf"], help="input norm (l-inf SDP bounds need --output)")
     p.add_argument("--method", default="auto",
-                   choices=["auto", "naive", "lipsdp-neuron", "lipsdp-layer", "nsr"], help="formulation")
+                   choices=["auto", "naive", "lipsdp-neuron", "lipsdp-layer", "nsr", "nsr-full"], help="formulation")
     p.add_argument("--output", type=int, default=None, help="bound the scalar map x -> f(x)[k]")
     p.add_argument("--solver", default=None, choices=["IPM", "SCS", "CLARABEL", "MOSEK"],
                    help="SDP solver (default: IPM for chains of grouped layers, else SCS)")
