@@ -82,7 +82,7 @@ class ConvexReLU:
     Fitted attributes: ``objective_`` (re-evaluated in numpy from the returned weights), ``n_iter_``,
     ``history_`` (dict of per-iteration arrays), ``patterns_`` (n, P), ``V_``/``W_`` (outputs, d, P; the
     last row is the bias when ``fit_intercept``), ``constraint_violation_``, ``status_``, ``u_solver_``,
-    ``classes_`` (classification), ``fit_seconds_``, ``network_objective_`` (the objective of the ReLU
+    ``classes_`` (classification), ``fit_seconds_``, ``device_`` (where the solver ran), ``network_objective_`` (the objective of the ReLU
     network itself on the training data; equal to ``objective_`` up to the constraint violation).
     """
 
