@@ -82,8 +82,9 @@ class ConvexReLU:
     Fitted attributes: ``objective_`` (re-evaluated in numpy from the returned weights), ``n_iter_``,
     ``history_`` (dict of per-iteration arrays), ``patterns_`` (n, P), ``V_``/``W_`` (outputs, d, P; the
     last row is the bias when ``fit_intercept``), ``constraint_violation_``, ``status_``, ``u_solver_``,
-    ``classes_`` (classification), ``fit_seconds_``, ``device_`` (where the solver ran), ``network_objective_`` (the objective of the ReLU
-    network itself on the training data; equal to ``objective_`` up to the constraint violation).
+    ``classes_`` (classification), ``fit_seconds_``, ``device_`` (where the solver ran),
+    ``network_objective_`` (the objective of the ReLU network itself on the training data; equal to
+    ``objective_`` up to the constraint violation).
     """
 
     def __init__(self, n_patterns: int = 100, beta: float = 1e-3, loss: str = "squared", solver: str = "admm",
