@@ -354,12 +354,16 @@ class ConvexReLU:
         every, bar, progress = self._progress(Y.shape[1], "ConvexReLU ADMM")
 
         u_solver = self.u_solver
+        budget = self._memory_budget
+        if self._on_torch and self._device.type == "cuda":
+            import torch
+            budget = min(budget, 0.8 * float(torch.cuda.mem_get_info(self._device.torch())[0]))
         if self.solver == "admm-approx":
             n = Xa.shape[0]
-            fits = _core.convex_ustep_memory("woodbury", n, Xa.shape[1], D.shape[1]) <= self._memory_budget
+            fits = _core.convex_ustep_memory("woodbury", n, Xa.shape[1], D.shape[1]) <= budget
             u_solver = "woodbury" if fits else self.u_solver
         kw = dict(loss=self.loss, rho=rho, max_iter=int(self.max_iter), eps_abs=0.1 * float(self.tol),
-                  eps_rel=float(self.tol), u_solver=u_solver, memory_limit=float(self._memory_budget),
+                  eps_rel=float(self.tol), u_solver=u_solver, memory_limit=float(budget),
                   time_limit=float(self.time_limit) if self.time_limit is not None else float("inf"),
                   callback=progress, callback_every=every,
                   # With the loss split off, residual balancing has no scale to balance (see admm.rs): fixed rho.
