@@ -9,7 +9,11 @@ Sections (each prints both timings and the ratio core / torch from the same run)
 2. verify: a few ACAS Xu and MNIST 256x2 instances, ``nncert.verify(device=cpu)`` vs ``device=DEVICE``
    (the verdicts must agree; a disagreement is printed as DISAGREE);
 3. Lipschitz: the naive bound and the certificate's LMI eigenvalue checks (at fixed multipliers) on
-   MNIST-sized networks, core vs torch.
+   MNIST-sized networks, core vs torch;
+4. convex training: ``ConvexReLU(solver="admm-approx")`` (Woodbury u-step) on n x d data, core vs torch
+   (``--convex-n``/``--convex-d``; the issue's size is n = 60,000, d = 784 on a GPU, ``--quick`` a tiny smoke size;
+   the Woodbury u-step needs about 3 n^2 doubles, 86 GB at n = 60,000, so there the u-step falls back to what
+   fits in memory, printed as u-step).
 With ``--device cpu`` the torch path runs on the CPU: those numbers say nothing about a GPU.
 """
 
@@ -141,22 +145,61 @@ def lipschitz_section(dev, quick):
               f"core/torch {t_c / t_t:.2f}x | {len(ct)} LMIs up to {widest} wide, max |eig diff| {diff:.1e}")
 
 
+def convex_section(dev, n, d, patterns, max_iter, skip_core):
+    """ConvexReLU ADMM, core vs torch on the same data, patterns and settings (fixed max_iter, tol tight enough
+    that both run it out, so the per-iteration cost is compared)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, d))
+    y = np.tanh(X @ rng.normal(size=d) / np.sqrt(d)) + 0.1 * rng.normal(size=n)
+    kw = dict(n_patterns=patterns, beta=1e-3, solver="admm-approx", max_iter=max_iter, tol=1e-12)
+    mt, t_t = timed(nncert.ConvexReLU(device=str(dev), backend="torch", **kw).fit, X, y)
+    sync(dev)
+    line = (f"convex admm-approx n={n} d={d} P={mt.patterns_.shape[1]} {max_iter} it: torch {t_t:8.2f} s "
+            f"(u-step {mt.u_solver_}, {mt.device_})")
+    if skip_core:
+        print(line + " | core skipped")
+        return
+    mc, t_c = timed(nncert.ConvexReLU(**kw).fit, X, y)
+    print(line + f" | core {t_c:8.2f} s | core/torch {t_c / t_t:.2f}x | objective rel diff "
+                 f"{abs(mc.objective_ - mt.objective_) / abs(mc.objective_):.1e}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--boxes", type=int, default=8192)
     ap.add_argument("--quick", action="store_true", help="fewer instances and boxes (smoke run)")
+    ap.add_argument("--convex-n", type=int, default=60000)
+    ap.add_argument("--convex-d", type=int, default=784)
+    ap.add_argument("--convex-patterns", type=int, default=20)
+    ap.add_argument("--convex-iters", type=int, default=50)
+    ap.add_argument("--convex-skip-core", action="store_true", help="time the torch path only (the core at full "
+                    "size takes long on few cores)")
+    ap.add_argument("--torch-threads", type=int, default=None, help="torch CPU threads (1 avoids thread "
+                    "contention on a loaded machine)")
+    ap.add_argument("--only", choices=["bounds", "verify", "lipschitz", "convex"], default=None)
     a = ap.parse_args()
     from nncert.devices import available_devices, resolve_device
 
     dev = resolve_device(a.device)
+    if a.torch_threads:
+        import torch
+        torch.set_num_threads(a.torch_threads)
     print(f"devices: {available_devices()}; torch path on {dev}; cpus {os.cpu_count()}")
     if dev.type == "cpu":
         print("NOTE: torch on the CPU: these ratios are NOT GPU numbers.")
-    bounds_section(dev, 512 if a.quick else a.boxes)
-    verify_section(a.device, a.timeout, 2 if a.quick else len(ACAS), 1 if a.quick else len(MNIST))
-    lipschitz_section(dev, a.quick)
+    if a.only in (None, "bounds"):
+        bounds_section(dev, 512 if a.quick else a.boxes)
+    if a.only in (None, "verify"):
+        verify_section(a.device, a.timeout, 2 if a.quick else len(ACAS), 1 if a.quick else len(MNIST))
+    if a.only in (None, "lipschitz"):
+        lipschitz_section(dev, a.quick)
+    if a.only in (None, "convex"):
+        if a.quick:
+            print("convex: smoke size (n = 2000, d = 50), NOT the issue's n = 60,000, d = 784")
+        convex_section(dev, 2000 if a.quick else a.convex_n, 50 if a.quick else a.convex_d, a.convex_patterns,
+                       a.convex_iters, a.convex_skip_core)
 
 
 if __name__ == "__main__":

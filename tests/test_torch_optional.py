@@ -1,4 +1,4 @@
-"""torch stays optional: with torch unimportable, nncert imports, the CPU paths of verify and lipschitz run,
+"""torch stays optional: with torch unimportable, nncert imports, the CPU paths of verify, lipschitz and ConvexReLU run,
 and asking for the torch backend is a clear InvalidInputError."""
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ prop = Property([(np.array([-1.0, -1.0]), np.array([1.0, 1.0]))], [(np.array([[-
 assert nncert.verify(net, prop).status == "holds"
 assert abs(nncert.lipschitz(net, method="naive").bound - 8 ** 0.5) < 1e-9
 import nncert.torch_backend
-for call in (lambda: nncert.verify(net, prop, backend="torch"), lambda: nncert.lipschitz(net, backend="torch")):
+X = np.random.default_rng(0).normal(size=(20, 2))
+assert np.isfinite(nncert.ConvexReLU(n_patterns=4, max_iter=50).fit(X, X[:, 0]).objective_)
+for call in (lambda: nncert.verify(net, prop, backend="torch"), lambda: nncert.lipschitz(net, backend="torch"),
+             lambda: nncert.ConvexReLU(backend="torch").fit(X, X[:, 0])):
     try:
         call()
     except nncert.InvalidInputError as e:

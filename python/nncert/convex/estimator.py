@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._arrays import as_float_array, check_finite, is_torch_tensor
-from ..devices import resolve_device
+from ..devices import require_torch, resolve_device
 from ..errors import InvalidInputError, ShapeError, SolverError, UnsupportedModelError
 from . import formulation as F
 from .patterns import check_patterns, enumerate_patterns, sample_gates, sample_patterns
@@ -19,6 +19,7 @@ from .patterns import check_patterns, enumerate_patterns, sample_gates, sample_p
 log = logging.getLogger("nncert.convex")
 
 SOLVERS = ("admm", "admm-approx", "scp", "cvxpy")
+BACKENDS = ("auto", "core", "torch")
 HISTORY_FIELDS = ("iter", "objective", "primal_residual", "dual_residual", "violation", "seconds",
                   "inner_iterations")
 
@@ -70,18 +71,28 @@ class ConvexReLU:
     1[X h_j >= 0]) or ``"cvxpy"`` (the reference formulation, Clarabel). ``adversarial_eps > 0`` trains
     against l-inf perturbations of the features (robust program of Bai et al.; ``solver="cvxpy"`` only).
 
+    ``device``: None (where X lives), ``"cpu"``, ``"cuda"`` or ``"cuda:k"``; ``backend``: ``"auto"`` (the Rust
+    core on the CPU, torch on a CUDA device), ``"core"`` or ``"torch"`` (``backend="torch", device="cpu"`` runs the
+    torch path on the CPU, for testing). On the torch path ``"admm"``/``"admm-approx"`` run the same ADMM as the core
+    (``nncert.torch_backend.convex``) on the device, in ``dtype`` (``"float64"``; ``"float32"`` on the torch path
+    only, with ``tol`` >= 1e-5 or so); the final cone projection runs in the core on the CPU. ``"cvxpy"`` and
+    ``"scp"`` always run on the CPU (a device is then noted in the log, not an error). The fitted weights and
+    predictions are numpy arrays whatever the device (torch inputs are accepted everywhere).
+
     Fitted attributes: ``objective_`` (re-evaluated in numpy from the returned weights), ``n_iter_``,
     ``history_`` (dict of per-iteration arrays), ``patterns_`` (n, P), ``V_``/``W_`` (outputs, d, P; the
     last row is the bias when ``fit_intercept``), ``constraint_violation_``, ``status_``, ``u_solver_``,
-    ``classes_`` (classification), ``fit_seconds_``, ``network_objective_`` (the objective of the ReLU
-    network itself on the training data; equal to ``objective_`` up to the constraint violation).
+    ``classes_`` (classification), ``fit_seconds_``, ``device_`` (where the solver ran),
+    ``network_objective_`` (the objective of the ReLU network itself on the training data; equal to
+    ``objective_`` up to the constraint violation).
     """
 
     def __init__(self, n_patterns: int = 100, beta: float = 1e-3, loss: str = "squared", solver: str = "admm",
                  adversarial_eps: float = 0.0, patterns: Any = None, random_state: Any = 0,
                  fit_intercept: bool = True, standardize: bool = False, max_iter: int = 10000, tol: float = 1e-6,
                  rho: float | None = None, u_solver: str = "auto", time_limit: float | None = None,
-                 memory_limit: float | None = None, verbose: bool = False, device: Any = None):
+                 memory_limit: float | None = None, verbose: bool = False, device: Any = None,
+                 backend: str = "auto", dtype: str = "float64"):
         self.n_patterns = n_patterns
         self.beta = beta
         self.loss = loss
@@ -99,6 +110,8 @@ class ConvexReLU:
         self.memory_limit = memory_limit
         self.verbose = verbose
         self.device = device
+        self.backend = backend
+        self.dtype = dtype
 
     # ------------------------------------------------------------------ scikit-learn protocol
     @classmethod
@@ -160,10 +173,30 @@ class ConvexReLU:
             raise InvalidInputError("adversarial_eps with standardize=True would measure the perturbation in "
                                     "standardized units; standardize X yourself or set standardize=False")
 
-    def _features(self, X: Any, fitting: bool) -> np.ndarray:
+    def _resolve_backend(self, X: Any):
+        """(device, on_torch) for a fit; errors for an unknown backend, CUDA without CUDA, core on a GPU."""
         dev = resolve_device(self.device, X)
-        if dev.type != "cpu":
-            raise InvalidInputError(f"ConvexReLU runs on the CPU for now; device {str(dev)!r} is not supported")
+        if self.backend not in BACKENDS:
+            raise InvalidInputError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.dtype not in ("float64", "float32"):
+            raise InvalidInputError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
+        if self.backend == "core" and dev.type != "cpu":
+            raise InvalidInputError(f"backend='core' runs on the CPU; device {dev} needs backend 'torch' or 'auto'")
+        on_torch = self.backend == "torch" or dev.type == "cuda"
+        if on_torch:
+            require_torch("ConvexReLU")
+        if self.dtype == "float32" and not (on_torch and self.solver in ("admm", "admm-approx")):
+            raise InvalidInputError("dtype='float32' is for the torch ADMM (solver 'admm'/'admm-approx' with "
+                                    "backend='torch' or a CUDA device); the core and cvxpy run in float64")
+        if on_torch and self.solver in ("scp", "cvxpy"):
+            log.info("solver=%r runs on the CPU (the Rust core / cvxpy); device %s is used by 'admm' only",
+                     self.solver, dev)
+            on_torch = False
+        return dev, on_torch
+
+    def _features(self, X: Any, fitting: bool) -> np.ndarray:
+        if not fitting:
+            resolve_device(self.device, X)
         X = as_float_array(X, "X", ndim=2)
         check_finite(X, "X")
         if fitting:
@@ -215,6 +248,7 @@ class ConvexReLU:
     def fit(self, X: Any, y: Any) -> "ConvexReLU":
         self._check_params()
         t0 = time.perf_counter()
+        self._device, self._on_torch = self._resolve_backend(X)
         Xa = self._features(X, fitting=True)
         Y = self._targets(y, Xa.shape[0])
         n, d = Xa.shape
@@ -253,6 +287,7 @@ class ConvexReLU:
             self.n_iter_ = iters
             self.status_ = statuses[0] if len(set(statuses)) == 1 else statuses
             self.u_solver_ = None
+            self.device_ = "cpu (cvxpy)"
             self.history_ = {"output": np.array([h[0] for h in hist]), "iter": np.array([h[1] for h in hist]),
                              "objective": np.array([h[2] for h in hist]), "seconds": np.array([h[3] for h in hist])}
         elif self.solver == "scp":
@@ -319,18 +354,27 @@ class ConvexReLU:
         every, bar, progress = self._progress(Y.shape[1], "ConvexReLU ADMM")
 
         u_solver = self.u_solver
+        budget = self._memory_budget
+        if self._on_torch and self._device.type == "cuda":
+            import torch
+            budget = min(budget, 0.8 * float(torch.cuda.mem_get_info(self._device.torch())[0]))
         if self.solver == "admm-approx":
             n = Xa.shape[0]
-            fits = _core.convex_ustep_memory("woodbury", n, Xa.shape[1], D.shape[1]) <= self._memory_budget
+            fits = _core.convex_ustep_memory("woodbury", n, Xa.shape[1], D.shape[1]) <= budget
             u_solver = "woodbury" if fits else self.u_solver
         kw = dict(loss=self.loss, rho=rho, max_iter=int(self.max_iter), eps_abs=0.1 * float(self.tol),
-                  eps_rel=float(self.tol), u_solver=u_solver, memory_limit=float(self._memory_budget),
+                  eps_rel=float(self.tol), u_solver=u_solver, memory_limit=float(budget),
                   time_limit=float(self.time_limit) if self.time_limit is not None else float("inf"),
                   callback=progress, callback_every=every,
                   # With the loss split off, residual balancing has no scale to balance (see admm.rs): fixed rho.
                   adapt_every=25 if squared else 0)
         try:
-            results = _core.convex_admm(Xa, np.ascontiguousarray(Y), D, float(self.beta), **kw)
+            if self._on_torch:
+                from ..torch_backend.convex import convex_admm
+                results = convex_admm(Xa, np.ascontiguousarray(Y), D, float(self.beta), device=self._device,
+                                      dtype=self.dtype, **kw)
+            else:
+                results = _core.convex_admm(Xa, np.ascontiguousarray(Y), D, float(self.beta), **kw)
         finally:
             if bar is not None:
                 bar.close()
@@ -338,6 +382,7 @@ class ConvexReLU:
             V[c], W[c] = r["v"], r["w"]
         self._record(results, "ADMM")
         self.u_solver_ = results[0]["u_solver"]
+        self.device_ = f"{self._device} (torch, {self.dtype})" if self._on_torch else "cpu (Rust core)"
 
     def _progress(self, outputs: int, desc: str):
         """(callback_every, tqdm bar or None, callback) for the Rust solvers' progress reports."""
@@ -396,6 +441,7 @@ class ConvexReLU:
             V[c], W[c] = H * np.maximum(a, 0.0)[None, :], H * np.maximum(-a, 0.0)[None, :]
         self._record(results, "SCP")
         self.u_solver_ = None
+        self.device_ = "cpu (Rust core)"
 
     # ------------------------------------------------------------------ prediction
     def _check_fitted(self) -> None:

@@ -197,9 +197,43 @@ fn convex_ustep_memory(kind: &str, n: usize, d: usize, p: usize) -> PyResult<f64
     Ok(nncert_core::convex::ustep::memory_bytes(k, n, d, p))
 }
 
+/// The u-step `auto` would pick (or the explicit one, checked against `memory_limit` bytes) for an n x d problem
+/// with P patterns; the torch path uses it so that both paths choose the same way.
+#[pyfunction]
+fn convex_ustep_choose(py: Python<'_>, kind: &str, n: usize, d: usize, p: usize, memory_limit: f64) -> PyResult<&'static str> {
+    run_detached(py, || {
+        let k = USolve::parse(kind)?;
+        Ok(nncert_core::convex::ustep::choose(k, n, d, p, memory_limit)?.name())
+    })
+}
+
+/// Projects each column j of `u` (d x 2P; column j uses pattern j mod P) onto its cone
+/// {v : (2D_j - I) X v >= 0} (Hildreth); returns (projected u, largest remaining violation).
+#[pyfunction]
+#[pyo3(signature = (x, patterns, u, max_sweeps=2000))]
+fn convex_project_cones<'py>(py: Python<'py>, x: PyReadonlyArray2<'py, f64>, patterns: PyReadonlyArray2<'py, f64>,
+                             u: PyReadonlyArray2<'py, f64>, max_sweeps: usize) -> PyResult<(Bound<'py, PyArray2<f64>>, f64)> {
+    let (xr, pr, ur) = (RawMat::of(&x), RawMat::of(&patterns), RawMat::of(&u));
+    let (out, worst) = run_detached(py, || {
+        // Safety: x, patterns and u stay borrowed until this function returns.
+        let (xv, pv, uv) = unsafe { (xr.view(), pr.view(), ur.view()) };
+        if pv.nrows() != xv.nrows() || uv.nrows() != xv.ncols() || uv.ncols() != 2 * pv.ncols() {
+            return Err(nncert_core::Error::Shape(format!(
+                "project_cones: X is {} x {}, patterns {} x {}, u {} x {} (u must be d x 2P)",
+                xv.nrows(), xv.ncols(), pv.nrows(), pv.ncols(), uv.nrows(), uv.ncols())));
+        }
+        let mut out = uv.to_owned();
+        let worst = nncert_core::convex::project::project_cones(xv, pv, out.as_mut(), max_sweeps);
+        Ok((out, worst))
+    })?;
+    Ok((mat_to_numpy(py, &out), worst))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convex_admm, m)?)?;
     m.add_function(wrap_pyfunction!(convex_ustep_memory, m)?)?;
     m.add_function(wrap_pyfunction!(convex_scp, m)?)?;
+    m.add_function(wrap_pyfunction!(convex_ustep_choose, m)?)?;
+    m.add_function(wrap_pyfunction!(convex_project_cones, m)?)?;
     Ok(())
 }

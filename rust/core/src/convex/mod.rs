@@ -9,7 +9,7 @@
 
 pub mod admm;
 mod ops;
-mod project;
+pub mod project;
 pub mod scp;
 pub mod ustep;
 

@@ -10,7 +10,7 @@ use faer::{Mat, MatMut, MatRef};
 
 /// Projects each column j of `u` (d x 2P; column j uses pattern j mod P) onto its cone, in place.
 /// Returns the largest remaining violation max(0, -(2D_j - I)_k x_k^T u_j).
-pub(crate) fn project_cones(x: MatRef<'_, f64>, dm: MatRef<'_, f64>, mut u: MatMut<'_, f64>, max_sweeps: usize) -> f64 {
+pub fn project_cones(x: MatRef<'_, f64>, dm: MatRef<'_, f64>, mut u: MatMut<'_, f64>, max_sweeps: usize) -> f64 {
     let (n, d) = (x.nrows(), x.ncols());
     let p = dm.ncols();
     // Row-major copy of X and the squared row norms.
