@@ -250,13 +250,21 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
     else:
         cert = _core.lipschitz_certify(net._core, nrm, rho, mults, d, c_eff, certify)
     details["certify_seconds"] = time.perf_counter() - tc
+    return _certified_result(cert, certify=certify, method=method_used, status=status, solver=name, nrm=nrm,
+                             naive=naive, lower=lower, output=output, details=details, t0=t0)
+
+
+def _certified_result(cert: dict[str, Any], *, certify: bool, method: str, status: str, solver: str, nrm: str,
+                      naive: float, lower: float, output: Any, details: dict[str, Any], t0: float) -> LipschitzResult:
+    """The result from the core's certificate: its bound when certified (an error when it could not be, or
+    when it lies below the sampled lower bound, which would be a bug), the solver's bound otherwise."""
     details["solver_bound"] = cert["solver_bound"]
     details["lmis"] = cert["lmis"]
     details["repaired"] = cert["repaired"]
     details["certificate"] = cert["message"]
     if certify:
         if not cert["certified"]:
-            raise SolverError(f"{method_used}: the solver's multipliers could not be certified "
+            raise SolverError(f"{method}: the solver's multipliers could not be certified "
                               f"({cert['message']}); solver status {status!r}")
         bound, certified = float(cert["bound"]), True
         if bound < lower * (1 - 1e-9):
@@ -265,8 +273,8 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
     else:
         bound, certified = float(cert["solver_bound"]), False
     return LipschitzResult(bound=bound, certified=certified, naive_bound=naive, lower_bound=float(lower),
-                           method=method_used, norm=nrm, seconds=time.perf_counter() - t0, solver_status=status,
-                           solver=name, output=output, details=details)
+                           method=method, norm=nrm, seconds=time.perf_counter() - t0, solver_status=status,
+                           solver=solver, output=output, details=details)
 
 
 def _nsr_full(net: Network, chain: dict[str, Any], nrm: str, c_eff: np.ndarray | None, solver: str | None,
@@ -305,23 +313,8 @@ def _nsr_full(net: Network, chain: dict[str, Any], nrm: str, c_eff: np.ndarray |
     tc = time.perf_counter()
     cert = _core.lipschitz_certify_full(net._core, nrm, rho, mults, Ss, Ps, d, c_eff, certify)
     details["certify_seconds"] = time.perf_counter() - tc
-    details["solver_bound"] = cert["solver_bound"]
-    details["lmis"] = cert["lmis"]
-    details["repaired"] = cert["repaired"]
-    details["certificate"] = cert["message"]
-    if certify:
-        if not cert["certified"]:
-            raise SolverError(f"nsr-full: the solver's multipliers could not be certified ({cert['message']}); "
-                              f"solver status {status!r}")
-        bound, certified = float(cert["bound"]), True
-        if bound < lower * (1 - 1e-9):
-            raise Error(f"internal error: certified bound {bound} is below the sampled lower bound {lower} "
-                        f"(please report)")
-    else:
-        bound, certified = float(cert["solver_bound"]), False
-    return LipschitzResult(bound=bound, certified=certified, naive_bound=naive, lower_bound=lower,
-                           method="nsr-full", norm=nrm, seconds=time.perf_counter() - t0, solver_status=status,
-                           solver=name, output=output, details=details)
+    return _certified_result(cert, certify=certify, method="nsr-full", status=status, solver=name, nrm=nrm,
+                             naive=naive, lower=lower, output=output, details=details, t0=t0)
 
 
 __all__ = ["lipschitz", "LipschitzResult", "METHODS"]

@@ -10,6 +10,24 @@ use pyo3::types::PyDict;
 use crate::arrays::{mat_to_numpy, RawMat};
 use crate::errors::run_detached;
 
+/// Solves for each column of `y` in turn (the solver returns its result and whether it was interrupted);
+/// an interruption stops before the next column.
+fn per_output<R>(
+    y: faer::MatRef<'_, f64>,
+    mut solve: impl FnMut(usize, &[f64]) -> nncert_core::Result<(R, bool)>,
+) -> nncert_core::Result<Vec<R>> {
+    let mut out = Vec::with_capacity(y.ncols());
+    for c in 0..y.ncols() {
+        let target: Vec<f64> = (0..y.nrows()).map(|i| y[(i, c)]).collect();
+        let (res, stop) = solve(c, &target)?;
+        out.push(res);
+        if stop {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// Runs the ADMM for each column of `y` (n x C), sharing one factorisation of the u-step.
 /// `callback(output, iter, objective, primal_residual, dual_residual)` is called every
 /// `callback_every` iterations with the GIL held; an exception (e.g. KeyboardInterrupt) stops the run.
@@ -58,18 +76,12 @@ fn convex_admm<'py>(
             return Err(nncert_core::Error::Shape(format!("y has {} rows but X has {}", yv.nrows(), xv.nrows())));
         }
         let problem = AdmmProblem::new(xv, pv, loss, &settings)?;
-        let mut out = Vec::with_capacity(yv.ncols());
-        for c in 0..yv.ncols() {
-            let target: Vec<f64> = (0..yv.nrows()).map(|i| yv[(i, c)]).collect();
+        per_output(yv, |c, target| {
             let mut progress = |r: &Record| -> bool { report(&callback, &cb_error, every, c, r) };
-            let res = problem.solve(&target, beta, loss, &settings, &mut progress)?;
+            let res = problem.solve(target, beta, loss, &settings, &mut progress)?;
             let stop = res.status == "interrupted";
-            out.push(res);
-            if stop {
-                break;
-            }
-        }
-        Ok(out)
+            Ok((res, stop))
+        })
     })?;
     if let Some(e) = cb_error.lock().unwrap().take() {
         return Err(e);
@@ -138,18 +150,12 @@ fn convex_scp<'py>(
             return Err(nncert_core::Error::Shape(format!("y has {} rows but X has {}", yv.nrows(), xv.nrows())));
         }
         let problem = ScpProblem::new(xv, hv)?;
-        let mut out = Vec::with_capacity(yv.ncols());
-        for c in 0..yv.ncols() {
-            let target: Vec<f64> = (0..yv.nrows()).map(|i| yv[(i, c)]).collect();
+        per_output(yv, |c, target| {
             let mut progress = |r: &Record| -> bool { report(&callback, &cb_error, every, c, r) };
-            let res = problem.solve(&target, beta, loss, &settings, &mut progress)?;
+            let res = problem.solve(target, beta, loss, &settings, &mut progress)?;
             let stop = res.status == "interrupted";
-            out.push(res);
-            if stop {
-                break;
-            }
-        }
-        Ok(out)
+            Ok((res, stop))
+        })
     })?;
     if let Some(e) = cb_error.lock().unwrap().take() {
         return Err(e);
