@@ -172,6 +172,27 @@ pub struct Record {
     pub inner_iterations: usize,
 }
 
+impl Record {
+    /// Why an ADMM run stops after this record, if it does: a non-finite objective is an error; then an
+    /// interruption by `progress`, convergence (both residuals within their tolerances), the time limit.
+    pub(crate) fn stop(&self, what: &str, progress: &mut dyn FnMut(&Record) -> bool, eps_pri: f64, eps_dual: f64,
+                       time_limit: f64) -> Result<Option<&'static str>> {
+        if !self.objective.is_finite() {
+            return Err(Error::Solver(format!("{what} diverged at iteration {} (objective {})", self.iter,
+                                             self.objective)));
+        }
+        Ok(if !progress(self) {
+            Some("interrupted")
+        } else if self.primal_residual <= eps_pri && self.dual_residual <= eps_dual {
+            Some("converged")
+        } else if self.seconds > time_limit {
+            Some("time_limit")
+        } else {
+            None
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct AdmmResult {
     /// d x P each: column j is v_j (resp. w_j).
@@ -424,19 +445,8 @@ impl<'a> AdmmProblem<'a> {
                 inner_iterations: inner,
             };
             history.push(rec);
-            if !objective.is_finite() {
-                return Err(Error::Solver(format!("ADMM diverged at iteration {it} (objective {objective})")));
-            }
-            if !progress(&rec) {
-                status = "interrupted";
-                break;
-            }
-            if pres <= eps_pri && dres <= eps_dual {
-                status = "converged";
-                break;
-            }
-            if rec.seconds > settings.time_limit {
-                status = "time_limit";
+            if let Some(why) = rec.stop("ADMM", progress, eps_pri, eps_dual, settings.time_limit)? {
+                status = why;
                 break;
             }
             if settings.adapt_every > 0 && it % settings.adapt_every == 0 && refactors < settings.max_refactor {

@@ -242,19 +242,8 @@ impl ScpProblem {
             let rec = Record { iter: it, objective, primal_residual: pres, dual_residual: dres, violation: 0.0,
                                seconds: start.elapsed().as_secs_f64(), inner_iterations: 0 };
             history.push(rec);
-            if !objective.is_finite() {
-                return Err(Error::Solver(format!("SCP ADMM diverged at iteration {it} (objective {objective})")));
-            }
-            if !progress(&rec) {
-                status = "interrupted";
-                break;
-            }
-            if pres <= eps_pri && dres <= eps_dual {
-                status = "converged";
-                break;
-            }
-            if rec.seconds > settings.time_limit {
-                status = "time_limit";
+            if let Some(why) = rec.stop("SCP ADMM", progress, eps_pri, eps_dual, settings.time_limit)? {
+                status = why;
                 break;
             }
             if settings.adapt_every > 0 && it % settings.adapt_every == 0 && adapts < settings.max_adapt {
