@@ -184,23 +184,31 @@ def build(chain: dict[str, Any], norm: str, multipliers: str, rowspace: bool = T
     return prob, rho, d, svars, info
 
 
-def solve(chain: dict[str, Any], norm: str, multipliers: str, solver: str, verbose: bool = False,
-          solver_options: dict[str, Any] | None = None, use_gamma: bool = True):
-    """Solves the chain SDP; returns (rho, d, stage multipliers, status, info)."""
+def run_cvxpy(prob: Any, rho: Any, solver: str, verbose: bool, solver_options: dict[str, Any] | None,
+              info: dict[str, Any], what: str) -> str:
+    """Solves a built cvxpy problem with the solver's defaults overridden by ``solver_options``, records the
+    solver's statistics in ``info`` and returns the status; no usable rho is a SolverError naming ``what``."""
     import cvxpy as cp
 
-    prob, rho, d, svars, info = build(chain, norm, multipliers, use_gamma=use_gamma)
     opts = dict(SOLVER_DEFAULTS.get(solver, {}))
     opts.update(solver_options or {})
     try:
         prob.solve(solver=solver, verbose=verbose, **opts)
     except cp.error.SolverError as e:
-        raise SolverError(f"{solver} failed on the Lipschitz SDP: {e}") from e
+        raise SolverError(f"{solver} failed on {what}: {e}") from e
     status = prob.status
     info["solver_stats"] = {"solve_time": getattr(prob.solver_stats, "solve_time", None),
                             "num_iters": getattr(prob.solver_stats, "num_iters", None)}
     if status not in ("optimal", "optimal_inaccurate") or rho.value is None:
-        raise SolverError(f"{solver} returned status {status!r} on the Lipschitz SDP (no bound produced)")
+        raise SolverError(f"{solver} returned status {status!r} on {what} (no bound produced)")
+    return status
+
+
+def solve(chain: dict[str, Any], norm: str, multipliers: str, solver: str, verbose: bool = False,
+          solver_options: dict[str, Any] | None = None, use_gamma: bool = True):
+    """Solves the chain SDP; returns (rho, d, stage multipliers, status, info)."""
+    prob, rho, d, svars, info = build(chain, norm, multipliers, use_gamma=use_gamma)
+    status = run_cvxpy(prob, rho, solver, verbose, solver_options, info, "the Lipschitz SDP")
     mults = [v.values() for v in svars]
     dv = None if d is None else np.asarray(d.value, dtype=np.float64).ravel()
     return float(rho.value), dv, mults, status, info

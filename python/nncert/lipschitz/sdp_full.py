@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SolverError, UnsupportedModelError
-from .sdp import SOLVER_DEFAULTS, StageVars, restrict
+from ..errors import UnsupportedModelError
+from .sdp import StageVars, restrict, run_cvxpy
 
 
 def applies(chain: dict[str, Any]) -> bool:
@@ -119,20 +119,8 @@ def solve(chain: dict[str, Any], norm: str, solver: str, verbose: bool = False,
           solver_options: dict[str, Any] | None = None, use_gamma: bool = True, use_sp: bool = True):
     """Solves the full LMI; returns (rho, d, stage multipliers, S list, P list, status, info). S_0 is mapped
     back to the whole input space when the l2 row-space restriction was applied (x -> V_r^T x)."""
-    import cvxpy as cp
-
     prob, rho, d, svars, S_vars, P_vars, info = build(chain, norm, use_gamma, use_sp)
-    opts = dict(SOLVER_DEFAULTS.get(solver, {}))
-    opts.update(solver_options or {})
-    try:
-        prob.solve(solver=solver, verbose=verbose, **opts)
-    except cp.error.SolverError as e:
-        raise SolverError(f"{solver} failed on the full NSR SDP: {e}") from e
-    status = prob.status
-    info["solver_stats"] = {"solve_time": getattr(prob.solver_stats, "solve_time", None),
-                            "num_iters": getattr(prob.solver_stats, "num_iters", None)}
-    if status not in ("optimal", "optimal_inaccurate") or rho.value is None:
-        raise SolverError(f"{solver} returned status {status!r} on the full NSR SDP (no bound produced)")
+    status = run_cvxpy(prob, rho, solver, verbose, solver_options, info, "the full NSR SDP")
     mults = [v.values() for v in svars]
     Ss, Ps = [], []
     for st, v, S, P in zip(chain["stages"], svars, S_vars, P_vars):

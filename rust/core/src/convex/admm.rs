@@ -48,6 +48,22 @@ impl Loss {
             .sum()
     }
 
+    /// A target vector of length `n`, finite, and +-1 labels for the classification losses.
+    pub(crate) fn check_targets(self, y: &[f64], n: usize) -> Result<()> {
+        if y.len() != n {
+            return Err(Error::Shape(format!("y has {} entries but X has {n} rows", y.len())));
+        }
+        if let Some(k) = y.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidInput(format!("y[{k}] = {} is not finite", y[k])));
+        }
+        if self != Loss::Squared {
+            if let Some(k) = y.iter().position(|&v| v != 1.0 && v != -1.0) {
+                return Err(Error::InvalidInput(format!("the {self:?} loss needs labels +-1; y[{k}] = {}", y[k])));
+            }
+        }
+        Ok(())
+    }
+
     #[cfg(test)]
     pub(crate) fn prox_for_tests(self, a: f64, y: f64, t: f64) -> f64 {
         self.prox(a, y, t)
@@ -275,17 +291,7 @@ impl<'a> AdmmProblem<'a> {
                  progress: &mut dyn FnMut(&Record) -> bool) -> Result<AdmmResult> {
         let ops = &self.ops;
         let (n, d, p) = (ops.n(), ops.d(), ops.p());
-        if y.len() != n {
-            return Err(Error::Shape(format!("y has {} entries but X has {n} rows", y.len())));
-        }
-        if let Some(k) = y.iter().position(|v| !v.is_finite()) {
-            return Err(Error::InvalidInput(format!("y[{k}] = {} is not finite", y[k])));
-        }
-        if loss != Loss::Squared {
-            if let Some(k) = y.iter().position(|&v| v != 1.0 && v != -1.0) {
-                return Err(Error::InvalidInput(format!("the {loss:?} loss needs labels +-1; y[{k}] = {}", y[k])));
-            }
-        }
+        loss.check_targets(y, n)?;
         if (loss == Loss::Squared) != self.squared {
             return Err(Error::InvalidInput("the problem was factored for a different loss".into()));
         }

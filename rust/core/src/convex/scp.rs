@@ -168,17 +168,7 @@ impl ScpProblem {
     pub fn solve(&self, y: &[f64], beta: f64, loss: Loss, settings: &ScpSettings,
                  progress: &mut dyn FnMut(&Record) -> bool) -> Result<ScpResult> {
         let (n, nn) = (self.a.nrows(), self.a.ncols());
-        if y.len() != n {
-            return Err(Error::Shape(format!("y has {} entries but X has {n} rows", y.len())));
-        }
-        if let Some(k) = y.iter().position(|v| !v.is_finite()) {
-            return Err(Error::InvalidInput(format!("y[{k}] = {} is not finite", y[k])));
-        }
-        if loss != Loss::Squared {
-            if let Some(k) = y.iter().position(|&v| v != 1.0 && v != -1.0) {
-                return Err(Error::InvalidInput(format!("the {loss:?} loss needs labels +-1; y[{k}] = {}", y[k])));
-            }
-        }
+        loss.check_targets(y, n)?;
         if !(beta > 0.0 && beta.is_finite()) {
             return Err(Error::InvalidInput(format!("beta must be positive and finite, got {beta}")));
         }
