@@ -36,7 +36,7 @@ def forward(layers, x: np.ndarray) -> np.ndarray:
                 out[:, [a, b]] = np.where((d > 0)[:, None], z, refl)
             h = out
         elif isinstance(l, nncert.Residual):
-            h = h + forward(l.layers, h)
+            h = (h if l.skip is None else h @ l.skip.T) + forward(l.layers, h)
         else:
             raise TypeError(l)
     return h

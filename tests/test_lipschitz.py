@@ -86,6 +86,27 @@ def test_residual_relu_rewrite_of_maxmin(rng):
     assert r.naive_bound == pytest.approx(3.0)
 
 
+def test_residual_relu_rewrite_with_skip_gives_sqrt2_under_lipsdp_but_nsr_gives_one(rng):
+    # The exact case of Pauli et al. (ICLR 2024): max(a, b) = a + relu(b - a), min(a, b) = a - relu(a - b), i.e.
+    # y = S x + G relu(W x) with a non-identity skip S. LipSDP-Neuron on this rewrite gives sqrt(2); LipSDP-NSR on
+    # the MaxMin form gives the true constant 1.
+    S = np.array([[1.0, 0.0], [1.0, 0.0]])
+    W = np.array([[-1.0, 1.0], [1.0, -1.0]])
+    G = np.array([[1.0, 0.0], [0.0, -1.0]])
+    res = nncert.Network([nncert.Residual([nncert.Dense(W), nncert.ReLU(), nncert.Dense(G)], skip=S)])
+    maxmin = nncert.Network([nncert.MaxMin()], input_dim=2)
+    x = rng.standard_normal((50, 2))
+    np.testing.assert_allclose(res(x), np.stack([x.max(1), x.min(1)], axis=1), atol=1e-12)
+    np.testing.assert_allclose(maxmin(x), res(x), atol=1e-12)
+    for solver in (None, "CLARABEL"):
+        r = nncert.lipschitz(res, method="lipsdp-neuron", solver=solver)
+        assert r.certified and np.sqrt(2) <= r.bound <= np.sqrt(2) * (1 + 1e-5), (solver, r.bound)
+        assert r.lower_bound == pytest.approx(1.0, rel=1e-9)
+    assert nncert.lipschitz(res, method="auto").method == "lipsdp-neuron"
+    n = nncert.lipschitz(maxmin, method="nsr")
+    assert n.certified and 1.0 <= n.bound <= 1 + 1e-6
+
+
 def test_sum_through_maxmin_linf_is_two():
     net = nncert.Network([nncert.Dense(np.eye(2)), nncert.MaxMin(), nncert.Dense(np.ones((1, 2)))])
     r = nncert.lipschitz(net, norm="inf", output=0, method="nsr")

@@ -193,24 +193,36 @@ class Householder(Layer):
 
 
 class Residual(Layer):
-    """``y = x + f(x)`` where ``f`` is the sequence of inner layers (width-preserving)."""
+    """``y = S x + f(x)`` where ``f`` is the sequence of inner layers (width-preserving) and ``S`` the optional
+    linear skip, a square (d, d) matrix; ``skip=None`` (the default) is the identity, ``y = x + f(x)``. A skip
+    equal to the identity is stored as ``None``."""
 
-    def __init__(self, layers: Iterable[Layer]):
+    def __init__(self, layers: Iterable[Layer], skip: Any = None):
         self.layers = tuple(layers)
         if not self.layers:
             raise ShapeError("Residual: needs at least one inner layer")
         for k, l in enumerate(self.layers):
             if not isinstance(l, Layer):
                 raise InvalidInputError(f"Residual: inner layer {k} is {type(l).__name__}, not an nncert layer")
+        self.skip: np.ndarray | None = None
+        if skip is not None:
+            S = frozen_copy(skip, "Residual.skip", ndim=2)
+            if S.shape[0] != S.shape[1] or S.shape[0] == 0:
+                raise ShapeError(f"Residual: skip must be a square (d, d) matrix, got shape {S.shape}")
+            if not np.array_equal(S, np.eye(S.shape[0])):
+                self.skip = S
 
     def spec(self) -> tuple:
-        return ("residual", [l.spec() for l in self.layers])
+        if self.skip is None:
+            return ("residual", [l.spec() for l in self.layers])
+        return ("residual", [l.spec() for l in self.layers], self.skip)
 
     def params(self) -> dict[str, Any]:
-        return {"layers": list(self.layers)}
+        return {"layers": list(self.layers), "skip": self.skip}
 
     def __repr__(self) -> str:
-        return f"Residual([{', '.join(map(repr, self.layers))}])"
+        inner = f"Residual([{', '.join(map(repr, self.layers))}]"
+        return inner + (")" if self.skip is None else f", skip={self.skip.shape[0]}x{self.skip.shape[1]})")
 
 
 def walk(layers: Sequence[Layer]) -> Iterable[Layer]:

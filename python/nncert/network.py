@@ -92,8 +92,9 @@ class Network:
                 d = l.out_features
             elif isinstance(l, Residual):
                 n = sum(x.W.size + x.b.size for x in walk(l.layers) if isinstance(x, Dense))
+                n += 0 if l.skip is None else l.skip.size
                 inner = ", ".join(type(x).__name__ for x in l.layers)
-                shape = f"{d} -> {d}  [x + f(x); f = {inner}]"
+                shape = f"{d} -> {d}  [{'x' if l.skip is None else 'S x'} + f(x); f = {inner}]"
             else:
                 shape, n = f"{d}", 0
             rows.append((str(k), repr(l) if not isinstance(l, (Dense, Residual)) else type(l).__name__, shape, str(n)))

@@ -8,6 +8,7 @@ core exactly (GroupSort sorts each group in descending order; the pairings are t
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -91,14 +92,27 @@ class Householder(nn.Module):
 
 
 class Residual(nn.Module):
-    """``y = x + f(x)``; ``f`` is the given module, or an ``nn.Sequential`` of the given modules."""
+    """``y = S x + f(x)``; ``f`` is the given module, or an ``nn.Sequential`` of the given modules. ``skip``: None
+    (the identity, ``y = x + f(x)``), a bias-free ``nn.Linear(d, d)`` (trainable S), or a (d, d) tensor / array
+    (wrapped in such a Linear)."""
 
-    def __init__(self, *modules: nn.Module):
+    def __init__(self, *modules: nn.Module, skip: Any = None):
         super().__init__()
         self.f = modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+        if skip is not None and not isinstance(skip, nn.Linear):
+            S = torch.as_tensor(skip)
+            if S.ndim != 2 or S.shape[0] != S.shape[1]:
+                raise ShapeError(f"Residual: skip must be a square (d, d) matrix, got shape {tuple(S.shape)}")
+            lin = nn.Linear(S.shape[1], S.shape[0], bias=False, dtype=S.dtype if S.is_floating_point() else None)
+            with torch.no_grad():
+                lin.weight.copy_(S)
+            skip = lin
+        if skip is not None and (skip.bias is not None or skip.in_features != skip.out_features):
+            raise ShapeError("Residual: skip must be a square nn.Linear without bias")
+        self.skip = skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.f(x)
+        return (x if self.skip is None else self.skip(x)) + self.f(x)
 
 
 __all__ = ["GroupSort", "MaxMin", "Householder", "Residual"]

@@ -34,7 +34,12 @@ def _encode(layers: tuple[Layer, ...], arrays: dict[str, np.ndarray]) -> list[di
             arrays[f"a{k}"], arrays[f"a{k + 1}"] = l.W, l.b
             out.append({"type": "Dense", "W": f"a{k}", "b": f"a{k + 1}"})
         elif isinstance(l, Residual):
-            out.append({"type": "Residual", "layers": _encode(l.layers, arrays)})
+            entry: dict[str, Any] = {"type": "Residual", "layers": _encode(l.layers, arrays)}
+            if l.skip is not None:
+                k = len(arrays)
+                arrays[f"a{k}"] = l.skip
+                entry["skip"] = f"a{k}"
+            out.append(entry)
         else:
             out.append({"type": kind, **l.params()})
     return out
@@ -47,7 +52,7 @@ def _decode(spec: list[dict[str, Any]], arrays: Any) -> list[Layer]:
         if kind == "Dense":
             layers.append(Dense(arrays[d["W"]], arrays[d["b"]]))
         elif kind == "Residual":
-            layers.append(Residual(_decode(d["layers"], arrays)))
+            layers.append(Residual(_decode(d["layers"], arrays), arrays[d["skip"]] if d.get("skip") else None))
         elif kind in _SIMPLE:
             layers.append(_SIMPLE[kind]())
         elif kind == "LeakyReLU":

@@ -57,7 +57,9 @@ def _convert(module: Any, path: str) -> list[Layer]:
     if isinstance(module, nt.Householder):
         return [Householder(float(module.theta.detach()), module.pairing)]
     if isinstance(module, nt.Residual):
-        return [Residual(_convert(module.f, f"{where}.f"))]
+        skip = getattr(module, "skip", None)
+        S = None if skip is None else skip.weight.detach().cpu().double().numpy()
+        return [Residual(_convert(module.f, f"{where}.f"), S)]
     raise UnsupportedModelError(
         f"{where}: torch module {type(module).__module__}.{type(module).__name__} is not supported "
         f"(supported: Sequential, Linear, ReLU, LeakyReLU, Tanh, Sigmoid, Flatten, Identity, Dropout, "
@@ -106,7 +108,12 @@ def _module(layer: Layer, dtype: Any, device: Any) -> Any:
     if isinstance(layer, Householder):
         return nt.Householder(layer.theta, layer.pairing).to(device=device)
     if isinstance(layer, Residual):
-        return nt.Residual(nn.Sequential(*[_module(l, dtype, device) for l in layer.layers]))
+        skip = None
+        if layer.skip is not None:
+            skip = nn.Linear(layer.skip.shape[1], layer.skip.shape[0], bias=False, dtype=dtype, device=device)
+            with torch.no_grad():
+                skip.weight.copy_(torch.tensor(layer.skip))
+        return nt.Residual(nn.Sequential(*[_module(l, dtype, device) for l in layer.layers]), skip=skip)
     raise UnsupportedModelError(f"no torch module for layer {layer!r}")  # pragma: no cover
 
 

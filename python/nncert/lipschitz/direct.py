@@ -53,13 +53,14 @@ class Entries:
             sel = (inv >= s) & (inv < s + CHUNK)
             yield uv[s:s + CHUNK], inv[sel] - s, self.row[sel], self.col[sel], self.val[sel]
 
-    def quad(self, W: np.ndarray):
-        """Coefficient stacks of W^T X W (n x n), per chunk of variables."""
-        n = W.shape[1]
+    def quad(self, W: np.ndarray, V: np.ndarray | None = None):
+        """Coefficient stacks of W^T X W (n x n), or of W^T X V (n x V.shape[1]) when ``V`` is given, per chunk of
+        variables."""
+        V = W if V is None else V
         for uv, k, r, c, v in self.chunks():
-            out = np.zeros((len(uv), n, n))
-            # sum over entries of v * outer(W[r], W[c]); grouped by (var) via add.at on the first axis
-            np.add.at(out, k, v[:, None, None] * W[r][:, :, None] * W[c][:, None, :])
+            out = np.zeros((len(uv), W.shape[1], V.shape[1]))
+            # sum over entries of v * outer(W[r], V[c]); grouped by (var) via add.at on the first axis
+            np.add.at(out, k, v[:, None, None] * W[r][:, :, None] * V[c][:, None, :])
             yield uv, out
 
     def left(self, G: np.ndarray):
@@ -239,7 +240,15 @@ def build(chain: dict[str, Any], norm: str, multipliers: str, Ws: list[np.ndarra
                 for uv, cf in Q.quad(W):
                     lmi.dense(uv, -cf, 0, 0)
                 lmi.entries(Q, off=n)
-            if residual:  # z' = z + G w: [[-X', -X'G], [., -G^T X' G]]
+            if residual and st.get("S") is not None:  # z' = S z + G w: [[-S^T X' S, -S^T X' G], [., -G^T X' G]]
+                Gm, Sm = np.asarray(st["G"]), np.asarray(st["S"])
+                for uv, cf in Xn.quad(Sm):
+                    lmi.dense(uv, -cf, 0, 0)
+                for uv, cf in Xn.quad(Gm, Sm):  # G^T X' S (m x n): the B^T block
+                    lmi.dense(uv, -cf, n, 0)
+                for uv, cf in Xn.quad(Gm):
+                    lmi.dense(uv, -cf, n, n)
+            elif residual:  # z' = z + G w: [[-X', -X'G], [., -G^T X' G]]
                 Gm = np.asarray(st["G"])
                 lmi.entries(Xn, sign=-1.0)
                 for uv, cf in Xn.left(Gm):  # X' G (n x m); the B^T block is its transpose

@@ -164,10 +164,16 @@ def build(chain: dict[str, Any], norm: str, multipliers: str, rowspace: bool = T
                 C = v.q
             if not st["residual"]:
                 C = C - Xn
-            if st["residual"]:  # z' = z + G w
+            if st["residual"]:  # z' = S z + G w (S = I without a skip)
                 G = np.asarray(st["G"])
-                A = A - Xn
-                B = B - Xn @ G
+                S = st.get("S")
+                if S is None:
+                    A = A - Xn
+                    B = B - Xn @ G
+                else:
+                    S = np.asarray(S)
+                    A = A - S.T @ Xn @ S
+                    B = B - S.T @ Xn @ G
                 C = C - G.T @ Xn @ G
             M = cp.bmat([[A, B], [B.T, C]])
             sizes.append(n + m)

@@ -30,6 +30,7 @@ class TAct:
 @dataclass
 class TResidual:
     inner: list
+    skip: Any = None  # TDense (W = S, b = 0) of y = S x + f(x); None: the identity
 
 
 def _groups(layer: GroupSort, n: int, device: Any) -> Any:
@@ -48,7 +49,11 @@ def _compile(layers, width: int, device: Any, dtype: Any) -> tuple[list, int]:
             width = l.out_features
         elif isinstance(l, Residual):
             inner, _ = _compile(l.layers, width, device, dtype)
-            out.append(TResidual(inner))
+            skip = None
+            if l.skip is not None:
+                skip = TDense(torch.tensor(np.array(l.skip), dtype=dtype, device=device),
+                              torch.zeros(l.skip.shape[0], dtype=dtype, device=device))
+            out.append(TResidual(inner, skip))
         elif isinstance(l, LeakyReLU):
             out.append(TAct("leaky_relu", slope=l.slope))
         elif isinstance(l, ReLU):

@@ -56,14 +56,16 @@ def _product(layers: Any, norm: str, t) -> float:
             W = t(l.W)
             b *= spectral_norm(W) if norm == "2" else inf_norm(W)
         elif isinstance(l, Residual):
-            b *= 1.0 + _product(l.layers, norm, t)
+            s = 1.0 if l.skip is None else (spectral_norm(t(l.skip)) if norm == "2" else inf_norm(t(l.skip)))
+            b *= (s + _product(l.layers, norm, t)) * (1 + 2 * EPS)
         else:
             b *= _act_constant(l, norm)
     return b * (1 + 2 * (len(layers) + 1) * EPS)
 
 
 def naive_bound(net: Any, norm: str, c: np.ndarray | None, device: Any) -> float:
-    """Product of layer norms (residual blocks: 1 + inner bound); with ``c``, of the scalar map c^T f."""
+    """Product of layer norms (residual blocks: ||S|| + inner bound, ||I|| = 1); with ``c``, of the scalar map
+    c^T f."""
     import torch
 
     dev = device.torch()
@@ -217,12 +219,17 @@ class _Builder:
         else:
             a2, apb, cq = -1.0, 0.0, 1.0
         wqw, wq, xn = W.T @ q @ W, W.T @ q, self.x(k + 1, ab)
-        if st["residual"]:
+        if st["residual"]:  # z' = S z + G w
             G = self.t(st["G"])
             G = G.abs() if ab else G
             xg = xn @ G
             gxg = G.T @ xg
-            A = xk + sg(-1.0) * xn + sg(a2) * wqw
+            sxs = xn
+            if st.get("S") is not None:
+                S = self.t(st["S"])
+                S = S.abs() if ab else S
+                sxs, xg = S.T @ xn @ S, S.T @ xg
+            A = xk + sg(-1.0) * sxs + sg(a2) * wqw
             Bm = sg(-1.0) * xg + sg(-apb) * wq
         else:
             gxg = xn

@@ -66,8 +66,9 @@ def _back_list(ops: list, lam: Any, c: Any) -> tuple[Any, Any]:
         elif kind == "act":
             lam, c = _back_act(op, lam, c)
         else:
-            f, c = _back_list(op, lam, c)
-            lam = lam + f
+            inner, skip = op
+            f, c = _back_list(inner, lam, c)
+            lam = f + (lam if skip is None else lam @ skip.W)
     return lam, c
 
 
@@ -93,7 +94,9 @@ def _walk(layers: list, ctx: list[list], l: Any, u: Any, st: Propagation, crown:
             ctx.append([])
             fl, fu = _walk(layer.inner, ctx, l, u, st, crown)
             inner = ctx.pop()
-            ctx[-1].append(("res", inner))
+            ctx[-1].append(("res", (inner, layer.skip)))
+            if layer.skip is not None:
+                l, u = _ibp_dense(layer.skip, l, u)
             l, u = l + fl, u + fu
         else:
             assert isinstance(layer, TAct)

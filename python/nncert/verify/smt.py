@@ -72,6 +72,8 @@ def encode(net, lo: np.ndarray, hi: np.ndarray, pre: Sequence[tuple[np.ndarray, 
                 h = _affine(z3, layer.W, layer.b, h, deadline)
             elif isinstance(layer, Residual):
                 f = run(layer.layers, list(h))
+                if layer.skip is not None:
+                    h = _affine(z3, layer.skip, np.zeros(len(h)), h, deadline)
                 h = [a + b for a, b in zip(h, f)]
             else:
                 a = state["act"]

@@ -7,7 +7,7 @@ use faer::Mat;
 use rayon::prelude::*;
 
 use crate::error::{invalid_err, shape_err, Result};
-use crate::network::{Layer, Network, Pairing};
+use crate::network::{Dense, Layer, Network, Pairing};
 
 /// What the backward pass needs to remember about one layer's forward evaluation.
 enum Tape {
@@ -21,22 +21,32 @@ enum Tape {
     Residual(Vec<Tape>),
 }
 
+/// W x + b of one vector.
+fn dense_apply(d: &Dense, h: &[f64]) -> Vec<f64> {
+    let w = d.weight();
+    let mut y = d.bias().to_vec();
+    for (j, &xj) in h.iter().enumerate() {
+        if xj != 0.0 {
+            for (i, yi) in y.iter_mut().enumerate() {
+                *yi += w[(i, j)] * xj;
+            }
+        }
+    }
+    y
+}
+
+/// W^T g of one vector.
+fn dense_apply_t(d: &Dense, g: &[f64]) -> Vec<f64> {
+    let w = d.weight();
+    (0..w.ncols()).map(|j| (0..w.nrows()).map(|i| w[(i, j)] * g[i]).sum()).collect()
+}
+
 fn forward_tape(layers: &[Layer], mut h: Vec<f64>, tape: &mut Vec<Tape>) -> Vec<f64> {
     for layer in layers {
         h = match layer {
             Layer::Dense(d) => {
                 tape.push(Tape::Dense);
-                let w = d.weight();
-                let mut y = d.bias().to_vec();
-                for j in 0..w.ncols() {
-                    let xj = h[j];
-                    if xj != 0.0 {
-                        for (i, yi) in y.iter_mut().enumerate() {
-                            *yi += w[(i, j)] * xj;
-                        }
-                    }
-                }
-                y
+                dense_apply(d, &h)
             }
             Layer::ReLU => {
                 tape.push(Tape::Diag(h.iter().map(|&v| if v > 0.0 { 1.0 } else { 0.0 }).collect()));
@@ -93,11 +103,15 @@ fn forward_tape(layers: &[Layer], mut h: Vec<f64>, tape: &mut Vec<Tape>) -> Vec<
                 tape.push(Tape::Reflect { flags, r, pairing: *pairing });
                 y
             }
-            Layer::Residual(inner) => {
+            Layer::Residual { inner, skip } => {
                 let mut sub = Vec::new();
                 let f = forward_tape(inner, h.clone(), &mut sub);
                 tape.push(Tape::Residual(sub));
-                h.iter().zip(f).map(|(a, b)| a + b).collect()
+                let sh = match skip {
+                    None => h,
+                    Some(s) => dense_apply(s, &h),
+                };
+                sh.iter().zip(f).map(|(a, b)| a + b).collect()
             }
         };
     }
@@ -107,10 +121,7 @@ fn forward_tape(layers: &[Layer], mut h: Vec<f64>, tape: &mut Vec<Tape>) -> Vec<
 fn backward(layers: &[Layer], tape: &[Tape], mut g: Vec<f64>) -> Vec<f64> {
     for (layer, t) in layers.iter().zip(tape).rev() {
         g = match (layer, t) {
-            (Layer::Dense(d), Tape::Dense) => {
-                let w = d.weight();
-                (0..w.ncols()).map(|j| (0..w.nrows()).map(|i| w[(i, j)] * g[i]).sum()).collect()
-            }
+            (Layer::Dense(d), Tape::Dense) => dense_apply_t(d, &g),
             (_, Tape::Diag(dv)) => g.iter().zip(dv).map(|(a, b)| a * b).collect(),
             (_, Tape::Perm(src)) => {
                 let mut out = vec![0.0; g.len()];
@@ -132,9 +143,13 @@ fn backward(layers: &[Layer], tape: &[Tape], mut g: Vec<f64>) -> Vec<f64> {
                 }
                 out
             }
-            (Layer::Residual(inner), Tape::Residual(sub)) => {
+            (Layer::Residual { inner, skip }, Tape::Residual(sub)) => {
                 let gi = backward(inner, sub, g.clone());
-                g.iter().zip(gi).map(|(a, b)| a + b).collect()
+                let sg = match skip {
+                    None => g,
+                    Some(s) => dense_apply_t(s, &g),
+                };
+                sg.iter().zip(gi).map(|(a, b)| a + b).collect()
             }
             _ => unreachable!("tape does not match the layers"),
         };
@@ -222,7 +237,8 @@ mod tests {
             Layer::Tanh,
             d(6, 6, seed),
             Layer::GroupSort { group_size: 3, pairing: Pairing::Halves },
-            Layer::Residual(vec![d(6, 6, seed), Layer::Sigmoid]),
+            Layer::residual(vec![d(6, 6, seed), Layer::Sigmoid], None).unwrap(),
+            Layer::residual(vec![d(6, 6, seed), Layer::Tanh], Some(Mat::from_fn(6, 6, |_, _| lcg(seed)))).unwrap(),
             Layer::Householder { theta: 0.7, pairing: Pairing::Adjacent },
             d(6, 6, seed),
             Layer::LeakyReLU { slope: 0.1 },

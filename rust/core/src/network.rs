@@ -109,13 +109,44 @@ pub enum Layer {
     /// Order-1 Householder activation on pairs: z if v.z > 0 else (I - 2 v v^T) z with
     /// v = (sin(theta/2), -cos(theta/2)).
     Householder { theta: f64, pairing: Pairing },
-    /// y = x + f(x), with f the inner layers (which must map width d to width d).
-    Residual(Vec<Layer>),
+    /// y = S x + f(x), with f the inner layers (which must map width d to width d) and S the linear skip
+    /// (a d x d Dense with zero bias; `None` is the identity, y = x + f(x)). Build it with
+    /// [`Layer::residual`], which checks S and stores an exact identity as `None`.
+    Residual { inner: Vec<Layer>, skip: Option<Dense> },
 }
 
 impl Layer {
     pub fn dense(weight: Mat<f64>, bias: Option<Vec<f64>>) -> Result<Self> {
         Ok(Layer::Dense(Dense::new(weight, bias)?))
+    }
+
+    /// A residual block y = S x + f(x); `skip` = None (or an exact identity) is y = x + f(x). S must be a
+    /// non-empty, square, finite matrix; its width is checked against the block's when the network is built.
+    pub fn residual(inner: Vec<Layer>, skip: Option<Mat<f64>>) -> Result<Self> {
+        let skip = match skip {
+            None => None,
+            Some(s) => {
+                let (m, n) = (s.nrows(), s.ncols());
+                if m == 0 || m != n {
+                    return Err(shape_err!("Residual: skip matrix must be square and non-empty, got shape ({m}, {n})"));
+                }
+                for j in 0..n {
+                    for i in 0..n {
+                        let v = s[(i, j)];
+                        if !v.is_finite() {
+                            return Err(invalid_err!("Residual: skip[{i}, {j}] is {v} (the skip matrix must be finite)"));
+                        }
+                    }
+                }
+                let identity = (0..n).all(|j| (0..n).all(|i| s[(i, j)] == if i == j { 1.0 } else { 0.0 }));
+                if identity {
+                    None
+                } else {
+                    Some(Dense::new(s, None)?)
+                }
+            }
+        };
+        Ok(Layer::Residual { inner, skip })
     }
 
     pub fn maxmin(pairing: Pairing) -> Self {
@@ -133,7 +164,7 @@ impl Layer {
             Layer::GroupSort { group_size: 2, .. } => "MaxMin",
             Layer::GroupSort { .. } => "GroupSort",
             Layer::Householder { .. } => "Householder",
-            Layer::Residual(_) => "Residual",
+            Layer::Residual { .. } => "Residual",
         }
     }
 
@@ -141,7 +172,9 @@ impl Layer {
     pub fn num_params(&self) -> usize {
         match self {
             Layer::Dense(d) => d.out_dim() * d.in_dim() + d.out_dim(),
-            Layer::Residual(inner) => inner.iter().map(Layer::num_params).sum(),
+            Layer::Residual { inner, skip } => {
+                inner.iter().map(Layer::num_params).sum::<usize>() + skip.as_ref().map_or(0, |s| s.in_dim() * s.in_dim())
+            }
             _ => 0,
         }
     }
@@ -186,17 +219,27 @@ impl Layer {
                     _ => Ok(dim),
                 }
             }
-            Layer::Residual(inner) => {
+            Layer::Residual { inner, skip } => {
                 if inner.is_empty() {
                     return Err(shape_err!("{path} (Residual): has no inner layers"));
                 }
+                let dim = match (dim, skip) {
+                    (Some(n), Some(s)) if n != s.in_dim() => {
+                        return Err(shape_err!(
+                            "{path} (Residual): skip matrix is ({0}, {0}) but the block receives width {n}",
+                            s.in_dim()
+                        ))
+                    }
+                    (None, Some(s)) => Some(s.in_dim()),
+                    _ => dim,
+                };
                 let mut d = dim;
                 for (k, l) in inner.iter().enumerate() {
                     d = l.out_dim(d, &format!("{path}.{k}"))?;
                 }
                 match (dim, d) {
                     (Some(a), Some(b)) if a != b => Err(shape_err!(
-                        "{path} (Residual): inner layers map width {a} to width {b}; y = x + f(x) needs equal widths"
+                        "{path} (Residual): inner layers map width {a} to width {b}; y = S x + f(x) needs equal widths"
                     )),
                     (None, Some(_)) => Ok(d),
                     _ => Ok(dim),
@@ -210,7 +253,7 @@ impl Layer {
     fn in_dim(&self) -> Option<usize> {
         match self {
             Layer::Dense(d) => Some(d.in_dim()),
-            Layer::Residual(inner) => inner.iter().find_map(Layer::in_dim),
+            Layer::Residual { inner, skip } => skip.as_ref().map(Dense::in_dim).or_else(|| inner.iter().find_map(Layer::in_dim)),
             _ => None,
         }
     }
@@ -273,7 +316,7 @@ impl Network {
             for l in ls {
                 match l {
                     Layer::Dense(d) => out.push(d),
-                    Layer::Residual(inner) => walk(inner, out),
+                    Layer::Residual { inner, .. } => walk(inner, out),
                     _ => {}
                 }
             }
@@ -359,9 +402,12 @@ fn run_layers<T: NetScalar>(layers: &[Layer], mut h: Mat<T>) -> Mat<T> {
     for layer in layers {
         h = match layer {
             Layer::Dense(d) => dense_forward(d, h.as_ref()),
-            Layer::Residual(inner) => {
+            Layer::Residual { inner, skip } => {
                 let mut y = run_layers(inner, h.clone());
-                y += &h;
+                match skip {
+                    None => y += &h,
+                    Some(s) => y += dense_forward(s, h.as_ref()),
+                }
                 y
             }
             _ => {
@@ -440,7 +486,7 @@ pub fn apply_activation<T: Real>(layer: &Layer, mut h: MatMut<'_, T>) {
                 }
             }
         }
-        Layer::Dense(_) | Layer::Residual(_) => unreachable!("not an activation"),
+        Layer::Dense(_) | Layer::Residual { .. } => unreachable!("not an activation"),
     }
 }
 

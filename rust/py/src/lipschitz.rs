@@ -54,6 +54,9 @@ fn lipschitz_chain<'py>(py: Python<'py>, net: &Bound<'py, PyNetwork>, c: Option<
         if let Some(g) = &st.g {
             d.set_item("G", mat_to_numpy(py, g))?;
         }
+        if let Some(sk) = &st.skip {
+            d.set_item("S", mat_to_numpy(py, sk))?;
+        }
         match &st.act {
             Act::Sector { alpha, beta } => {
                 d.set_item("alpha", alpha)?;

@@ -1,6 +1,7 @@
 //! `nncert._core.Network`: the core network, built from layer specs that python/nncert/network.py
 //! produces (tuples: ("dense", W, b) | ("relu",) | ("leaky_relu", slope) | ("tanh",) | ("sigmoid",) |
-//! ("groupsort", g, pairing) | ("householder", theta, pairing) | ("residual", [specs])).
+//! ("groupsort", g, pairing) | ("householder", theta, pairing) | ("residual", [specs]) |
+//! ("residual", [specs], S or None) with S the (d, d) float64 skip matrix of y = S x + f(x)).
 
 use faer::Mat;
 use nncert_core::{Layer, Network, Pairing};
@@ -52,7 +53,13 @@ fn layer_from_spec(py: Python<'_>, spec: &Bound<'_, PyAny>) -> PyResult<Layer> {
         "residual" => {
             let inner = t.get_item(1)?;
             let inner = inner.cast::<PyList>()?;
-            Layer::Residual(inner.iter().map(|s| layer_from_spec(py, &s)).collect::<PyResult<_>>()?)
+            let inner = inner.iter().map(|s| layer_from_spec(py, &s)).collect::<PyResult<_>>()?;
+            let skip = if t.len() > 2 && !t.get_item(2)?.is_none() {
+                Some(numpy_to_mat(&t.get_item(2)?.extract::<PyReadonlyArray2<f64>>()?))
+            } else {
+                None
+            };
+            Layer::residual(inner, skip).map_err(|e| to_pyerr(py, e))?
         }
         other => return Err(PyValueError::new_err(format!("unknown layer kind {other:?}"))),
     })

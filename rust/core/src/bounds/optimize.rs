@@ -67,7 +67,7 @@ fn count_acts(ops: &[Relaxed<'_>]) -> usize {
     ops.iter()
         .map(|op| match op {
             Relaxed::Act(_) => 1,
-            Relaxed::Residual(inner) => count_acts(inner),
+            Relaxed::Residual(inner, _) => count_acts(inner),
             Relaxed::Dense(_) => 0,
         })
         .sum()
@@ -208,10 +208,14 @@ impl<'p, 'a> Optimiser<'p, 'a> {
                     *c += d.bias().iter().zip(&v).map(|(b, x)| b * x).sum::<f64>();
                     dense_t(d, &v)
                 }
-                Relaxed::Residual(inner) => {
+                Relaxed::Residual(inner, skip) => {
                     idx -= count_acts(inner);
                     let f = self.back(inner, idx, v.clone(), c, p, bz, vout);
-                    v.iter().zip(&f).map(|(a, b)| a + b).collect()
+                    let sv = match skip {
+                        None => v,
+                        Some(s) => dense_t(s, &v),
+                    };
+                    sv.iter().zip(&f).map(|(a, b)| a + b).collect()
                 }
                 Relaxed::Act(r) => {
                     idx -= 1;
@@ -252,10 +256,14 @@ impl<'p, 'a> Optimiser<'p, 'a> {
         for op in ops {
             h = match op {
                 Relaxed::Dense(d) => dense_fwd(d, &h),
-                Relaxed::Residual(inner) => {
+                Relaxed::Residual(inner, skip) => {
                     let f = self.fwd(inner, idx, h.clone(), p, vout, zs);
                     idx += count_acts(inner);
-                    h.iter().zip(&f).map(|(a, b)| a + b).collect()
+                    let sh = match skip {
+                        None => h,
+                        Some(s) => dense_fwd(s, &h),
+                    };
+                    sh.iter().zip(&f).map(|(a, b)| a + b).collect()
                 }
                 Relaxed::Act(r) => {
                     let v = &vout[idx];
@@ -331,7 +339,7 @@ fn collect_ls(ops: &[Relaxed<'_>], out: &mut Vec<Vec<f64>>) {
         match op {
             Relaxed::Act(Relax::Diag { ls, .. }) => out.push(ls.clone()),
             Relaxed::Act(Relax::Pairs { pairs }) => out.push(vec![0.0; 2 * pairs.len()]),
-            Relaxed::Residual(inner) => collect_ls(inner, out),
+            Relaxed::Residual(inner, _) => collect_ls(inner, out),
             Relaxed::Dense(_) => {}
         }
     }
@@ -410,7 +418,7 @@ mod tests {
         ((*seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
     }
 
-    fn chain(seed: &mut u64, act: &Layer, widths: &[usize], residual: bool) -> Network {
+    fn chain(seed: &mut u64, act: &Layer, widths: &[usize], residual: bool, skip: bool) -> Network {
         let mut layers = Vec::new();
         for w in 0..widths.len() - 1 {
             let (n, m) = (widths[w], widths[w + 1]);
@@ -419,7 +427,8 @@ mod tests {
                 layers.push(act.clone());
                 if residual {
                     let wr = Mat::from_fn(m, m, |_, _| 0.4 * lcg(seed));
-                    layers.push(Layer::Residual(vec![Layer::dense(wr, None).unwrap(), act.clone()]));
+                    let s = skip.then(|| Mat::from_fn(m, m, |_, _| 0.8 * lcg(seed)));
+                    layers.push(Layer::residual(vec![Layer::dense(wr, None).unwrap(), act.clone()], s).unwrap());
                 }
             }
         }
@@ -464,8 +473,14 @@ mod tests {
         let mut seed = 11u64;
         let mut checked = 0;
         let mut total = 0;
-        for (act, residual) in [(Layer::ReLU, false), (Layer::LeakyReLU { slope: 0.2 }, false), (Layer::ReLU, true)] {
-            let net = chain(&mut seed, &act, &[3, 6, 6, 2], residual);
+        let cases = [
+            (Layer::ReLU, false, false),
+            (Layer::LeakyReLU { slope: 0.2 }, false, false),
+            (Layer::ReLU, true, false),
+            (Layer::ReLU, true, true),
+        ];
+        for (act, residual, skip) in cases {
+            let net = chain(&mut seed, &act, &[3, 6, 6, 2], residual, skip);
             let acts = activation_layers(&net);
             let (lo, hi) = (vec![-1.0, -0.5, -0.8], vec![0.7, 1.0, 0.4]);
             let base = propagate(&net, &lo, &hi, PropOptions::default(), &[], None).unwrap();
@@ -520,7 +535,7 @@ mod tests {
         let mut seed = 5u64;
         let (mut gain, mut nets) = (0.0, 0);
         for t in 0..12 {
-            let net = chain(&mut seed, &Layer::ReLU, &[3, 8, 8, 2], false);
+            let net = chain(&mut seed, &Layer::ReLU, &[3, 8, 8, 2], false, false);
             let acts = activation_layers(&net);
             let (lo, hi) = (vec![-1.0; 3], vec![1.0; 3]);
             let root = propagate(&net, &lo, &hi, PropOptions::default(), &[], None).unwrap();

@@ -16,7 +16,8 @@ use crate::network::{Dense, Layer, Network};
 pub enum Relaxed<'a> {
     Dense(&'a Dense),
     Act(Relax),
-    Residual(Vec<Relaxed<'a>>),
+    /// A residual block: the inner ops and the skip S (`None`: the identity).
+    Residual(Vec<Relaxed<'a>>, Option<&'a Dense>),
 }
 
 /// A ReLU/LeakyReLU split: the pre-activation of unit `unit` of activation layer `act` (depth-first
@@ -62,7 +63,7 @@ pub fn activation_layers(net: &Network) -> Vec<&Layer> {
         for l in ls {
             match l {
                 Layer::Dense(_) => {}
-                Layer::Residual(inner) => walk(inner, out),
+                Layer::Residual { inner, .. } => walk(inner, out),
                 _ => out.push(l),
             }
         }
@@ -154,11 +155,14 @@ fn walk<'a>(layers: &'a [Layer], ctx: &mut Vec<Vec<Relaxed<'a>>>, mut cur: Inter
                 cur = ibp_dense(d, &cur);
                 ctx.last_mut().unwrap().push(Relaxed::Dense(d));
             }
-            Layer::Residual(inner) => {
+            Layer::Residual { inner, skip } => {
                 ctx.push(Vec::new());
                 let f = walk(inner, ctx, cur.clone(), st)?;
                 let ops = ctx.pop().unwrap();
-                ctx.last_mut().unwrap().push(Relaxed::Residual(ops));
+                ctx.last_mut().unwrap().push(Relaxed::Residual(ops, skip.as_ref()));
+                if let Some(s) = skip {
+                    cur = ibp_dense(s, &cur);
+                }
                 for k in 0..cur.0.len() {
                     cur.0[k] += f.0[k];
                     cur.1[k] += f.1[k];
@@ -257,9 +261,16 @@ fn back_list(ops: &[Relaxed<'_>], mut lam: Mat<f64>, c: &mut [f64]) -> Mat<f64> 
                 out
             }
             Relaxed::Act(r) => back_act(r, lam, c),
-            Relaxed::Residual(inner) => {
+            Relaxed::Residual(inner, skip) => {
                 let f = back_list(inner, lam.clone(), c);
-                lam + f
+                match skip {
+                    None => lam + f,
+                    Some(s) => {
+                        let mut out = f;
+                        matmul(out.as_mut(), Accum::Add, lam.as_ref(), s.weight(), 1.0, Par::Seq);
+                        out
+                    }
+                }
             }
         };
     }
@@ -355,7 +366,12 @@ mod tests {
         ((*seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
     }
 
-    fn random_net(seed: &mut u64, act: Layer, widths: &[usize], residual: bool) -> Network {
+    /// A random square skip matrix (`skip`), or the identity.
+    fn skip_of(seed: &mut u64, skip: bool) -> Option<Mat<f64>> {
+        skip.then(|| Mat::from_fn(4, 4, |_, _| 0.8 * lcg(seed)))
+    }
+
+    fn random_net(seed: &mut u64, act: Layer, widths: &[usize], residual: bool, skip: bool) -> Network {
         let mut layers = Vec::new();
         for w in 0..widths.len() - 1 {
             let (n, m) = (widths[w], widths[w + 1]);
@@ -366,7 +382,8 @@ mod tests {
                 layers.push(act.clone());
                 if residual && m == 4 {
                     let wr = Mat::from_fn(4, 4, |_, _| 0.5 * lcg(seed));
-                    layers.push(Layer::Residual(vec![Layer::dense(wr, None).unwrap(), act.clone()]));
+                    let skip = skip_of(seed, skip);
+                    layers.push(Layer::residual(vec![Layer::dense(wr, None).unwrap(), act.clone()], skip).unwrap());
                 }
             }
         }
@@ -386,8 +403,8 @@ mod tests {
             Layer::GroupSort { group_size: 4, pairing: Pairing::Adjacent },
         ];
         for act in acts {
-            for residual in [false, true] {
-                let net = random_net(&mut seed, act.clone(), &[3, 4, 4, 2], residual);
+            for (residual, skip) in [(false, false), (true, false), (true, true)] {
+                let net = random_net(&mut seed, act.clone(), &[3, 4, 4, 2], residual, skip);
                 let lo = vec![-0.5, -1.0, 0.2];
                 let hi = vec![0.5, 0.3, 0.9];
                 let a_y = Mat::from_fn(3, 2, |i, j| [[1.0, -1.0], [0.5, 2.0], [-1.0, 0.0]][i][j]);
@@ -401,7 +418,7 @@ mod tests {
                         let y = net.forward_one(&x).unwrap();
                         for i in 0..3 {
                             let v = a_y[(i, 0)] * y[0] + a_y[(i, 1)] * y[1] + a_x[(i, 0)] * x[0];
-                            assert!(v >= lb[i] - 1e-9, "{} crown={crown} res={residual}: {v} < {}", act.kind(), lb[i]);
+                            assert!(v >= lb[i] - 1e-9, "{} crown={crown} res={residual} skip={skip}: {v} < {}", act.kind(), lb[i]);
                         }
                         for k in 0..2 {
                             assert!(y[k] >= p.out.0[k] - 1e-9 && y[k] <= p.out.1[k] + 1e-9);
@@ -415,7 +432,7 @@ mod tests {
     #[test]
     fn crown_is_tighter_than_intervals_on_relu() {
         let mut seed = 3u64;
-        let net = random_net(&mut seed, Layer::ReLU, &[4, 16, 16, 1], false);
+        let net = random_net(&mut seed, Layer::ReLU, &[4, 16, 16, 1], false, false);
         let (lo, hi) = (vec![-1.0; 4], vec![1.0; 4]);
         let a_y = Mat::from_fn(1, 1, |_, _| 1.0);
         let a_x = Mat::zeros(1, 4);

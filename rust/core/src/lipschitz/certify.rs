@@ -8,8 +8,9 @@
 //! - linear:          X_k - W^T X_{k+1} W
 //! - plain groups:    X_k - W^T Q W
 //! - plain sector:    [[X_k + 2ab W^T T W, -(a+b) W^T T], [., 2T - X_{k+1}]]
-//! - residual groups: [[X_k - X' - W^T Q W, -X'], [., Q - X']]
-//! - residual sector: [[X_k - X' + 2ab W^T T W, -X' - (a+b) W^T T], [., 2T - X']]
+//! - residual groups: [[X_k - S^T X' S - W^T Q W, -S^T X' G], [., Q - G^T X' G]]
+//! - residual sector: [[X_k - S^T X' S + 2ab W^T T W, -S^T X' G - (a+b) W^T T], [., 2T - G^T X' G]]
+//!   (z' = S z + G w; S = I without a skip, G = I for Residual([Dense, act]))
 //! - final, l2:       X_L - R^T R               (R: final rows)  bound sqrt(rho) * scale
 //! - final, l-inf:    [[X_L, R^T], [R, rho]]     (R: one row)    bound sqrt(rho * sum d) * scale
 //! Each LMI k is the S-procedure step dz_k^T X_k dz_k >= dz_{k+1}^T X_{k+1} dz_{k+1} given the
@@ -213,22 +214,30 @@ impl<'a> Builder<'a> {
                 let wqw = matmul_new(w.transpose(), matmul_new(q.as_ref(), w.as_ref()).as_ref());
                 let wq = matmul_new(w.transpose(), q.as_ref());
                 let xn = self.x(k + 1, mu, abs);
-                // residual: z' = z + G w adds [[-X', -X'G], [., -G^T X' G]]; plain: z' = w adds -X' to C.
-                let (xg, gxg) = if residual {
+                // residual: z' = S z + G w adds [[-S^T X' S, -S^T X' G], [., -G^T X' G]]; plain: z' = w adds -X'
+                // to C. `sxs` is S^T X' S (X' without a skip) and `xg` is S^T X' G.
+                let (sxs, xg, gxg) = if residual {
                     let g = st.g.as_ref().expect("residual stages carry G");
                     let g = if abs { abs_mat(g.as_ref()) } else { g.clone() };
                     let xg = matmul_new(xn.as_ref(), g.as_ref());
                     let gxg = matmul_new(g.transpose(), xg.as_ref());
-                    (xg, gxg)
+                    match &st.skip {
+                        None => (xn.clone(), xg, gxg),
+                        Some(sk) => {
+                            let sk = if abs { abs_mat(sk.as_ref()) } else { sk.clone() };
+                            let sxs = matmul_new(sk.transpose(), matmul_new(xn.as_ref(), sk.as_ref()).as_ref());
+                            let sxg = matmul_new(sk.transpose(), xg.as_ref());
+                            (sxs, sxg, gxg)
+                        }
+                    }
                 } else {
-                    (Mat::zeros(n, m), xn.clone())
+                    (Mat::zeros(n, n), Mat::zeros(n, m), xn.clone())
                 };
                 let r = if residual { 1.0 } else { 0.0 };
                 let size = n + m;
                 let mat = Mat::from_fn(size, size, |i, j| {
                     if i < n && j < n {
-                        let xr = if residual { xn[(i, j)] } else { 0.0 };
-                        xk[(i, j)] + sg(-r) * xr + sg(a2) * wqw[(i, j)]
+                        xk[(i, j)] + sg(-r) * sxs[(i, j)] + sg(a2) * wqw[(i, j)]
                     } else if i >= n && j >= n {
                         let (i, j) = (i - n, j - n);
                         cq * q[(i, j)] + sg(-1.0) * gxg[(i, j)]
@@ -496,6 +505,41 @@ mod tests {
             assert!(cert.certified);
             // the repair keeps gamma, so the bound may grow by about eps
             assert!(cert.bound >= 1.0 && cert.bound < 1.0 + 2.0 * eps + 1e-6, "{}", cert.bound);
+        }
+    }
+
+    /// The general residual LMI with an explicit S = I is the identity-skip LMI, entry for entry; a skip
+    /// S = 2I needs X_1 / 4 for the same certificate (z' = 2z + G w is 2 (z + G/2 w)).
+    #[test]
+    fn explicit_identity_skip_matches_the_plain_residual_lmi() {
+        let w = Mat::from_fn(3, 3, |i, j| ((i * 3 + j) as f64 * 0.7).sin());
+        let g = Mat::from_fn(3, 3, |i, j| ((i + 2 * j) as f64 * 0.3).cos() * 0.5);
+        let inner = vec![Layer::dense(w, None).unwrap(), Layer::ReLU, Layer::dense(g, None).unwrap()];
+        let net = Network::new(vec![Layer::residual(inner, None).unwrap()], None).unwrap();
+        let plain = Chain::new(&net, None).unwrap();
+        assert!(plain.stages[0].skip.is_none());
+        let mut explicit = plain.clone();
+        explicit.stages[0].skip = Some(Mat::from_fn(3, 3, |i, j| if i == j { 1.0 } else { 0.0 }));
+        let mu = |x: f64| Multipliers {
+            rho: 0.0,
+            d: vec![],
+            stages: vec![StageMult { t: vec![1.0; 3], gamma: vec![], x_next: Some(Mat::from_fn(3, 3, |i, j| if i == j { x } else { 0.0 })) }],
+        };
+        let (a, b) = (certify(&plain, Norm::L2, mu(1.0), true).unwrap(), certify(&explicit, Norm::L2, mu(1.0), true).unwrap());
+        assert!(a.certified && b.certified);
+        assert_eq!(a.bound, b.bound);
+        for (la, lb) in a.lmis.iter().zip(&b.lmis) {
+            assert_eq!(la.min_eig_before, lb.min_eig_before);
+        }
+        let bld = |c: &Chain, m: &Multipliers| Builder { chain: c, norm: Norm::L2 }.build_one(0, m, false).0;
+        let mut double = plain.clone();
+        double.stages[0].skip = Some(Mat::from_fn(3, 3, |i, j| if i == j { 2.0 } else { 0.0 }));
+        double.stages[0].g = Some(Mat::from_fn(3, 3, |i, j| 2.0 * plain.stages[0].g.as_ref().unwrap()[(i, j)]));
+        let (m1, m2) = (bld(&plain, &mu(1.0)), bld(&double, &mu(0.25)));
+        for i in 0..6 {
+            for j in 0..6 {
+                assert!((m1[(i, j)] - m2[(i, j)]).abs() < 1e-14, "({i}, {j}): {} vs {}", m1[(i, j)], m2[(i, j)]);
+            }
         }
     }
 

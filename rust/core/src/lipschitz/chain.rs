@@ -1,7 +1,7 @@
 //! The chain decomposition every SDP formulation reads.
 //!
-//! A network is read as stages z_{k+1} = act_k(W_k z_k) (plain) or z_{k+1} = z_k + act_k(W_k z_k)
-//! (residual), then y = W_last z_L (optionally c^T y). Biases do not change a Lipschitz constant and are
+//! A network is read as stages z_{k+1} = act_k(W_k z_k) (plain) or z_{k+1} = S_k z_k + G_k act_k(W_k z_k)
+//! (residual; S_k = I unless the block has a linear skip), then y = W_last z_L (optionally c^T y). Biases do not change a Lipschitz constant and are
 //! dropped. Each plain stage's weight and the last weight are divided by a power of two s_k >= ||W_k||_2
 //! (exact in floating point); the constant of the original network is prod(s_k) times that of the
 //! rescaled one because every supported activation is positively homogeneous or, for slope-restricted
@@ -41,8 +41,10 @@ pub struct Stage {
     pub w: Mat<f64>,
     pub act: Act,
     pub residual: bool,
-    /// Residual stages: the output map G of z' = z + G act(W z) (identity for Residual([Dense, act])).
+    /// Residual stages: the output map G of z' = S z + G act(W z) (identity for Residual([Dense, act])).
     pub g: Option<Mat<f64>>,
+    /// Residual stages: the skip S of z' = S z + G act(W z) (`None`: the identity).
+    pub skip: Option<Mat<f64>>,
     /// The power of two W was divided by (1 for residual stages, whose weight is not rescaled).
     pub scale: f64,
     /// The original layer's description, for error messages and reports.
@@ -88,7 +90,7 @@ pub fn act_of(layer: &Layer, width: usize, path: &str) -> Result<Act> {
                 e: Mat::from_fn(2, 2, |i, j| if i == j { 1.0 } else { 0.0 } - v[i] * v[j]),
             }
         }
-        Layer::Dense(_) | Layer::Residual(_) => {
+        Layer::Dense(_) | Layer::Residual { .. } => {
             return Err(Error::Unsupported(format!("{path}: {} is not an activation", layer.kind())))
         }
     })
@@ -137,16 +139,18 @@ impl Chain {
             match layer {
                 Layer::Dense(d) => {
                     if let Some((w, name)) = pending.take() {
-                        stages.push(Stage { w, act: Act::Linear, residual: false, g: None, scale: 1.0, layer: name });
+                        stages.push(Stage { w, act: Act::Linear, residual: false, g: None, skip: None, scale: 1.0, layer: name });
                     }
                     pending = Some((d.weight().to_owned(), format!("{path} (Dense)")));
                     width = d.out_dim();
                 }
-                Layer::Residual(inner) => {
+                Layer::Residual { inner, skip } => {
                     if let Some((w, name)) = pending.take() {
-                        stages.push(Stage { w, act: Act::Linear, residual: false, g: None, scale: 1.0, layer: name });
+                        stages.push(Stage { w, act: Act::Linear, residual: false, g: None, skip: None, scale: 1.0, layer: name });
                     }
-                    let is_act = |a: &Layer| !matches!(a, Layer::Dense(_) | Layer::Residual(_));
+                    let skip = skip.as_ref().map(|s| s.weight().to_owned());
+                    let skipped = if skip.is_some() { ", skip" } else { "" };
+                    let is_act = |a: &Layer| !matches!(a, Layer::Dense(_) | Layer::Residual { .. });
                     match inner.as_slice() {
                         [Layer::Dense(d), a] if is_act(a) => {
                             let act = act_of(a, d.out_dim(), &path)?;
@@ -155,8 +159,9 @@ impl Chain {
                                 act,
                                 residual: true,
                                 g: Some(identity(d.out_dim())),
+                                skip,
                                 scale: 1.0,
-                                layer: format!("{path} (Residual[Dense, {}])", a.kind()),
+                                layer: format!("{path} (Residual[Dense, {}]{skipped})", a.kind()),
                             });
                         }
                         [Layer::Dense(d), a, Layer::Dense(g)] if is_act(a) => {
@@ -166,16 +171,17 @@ impl Chain {
                                 act,
                                 residual: true,
                                 g: Some(g.weight().to_owned()),
+                                skip,
                                 scale: 1.0,
-                                layer: format!("{path} (Residual[Dense, {}, Dense])", a.kind()),
+                                layer: format!("{path} (Residual[Dense, {}, Dense]{skipped})", a.kind()),
                             });
                         }
                         _ => {
                             let kinds: Vec<&str> = inner.iter().map(Layer::kind).collect();
                             return Err(Error::Unsupported(format!(
                                 "{path}: Residual([{}]) is not supported by the SDP formulations; they handle \
-                                 residual blocks x + G act(W x), i.e. Residual([Dense, activation]) or \
-                                 Residual([Dense, activation, Dense]) (use method='naive')",
+                                 residual blocks S x + G act(W x), i.e. Residual([Dense, activation]) or \
+                                 Residual([Dense, activation, Dense]), with or without a skip (use method='naive')",
                                 kinds.join(", ")
                             )));
                         }
@@ -188,6 +194,7 @@ impl Chain {
                         act: act_of(act, width, &path)?,
                         residual: false,
                         g: None,
+                        skip: None,
                         scale: 1.0,
                         layer: format!("{name} + {}", act.kind()),
                     });

@@ -72,7 +72,7 @@ pub fn activation_constant(layer: &Layer, norm: Norm) -> f64 {
                 m.max(1.0) * (1.0 + 8.0 * EPS)
             }
         },
-        Layer::Dense(_) | Layer::Residual(_) => unreachable!("not an activation"),
+        Layer::Dense(_) | Layer::Residual { .. } => unreachable!("not an activation"),
     }
 }
 
@@ -88,14 +88,21 @@ fn product(layers: &[Layer], norm: Norm) -> Result<f64> {
     for l in layers {
         b *= match l {
             Layer::Dense(d) => layer_norm(d.weight(), norm)?,
-            Layer::Residual(inner) => 1.0 + product(inner, norm)?,
+            // ||S x + f(x)|| Lipschitz constant <= ||S|| + Lip(f) (||I|| = 1), rounded up.
+            Layer::Residual { inner, skip } => {
+                let s = match skip {
+                    None => 1.0,
+                    Some(s) => layer_norm(s.weight(), norm)?,
+                };
+                (s + product(inner, norm)?) * (1.0 + 2.0 * EPS)
+            }
             act => activation_constant(act, norm),
         };
     }
     Ok(b * (1.0 + 2.0 * (layers.len() as f64 + 1.0) * EPS))
 }
 
-/// Product of layer norms (residual blocks contribute 1 + the bound of their inner layers). With
+/// Product of layer norms (residual blocks contribute ||S|| + the bound of their inner layers, ||I|| = 1). With
 /// `c`, bounds the scalar map x -> c^T f(x): for l2 the output is |.|; for l-inf the input norm is
 /// l-inf and the output |.|, so the last factor is the l1 norm of c^T W_last.
 pub fn naive_bound(net: &Network, norm: Norm, c: Option<&[f64]>) -> Result<f64> {
