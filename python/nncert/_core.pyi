@@ -12,7 +12,8 @@ def _raise_core_error(kind: str) -> None:
     "time"), or panics inside the core (any other kind), which surfaces as nncert.Error."""
 
 class Network:
-    """The core network. Built from layer specs produced by ``nncert.layers.Layer.spec()``."""
+    """The core network. Built from layer specs produced by ``nncert.layers.Layer.spec()`` (a residual block is
+    ``("residual", [specs])`` or ``("residual", [specs], S)`` with S the (d, d) skip of y = S x + f(x))."""
 
     def __init__(self, specs: Sequence[tuple], input_dim: int | None = None) -> None: ...
     @property
@@ -106,12 +107,14 @@ def convex_project_cones(x: npt.NDArray[np.float64], patterns: npt.NDArray[np.fl
 
 # Lipschitz bounds (rust/py/src/lipschitz.rs)
 def lipschitz_naive(net: Network, norm: str, c: npt.NDArray[np.float64] | None = None) -> float:
-    """Product of layer norms (residual blocks: 1 + inner bound); norm '2' or 'inf'; c: scalar output c^T f."""
+    """Product of layer norms (residual blocks: ||S|| + inner bound, ||I|| = 1); norm '2' or 'inf'; c: scalar output
+    c^T f."""
 def spectral_norm(w: npt.NDArray[np.float64]) -> float:
     """Largest singular value, rounded up by a rounding-error guard."""
 def lipschitz_chain(net: Network, c: npt.NDArray[np.float64] | None = None) -> dict:
     """The chain decomposition: {'stages': [{'W', 'kind', 'residual', 'scale', 'layer', 'alpha'/'beta' or
-    'groups'/'E'}], 'final': rows, 'scale': product of powers of two, 'input_dim'}."""
+    'groups'/'E', residual stages: 'G' and, with a skip, 'S' (z' = S z + G act(W z))}], 'final': rows, 'scale':
+    product of powers of two, 'input_dim'}."""
 def lipschitz_certify(net: Network, norm: str, rho: float, stages: list[dict],
                       d: npt.NDArray[np.float64] | None = None, c: npt.NDArray[np.float64] | None = None,
                       repair: bool = True) -> dict:

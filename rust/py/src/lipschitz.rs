@@ -18,7 +18,7 @@ fn vec_of(c: Option<PyReadonlyArray1<'_, f64>>) -> Option<Vec<f64>> {
     c.map(|a| a.as_array().to_vec())
 }
 
-/// Naive bound: product of layer norms (residual blocks: 1 + inner bound).
+/// Naive bound: product of layer norms (residual blocks: ||S|| + inner bound, ||I|| = 1).
 #[pyfunction]
 #[pyo3(signature = (net, norm, c=None))]
 fn lipschitz_naive(py: Python<'_>, net: &Bound<'_, PyNetwork>, norm: &str, c: Option<PyReadonlyArray1<'_, f64>>) -> PyResult<f64> {
