@@ -266,6 +266,40 @@ class _Builder:
             X = self.mults[k - 1]["X"]
             X.diagonal().add_(delta)
 
+    def x_is_free(self, k: int) -> bool:
+        """Whether X_k is a free symmetric multiplier (not rho I / diag(d), not a group multiplier Q)."""
+        return k >= 1 and not _x_is_q(self.chain, k)
+
+    def free_x_fix(self, M: Any, na: int, tau: float) -> tuple[Any, float] | None:
+        """The core's ``free_x_fix``: the negative part P of the Schur complement of M - tau I (of M - tau I itself
+        without a C block), with its largest eigenvalue; None when the shifted C block is not positive definite."""
+        torch = self.torch
+        n = M.shape[0]
+        shifted = M - tau * torch.eye(n, dtype=M.dtype, device=M.device)
+        if na == n:
+            S = shifted
+        else:
+            if _min_eig(shifted[na:, na:]) <= 0:
+                return None
+            S = _schur(shifted, na)
+        ev, U = torch.linalg.eigh(S)
+        neg = ev < 0
+        pmax = float((-ev[neg]).max()) if bool(neg.any()) else 0.0
+        scaled = U[:, neg] * torch.sqrt(-ev[neg])
+        P = scaled @ scaled.T
+        return 0.5 * (P + P.T), pmax
+
+    def add_to_x(self, k: int, P: Any) -> None:
+        self.mults[k - 1]["X"] = self.mults[k - 1]["X"] + P
+
+    def state(self) -> tuple:
+        return (self.rho, None if self.d is None else np.array(self.d, copy=True),
+                [{"t": np.array(m["t"], copy=True), "gamma": m["gamma"],
+                  "X": None if m["X"] is None else m["X"].clone()} for m in self.mults])
+
+    def restore(self, state: tuple) -> None:
+        self.rho, self.d, self.mults = state
+
     def raise_own(self, k: int, delta: float) -> None:
         """Raises the multiplier that owns LMI k's C block so that C grows by delta I."""
         if k == len(self.chain["stages"]):
@@ -325,6 +359,12 @@ def certify(chain: dict, norm: str, rho: float, d: Any, mults: list[dict], devic
                 repaired = True
                 e = slack * (2 * margin - min(lam, 0.0) + 1e-15 * (1 + float(M.norm())))
                 n = M.shape[0]
+                fix = b.free_x_fix(M, na, e + min(lam, 0.0)) if b.x_is_free(k) else None
+                if fix is not None and (na == n or fix[1] <= e):
+                    b.add_to_x(k, fix[0])
+                    slack *= 2
+                    continue
+                saved = b.state() if fix is not None else None
                 if na == n:
                     a = e
                 else:
@@ -339,7 +379,11 @@ def certify(chain: dict, norm: str, rho: float, d: Any, mults: list[dict], devic
                     else:
                         a = e * 4
                     del nc
-                b.raise_x(k, max(a, e))
+                if fix is not None and fix[1] <= max(a, e):
+                    b.restore(saved)
+                    b.add_to_x(k, fix[0])
+                else:
+                    b.raise_x(k, max(a, e))
                 slack *= 2
                 if not math.isfinite(slack):
                     break

@@ -275,6 +275,52 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Whether X_k is a free symmetric multiplier (not rho I / diag(d), not a group multiplier Q).
+    fn x_is_free(&self, k: usize) -> bool {
+        k >= 1 && !self.chain.x_is_q(k)
+    }
+
+    /// Low-rank repair of LMI k through its own free X_k (which enters the A block with coefficient +I): with
+    /// M_t = M - tau I and its C block C_t positive definite, the negative part P of the Schur complement
+    /// A_t - B C_t^{-1} B^T (of M_t itself when there is no C block) gives M + diag(P, 0) >= tau I. P acts only
+    /// on the failing directions, so the earlier LMIs (where X_k enters as -S^T X_k S, -S^T X_k G, -G^T X_k G or
+    /// -W^T X_k W) lose less than under a raise of X_k by a multiple of I. Returns P and its largest eigenvalue,
+    /// or None when C_t is not positive definite.
+    fn free_x_fix(&self, lmi: &Lmi, tau: f64) -> Result<Option<(Mat<f64>, f64)>> {
+        let n = lmi.m.nrows();
+        let mut shifted = lmi.m.clone();
+        for i in 0..n {
+            shifted[(i, i)] -= tau;
+        }
+        let s = if lmi.na == n {
+            shifted
+        } else {
+            let nc = n - lmi.na;
+            if min_eig(shifted.as_ref().submatrix(lmi.na, lmi.na, nc, nc))? <= 0.0 {
+                return Ok(None);
+            }
+            schur(shifted.as_ref(), lmi.na)?
+        };
+        let evd = s.self_adjoint_eigen(Side::Lower).map_err(|e| Error::Solver(format!("eigendecomposition failed: {e:?}")))?;
+        let (u, ev) = (evd.U(), evd.S().column_vector());
+        let na = lmi.na;
+        let cols: Vec<usize> = (0..na).filter(|&j| ev[j] < 0.0).collect();
+        let pmax = cols.iter().map(|&j| -ev[j]).fold(0.0, f64::max);
+        let scaled = Mat::from_fn(na, cols.len(), |i, c| u[(i, cols[c])] * (-ev[cols[c]]).sqrt());
+        let p = matmul_new(scaled.as_ref(), scaled.transpose());
+        Ok(Some((Mat::from_fn(na, na, |i, j| 0.5 * (p[(i, j)] + p[(j, i)])), pmax)))
+    }
+
+    /// Adds the symmetric P to the free X_k.
+    fn add_to_x(&self, k: usize, mu: &mut Multipliers, p: &Mat<f64>) {
+        let x = mu.stages[k - 1].x_next.as_mut().expect("checked in validate");
+        for j in 0..p.ncols() {
+            for i in 0..p.nrows() {
+                x[(i, j)] += p[(i, j)];
+            }
+        }
+    }
+
     /// Raises the multiplier that owns LMI k's C block so that C grows by delta I.
     fn raise_own(&self, k: usize, mu: &mut Multipliers, delta: f64) {
         if k == self.chain.stages.len() {
@@ -408,6 +454,16 @@ pub fn certify(chain: &Chain, norm: Norm, mut mu: Multipliers, repair: bool) -> 
                 // Shift the whole LMI up by e: M + Delta + a E_A >= M + e I.
                 let e = slack * (2.0 * lmi.margin - lam.min(0.0) + 1e-15 * (1.0 + fro(lmi.m.as_ref())));
                 let n = lmi.m.nrows();
+                // the low-rank fix through a free X_k, when it costs no more than the raise below (X_k + a I)
+                let fix = if bld.x_is_free(k) { bld.free_x_fix(&lmi, e + lam.min(0.0))? } else { None };
+                if let Some((p, pmax)) = &fix {
+                    if lmi.na == n || *pmax <= e {
+                        bld.add_to_x(k, &mut mu, p);
+                        slack *= 2.0;
+                        continue;
+                    }
+                }
+                let saved = fix.as_ref().map(|_| mu.clone());
                 let a = if lmi.na == n {
                     e
                 } else {
@@ -433,7 +489,13 @@ pub fn certify(chain: &Chain, norm: Norm, mut mu: Multipliers, repair: bool) -> 
                         e * 4.0
                     }
                 };
-                bld.raise_x(k, &mut mu, a.max(e));
+                match (fix, saved) {
+                    (Some((p, pmax)), Some(saved)) if pmax <= a.max(e) => {
+                        mu = saved;
+                        bld.add_to_x(k, &mut mu, &p);
+                    }
+                    _ => bld.raise_x(k, &mut mu, a.max(e)),
+                }
                 slack *= 2.0;
                 if !slack.is_finite() {
                     break;
