@@ -310,3 +310,15 @@ def test_repair_of_a_dented_free_multiplier_stays_near_the_optimum(rng):
     assert opt["bound"] * (1 - 1e-6) <= fixed["bound"] <= opt["bound"] * (1 + 1e-4), (opt["bound"], fixed["bound"])
     lower = nncert.lipschitz(net, method="naive").lower_bound
     assert fixed["bound"] >= lower
+
+
+def test_residual_chains_get_the_tighter_scs_defaults(rng):
+    from nncert.lipschitz import direct
+
+    res = nncert.lipschitz(skip_net(rng, nncert.MaxMin, s=0.5), method="nsr", solver="SCS")
+    assert res.details["scs_settings"]["eps_abs"] == direct.RESIDUAL_DEFAULTS["eps_abs"] == 1e-6
+    plain = nncert.Network([D(rng, 4, 3), nncert.MaxMin(), D(rng, 2, 4)])
+    r = nncert.lipschitz(plain, method="nsr", solver="SCS")
+    assert r.details["scs_settings"]["eps_abs"] == direct.DEFAULTS["eps_abs"] == 1e-5
+    r = nncert.lipschitz(plain, method="nsr", solver="SCS", solver_options={"eps_abs": 1e-7})
+    assert r.details["scs_settings"]["eps_abs"] == 1e-7

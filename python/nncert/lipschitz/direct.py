@@ -5,9 +5,10 @@ sparse constraint matrix ``A`` with ``A x + s = b``, ``s`` in (nonnegative ortha
 
 Why: on the deep MaxMin benchmarks cvxpy spends about a minute compiling the dense ``W^T Q W`` coefficients that
 are known in closed form here, and SCS at the default 1e-6 tolerance spends ~1000 iterations. The direct build is
-fast, and the solve runs at a looser tolerance (``DEFAULTS``): the multipliers it returns are then repaired by the
-Rust certificate, so the reported bound stays a certified upper bound; only its tightness depends on the tolerance
-(measured within 0.1% of the interior-point optimum on the benchmark networks, bench/README.md).
+fast, and the solve runs at a looser tolerance (``DEFAULTS``; ``RESIDUAL_DEFAULTS``, tighter, for chains with
+residual stages): the multipliers it returns are then repaired by the Rust certificate, so the reported bound stays
+a certified upper bound; only its tightness depends on the tolerance (measured within 0.1% of the interior-point
+optimum on the benchmark networks, bench/README.md).
 
 Vectorisation: a symmetric N x N matrix M is stored as its lower triangle, column by column, off-diagonal entries
 times sqrt(2) (SCS's convention), so <svec(A), svec(B)> = tr(AB).
@@ -29,6 +30,12 @@ from ..errors import SolverError
 
 #: SCS settings of the direct path. Loose on purpose: the certificate repairs the remaining infeasibility.
 DEFAULTS: dict[str, Any] = {"eps_abs": 1e-5, "eps_rel": 1e-5, "max_iters": 20_000, "acceleration_lookback": 10}
+#: SCS settings for chains with residual stages: their repair cascades backwards through the residual LMIs
+#: (-S^T X' S, -G^T X' G), so SCS's infeasibility costs more there. Measured (bench/README.md): at eps 1e-5 the
+#: certified bound is 0.060% / 0.10% above the interior-point optimum on maxmin_residual_5_32 / 8_32, at 1e-6
+#: 0.032% / 0.002% for 2x / 1.3x the SCS time.
+RESIDUAL_DEFAULTS: dict[str, Any] = {"eps_abs": 1e-6, "eps_rel": 1e-6, "max_iters": 100_000,
+                                     "acceleration_lookback": 10}
 SQRT2 = np.sqrt(2.0)
 #: variables per chunk when forming dense coefficient stacks (bounds memory at CHUNK * n^2 floats)
 CHUNK = 256
@@ -335,8 +342,10 @@ def solve(chain: dict[str, Any], norm: str, multipliers: str, verbose: bool = Fa
     info["build_seconds"] = time.perf_counter() - tb
     info["backend"] = "scs-direct"
     info["constraint_nnz"] = int(data["A"].nnz)
-    opts = dict(DEFAULTS)
+    residual = any(st["residual"] for st in chain["stages"])
+    opts = dict(RESIDUAL_DEFAULTS if residual else DEFAULTS)
     opts.update(solver_options or {})
+    info["scs_settings"] = {k: opts[k] for k in ("eps_abs", "eps_rel", "max_iters")}
     opts["verbose"] = bool(verbose)
     try:
         sol = scs.solve(data, cone, **opts)
