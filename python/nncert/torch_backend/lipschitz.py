@@ -287,6 +287,8 @@ class _Builder:
         pmax = float((-ev[neg]).max()) if bool(neg.any()) else 0.0
         scaled = U[:, neg] * torch.sqrt(-ev[neg])
         P = scaled @ scaled.T
+        if not (math.isfinite(pmax) and bool(torch.isfinite(P).all())):
+            return None
         return 0.5 * (P + P.T), pmax
 
     def add_to_x(self, k: int, P: Any) -> None:

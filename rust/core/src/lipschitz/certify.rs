@@ -308,7 +308,12 @@ impl<'a> Builder<'a> {
         let pmax = cols.iter().map(|&j| -ev[j]).fold(0.0, f64::max);
         let scaled = Mat::from_fn(na, cols.len(), |i, c| u[(i, cols[c])] * (-ev[cols[c]]).sqrt());
         let p = matmul_new(scaled.as_ref(), scaled.transpose());
-        Ok(Some((Mat::from_fn(na, na, |i, j| 0.5 * (p[(i, j)] + p[(j, i)])), pmax)))
+        let p = Mat::from_fn(na, na, |i, j| 0.5 * (p[(i, j)] + p[(j, i)]));
+        // a nearly singular C_t can overflow the Schur complement: leave such cases to the identity raise
+        if !pmax.is_finite() || (0..na).any(|j| (0..na).any(|i| !p[(i, j)].is_finite())) {
+            return Ok(None);
+        }
+        Ok(Some((p, pmax)))
     }
 
     /// Adds the symmetric P to the free X_k.
