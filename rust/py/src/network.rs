@@ -1,8 +1,10 @@
 //! `nncert._core.Network`: the core network, built from layer specs that python/nncert/network.py
 //! produces (tuples: ("dense", W, b) | ("relu",) | ("leaky_relu", slope) | ("tanh",) | ("sigmoid",) |
-//! ("groupsort", g, pairing) | ("householder", theta, pairing) | ("residual", [specs])).
+//! ("groupsort", g, pairing) | ("householder", theta, pairing) | ("residual", [specs]) |
+//! ("implicit", W, U, b, activation spec)).
 
 use faer::Mat;
+use nncert_core::network::Implicit;
 use nncert_core::{Layer, Network, Pairing};
 use numpy::{PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::PyValueError;
@@ -54,6 +56,18 @@ fn layer_from_spec(py: Python<'_>, spec: &Bound<'_, PyAny>) -> PyResult<Layer> {
             let inner = inner.cast::<PyList>()?;
             Layer::Residual(inner.iter().map(|s| layer_from_spec(py, &s)).collect::<PyResult<_>>()?)
         }
+        "implicit" => {
+            let mat = |k: usize| -> PyResult<Mat<f64>> {
+                let a: PyReadonlyArray2<f64> = t.get_item(k)?.extract()?;
+                Ok(numpy_to_mat(&a))
+            };
+            let (w, u) = (mat(1)?, mat(2)?);
+            let b: PyReadonlyArray1<f64> = t.get_item(3)?.extract()?;
+            let act = layer_from_spec(py, &t.get_item(4)?)?;
+            let b = b.as_array().to_vec();
+            let imp = run_detached(py, move || Implicit::new(w, u, Some(b), act))?;
+            Layer::Implicit(Box::new(imp))
+        }
         other => return Err(PyValueError::new_err(format!("unknown layer kind {other:?}"))),
     })
 }
@@ -78,7 +92,23 @@ impl PyNetwork {
     #[new]
     #[pyo3(signature = (specs, input_dim=None))]
     fn new(py: Python<'_>, specs: &Bound<'_, PyList>, input_dim: Option<usize>) -> PyResult<Self> {
-        let layers = specs.iter().map(|s| layer_from_spec(py, &s)).collect::<PyResult<Vec<_>>>()?;
+        let layers = specs
+            .iter()
+            .enumerate()
+            .map(|(k, s)| {
+                layer_from_spec(py, &s).map_err(|e| {
+                    // name the layer in errors from an Implicit layer's checks (well-posedness, shapes)
+                    let msg = e.value(py).to_string();
+                    if msg.starts_with("Implicit") {
+                        let prefixed = format!("layer {k}: {msg}");
+                        let cls = e.get_type(py);
+                        cls.call1((prefixed,)).map(PyErr::from_value).unwrap_or(e)
+                    } else {
+                        e
+                    }
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
         let inner = Network::new(layers, input_dim).map_err(|e| to_pyerr(py, e))?;
         Ok(Self { inner })
     }
@@ -96,6 +126,27 @@ impl PyNetwork {
     #[getter]
     fn num_params(&self) -> usize {
         self.inner.num_params()
+    }
+
+    /// One dict per Implicit layer: path, units, activation, certificate ("contraction" | "monotone"),
+    /// contraction (beta ||W||_2, rounded up), monotone_margin (lambda_min(I - sym W), rounded down, or None),
+    /// iteration ("picard" | "peaceman-rachford"), rate (its guaranteed contraction factor), max_iters.
+    fn implicit_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for (path, imp) in self.inner.implicit_layers() {
+            let d = pyo3::types::PyDict::new(py);
+            d.set_item("path", path)?;
+            d.set_item("units", imp.out_dim())?;
+            d.set_item("activation", imp.activation().kind())?;
+            d.set_item("certificate", imp.certificate().name())?;
+            d.set_item("contraction", imp.contraction())?;
+            d.set_item("monotone_margin", imp.monotone_margin())?;
+            d.set_item("iteration", imp.iteration())?;
+            d.set_item("rate", imp.rate())?;
+            d.set_item("max_iters", imp.max_iters())?;
+            out.append(d)?;
+        }
+        Ok(out)
     }
 
     /// Batched forward pass of a 2-D float64 array (any memory order, read in place).

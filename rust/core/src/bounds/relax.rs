@@ -134,7 +134,7 @@ pub fn relax(layer: &Layer, l: &[f64], u: &[f64], slopes: Slopes) -> Result<Rela
             let (lo, hi) = act_interval(layer, l, u);
             (0..n).for_each(|k| put(k, (0.0, lo[k], 0.0, hi[k])));
         }
-        Layer::Dense(_) | Layer::Residual(_) => unreachable!("not an activation"),
+        Layer::Dense(_) | Layer::Residual(_) | Layer::Implicit(_) => unreachable!("not an activation"),
     }
     Ok(Relax::Diag { ls, li, us, ui })
 }
@@ -230,7 +230,7 @@ pub fn act_interval(layer: &Layer, l: &[f64], u: &[f64]) -> (Vec<f64>, Vec<f64>)
             }
             (lo, hi)
         }
-        Layer::Dense(_) | Layer::Residual(_) => unreachable!("not an activation"),
+        Layer::Dense(_) | Layer::Residual(_) | Layer::Implicit(_) => unreachable!("not an activation"),
     }
 }
 

@@ -10,6 +10,11 @@
 //! - plain sector:    [[X_k + 2ab W^T T W, -(a+b) W^T T], [., 2T - X_{k+1}]]
 //! - residual groups: [[X_k - X' - W^T Q W, -X'], [., Q - X']]
 //! - residual sector: [[X_k - X' + 2ab W^T T W, -X' - (a+b) W^T T], [., 2T - X']]
+//! - implicit (z' = act(F z' + W z), in the variables (dz, dz')): with (k2, k1, k0) = (2ab, -(a+b), 2) for a
+//!   sector [a, b] (Q = T) and (-1, 0, 1) for groups (Q = blockdiag(lambda_j I + gamma_j E)),
+//!   [[X_k + k2 W^T Q W, k1 W^T Q + k2 W^T Q F], [., k0 Q + k1 (Q F + F^T Q) + k2 F^T Q F - X']]
+//!   (the sector QC 2 (dz' - a dv)^T T (b dv - dz') >= 0, or the group QC dv^T Q dv - dz'^T Q dz' >= 0,
+//!   with dv = F dz' + W dz, written out in (dz, dz'))
 //! - final, l2:       X_L - R^T R               (R: final rows)  bound sqrt(rho) * scale
 //! - final, l-inf:    [[X_L, R^T], [R, rho]]     (R: one row)    bound sqrt(rho * sum d) * scale
 //! Each LMI k is the S-procedure step dz_k^T X_k dz_k >= dz_{k+1}^T X_{k+1} dz_{k+1} given the
@@ -125,7 +130,7 @@ impl<'a> Builder<'a> {
         let m = st.w.nrows();
         let sm = &mu.stages[k];
         let f = |v: f64| if abs { v.abs() } else { v };
-        match &st.act {
+        match st.act.family() {
             Act::Sector { .. } => Mat::from_fn(m, m, |i, j| if i == j { f(sm.t[i]) } else { 0.0 }),
             Act::Groups { groups, e } => {
                 let mut q = Mat::<f64>::zeros(m, m);
@@ -139,7 +144,7 @@ impl<'a> Builder<'a> {
                 }
                 q
             }
-            Act::Linear => Mat::zeros(m, m),
+            Act::Linear | Act::Implicit { .. } => Mat::zeros(m, m),
         }
     }
 
@@ -194,6 +199,34 @@ impl<'a> Builder<'a> {
         let (m, n) = (w.nrows(), w.ncols());
         let p = 2 * m.max(n) + 16;
         match (&st.act, st.residual) {
+            (Act::Implicit { f, inner }, _) => {
+                let q = self.q(k, mu, abs);
+                let f = if abs { abs_mat(f.as_ref()) } else { f.clone() };
+                let (k2, k1, k0) = match **inner {
+                    Act::Sector { alpha, beta } => (2.0 * alpha * beta, -(alpha + beta), 2.0),
+                    _ => (-1.0, 0.0, 1.0),
+                };
+                let xn = self.x(k + 1, mu, abs);
+                let qw = matmul_new(q.as_ref(), w.as_ref()); // Q W (m x n)
+                let qf = matmul_new(q.as_ref(), f.as_ref()); // Q F (m x m)
+                let wqw = matmul_new(w.transpose(), qw.as_ref());
+                let wqf = matmul_new(w.transpose(), qf.as_ref());
+                let fqf = matmul_new(f.transpose(), qf.as_ref());
+                let size = n + m;
+                let mat = Mat::from_fn(size, size, |i, j| {
+                    if i < n && j < n {
+                        xk[(i, j)] + sg(k2) * wqw[(i, j)]
+                    } else if i >= n && j >= n {
+                        let (i, j) = (i - n, j - n);
+                        k0 * q[(i, j)] + sg(k1) * (qf[(i, j)] + qf[(j, i)]) + sg(k2) * fqf[(i, j)] + sg(-1.0) * xn[(i, j)]
+                    } else {
+                        let (zi, wj) = if i < n { (i, j - n) } else { (j, i - n) };
+                        // (W^T Q)[zi, wj] = (Q W)[wj, zi] (Q symmetric)
+                        sg(k1) * qw[(wj, zi)] + sg(k2) * wqf[(zi, wj)]
+                    }
+                });
+                (mat, n, p)
+            }
             (Act::Linear, _) => {
                 let xn = self.x(k + 1, mu, abs);
                 let s = matmul_new(w.transpose(), matmul_new(xn.as_ref(), w.as_ref()).as_ref());
@@ -272,7 +305,7 @@ impl<'a> Builder<'a> {
             mu.rho += delta;
             return;
         }
-        let gain = match self.chain.stages[k].act {
+        let gain = match self.chain.stages[k].act.family() {
             Act::Sector { .. } => 2.0,
             _ => 1.0,
         };
@@ -318,8 +351,8 @@ pub(super) fn validate(chain: &Chain, norm: Norm, mu: &mut Multipliers) -> Resul
     mu.rho = mu.rho.max(0.0);
     for (k, (st, sm)) in chain.stages.iter().zip(mu.stages.iter_mut()).enumerate() {
         let m = st.w.nrows();
-        let (nt, ng) = match &st.act {
-            Act::Linear => (0, 0),
+        let (nt, ng) = match st.act.family() {
+            Act::Linear | Act::Implicit { .. } => (0, 0),
             Act::Sector { .. } => (m, 0),
             Act::Groups { groups, .. } => (groups.len(), groups.len()),
         };
@@ -368,7 +401,7 @@ pub(super) fn stage_q(chain: &Chain, norm: Norm, k: usize, mu: &Multipliers, abs
 
 /// The margin that covers the rounding error of an LMI matrix `m` computed with sums of products of
 /// length at most `p` (`ma`: the same matrix built from absolute values) and of its eigensolver.
-pub(super) fn rounding_margin(m: MatRef<'_, f64>, ma: MatRef<'_, f64>, p: usize) -> f64 {
+pub(crate) fn rounding_margin(m: MatRef<'_, f64>, ma: MatRef<'_, f64>, p: usize) -> f64 {
     let n = m.nrows() as f64;
     let pf = p as f64;
     let gamma = pf * EPS / (1.0 - pf * EPS);
@@ -406,8 +439,16 @@ pub fn certify(chain: &Chain, norm: Norm, mut mu: Multipliers, repair: bool) -> 
                     let nc = n - lmi.na;
                     // raise the C block's own multiplier so that C grows by 2e ...
                     bld.raise_own(k, &mut mu, 2.0 * e);
-                    let after = bld.build(k, &mu).m;
-                    let delta = Mat::from_fn(n, n, |i, j| after[(i, j)] - before[(i, j)]);
+                    let mut after = bld.build(k, &mu).m;
+                    let mut delta = Mat::from_fn(n, n, |i, j| after[(i, j)] - before[(i, j)]);
+                    // (implicit stages: C grows by the raise times 2I - (a+b)(F + F^T) + ..., positive definite but
+                    // possibly below 2e I; the change is linear in the raise, so scale it up to reach 2e)
+                    let grow = min_eig(delta.as_ref().submatrix(lmi.na, lmi.na, nc, nc))?;
+                    if grow > 0.0 && grow <= e {
+                        bld.raise_own(k, &mut mu, 2.0 * e * (2.0 * e / grow - 1.0));
+                        after = bld.build(k, &mu).m;
+                        delta = Mat::from_fn(n, n, |i, j| after[(i, j)] - before[(i, j)]);
+                    }
                     // ... then a >= e - lambda_min(A_D - B_D (C_D - e I)^{-1} B_D^T), with C_D - e I ~ e I.
                     let mut cd = delta.as_ref().submatrix(lmi.na, lmi.na, nc, nc).to_owned();
                     for i in 0..nc {

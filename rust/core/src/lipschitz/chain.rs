@@ -23,6 +23,9 @@ pub enum Act {
     /// GroupSort / MaxMin / Householder: per group j, for the multiplier lambda_j I + gamma_j E,
     /// ||dv_j||^2 >= ||dw_j||^2 and dv_j^T E dv_j = dw_j^T E dw_j (E = 11^T, or I - vv^T for Householder).
     Groups { groups: Vec<Vec<usize>>, e: Mat<f64> },
+    /// Implicit (equilibrium) stage z' = act(F z' + W z) (W: the stage's rescaled input weight U, F: the feedback
+    /// weight, not rescaled); `inner` is the activation's family (Sector or Groups), whose multipliers the stage uses.
+    Implicit { f: Mat<f64>, inner: Box<Act> },
 }
 
 impl Act {
@@ -31,6 +34,15 @@ impl Act {
             Act::Linear => "linear",
             Act::Sector { .. } => "sector",
             Act::Groups { .. } => "groups",
+            Act::Implicit { .. } => "implicit",
+        }
+    }
+
+    /// The family whose multipliers the stage carries (the activation's, for implicit stages).
+    pub fn family(&self) -> &Act {
+        match self {
+            Act::Implicit { inner, .. } => inner,
+            a => a,
         }
     }
 }
@@ -88,7 +100,7 @@ pub fn act_of(layer: &Layer, width: usize, path: &str) -> Result<Act> {
                 e: Mat::from_fn(2, 2, |i, j| if i == j { 1.0 } else { 0.0 } - v[i] * v[j]),
             }
         }
-        Layer::Dense(_) | Layer::Residual(_) => {
+        Layer::Dense(_) | Layer::Residual(_) | Layer::Implicit(_) => {
             return Err(Error::Unsupported(format!("{path}: {} is not an activation", layer.kind())))
         }
     })
@@ -180,6 +192,26 @@ impl Chain {
                             )));
                         }
                     }
+                }
+                Layer::Implicit(imp) => {
+                    // A Dense layer right before folds into U (its bias does not change a Lipschitz constant).
+                    let here = format!("{path} (Implicit[{}])", imp.activation().kind());
+                    let (w, name) = match pending.take() {
+                        Some((wd, name)) => {
+                            (super::certify::matmul_new(imp.input_weight(), wd.as_ref()), format!("{name} + {here}"))
+                        }
+                        None => (imp.input_weight().to_owned(), here),
+                    };
+                    let inner = act_of(imp.activation(), imp.out_dim(), &path)?;
+                    stages.push(Stage {
+                        w,
+                        act: Act::Implicit { f: imp.weight().to_owned(), inner: Box::new(inner) },
+                        residual: false,
+                        g: None,
+                        scale: 1.0,
+                        layer: name,
+                    });
+                    width = imp.out_dim();
                 }
                 act => {
                     let (w, name) = pending.take().unwrap_or_else(|| (identity(width), format!("{path} (identity)")));
