@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InvalidInputError, UnsupportedModelError
-from ..layers import (Dense, GroupSort, Householder, Layer, LeakyReLU, MaxMin, ReLU, Residual, Sigmoid, Tanh)
+from ..layers import (Dense, GroupSort, Householder, Implicit, Layer, LeakyReLU, MaxMin, ReLU, Residual, Sigmoid,
+                      Tanh)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..network import Network
@@ -35,6 +36,11 @@ def _encode(layers: tuple[Layer, ...], arrays: dict[str, np.ndarray]) -> list[di
             out.append({"type": "Dense", "W": f"a{k}", "b": f"a{k + 1}"})
         elif isinstance(l, Residual):
             out.append({"type": "Residual", "layers": _encode(l.layers, arrays)})
+        elif isinstance(l, Implicit):
+            k = len(arrays)
+            arrays[f"a{k}"], arrays[f"a{k + 1}"], arrays[f"a{k + 2}"] = l.W, l.U, l.b
+            out.append({"type": "Implicit", "W": f"a{k}", "U": f"a{k + 1}", "b": f"a{k + 2}",
+                        "activation": _encode((l.activation,), arrays)[0]})
         else:
             out.append({"type": kind, **l.params()})
     return out
@@ -48,6 +54,8 @@ def _decode(spec: list[dict[str, Any]], arrays: Any) -> list[Layer]:
             layers.append(Dense(arrays[d["W"]], arrays[d["b"]]))
         elif kind == "Residual":
             layers.append(Residual(_decode(d["layers"], arrays)))
+        elif kind == "Implicit":
+            layers.append(Implicit(arrays[d["W"]], arrays[d["U"]], arrays[d["b"]], _decode([d["activation"]], arrays)[0]))
         elif kind in _SIMPLE:
             layers.append(_SIMPLE[kind]())
         elif kind == "LeakyReLU":

@@ -91,7 +91,7 @@ pub fn implicit_naive(imp: &crate::network::Implicit, norm: Norm) -> Result<f64>
     if !(q < 1.0) {
         let nm = if norm == Norm::L2 { "2" } else { "inf" };
         return Err(Error::Unsupported(format!(
-            "the naive bound is unavailable for an Implicit layer ({} units, {}) with beta*||W||_{nm} = {q:.6} >= 1              (it needs a contraction; use an SDP method)",
+            "the naive bound is unavailable for an Implicit layer ({} units, {}) with beta*||W||_{nm} = {q:.6} >= 1 (it needs a contraction; use an SDP method)",
             imp.out_dim(),
             imp.activation().kind()
         )));
