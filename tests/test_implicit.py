@@ -3,8 +3,6 @@ analyses that do not handle them, npz, and certified Lipschitz bounds (reference
 equivalent explicit network, finite differences, the sampled lower bound, cvxpy/Clarabel)."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -150,6 +148,19 @@ def test_not_well_posed_layers_raise_naming_the_layer_and_numbers():
         nncert.Implicit(np.full((2, 2), np.nan), U)
 
 
+def test_a_solve_that_does_not_converge_is_an_error_not_an_answer():
+    # well-posed, but the guaranteed rate (1 - 2e-6) needs more iterations than the cap allows
+    net = nncert.Network([nncert.Implicit([[0.999999]], [[1.0]])])
+    assert net.implicit_info()[0]["max_iters"] == 200_000
+    with pytest.raises(nncert.SolverError, match=r"layer 0: Implicit .* did not converge in 200000 iterations"):
+        net(np.array([[1.0]]))
+    with pytest.raises(nncert.SolverError, match="did not converge"):
+        net.jacobian(np.array([1.0]))
+    # the same layer at 1 - 1e-4 converges; the equilibrium 1 / (1 - w) is then conditioned by 1 / (1 - w)
+    net = nncert.Network([nncert.Implicit([[0.9999]], [[1.0]])])
+    np.testing.assert_allclose(net(np.array([[1.0]]))[0, 0], 1e4, rtol=1e-9)
+
+
 def test_layer_api():
     lay = nncert.Equilibrium(0.1 * np.eye(2), np.ones((2, 3)), activation=nncert.Tanh)
     assert nncert.Equilibrium is nncert.Implicit and isinstance(lay.activation, nncert.Tanh)
@@ -160,7 +171,7 @@ def test_layer_api():
     assert net.num_params == 4 + 6 + 2 and net.widths() == [("Implicit", 2)]
 
 
-def test_npz_round_trip_and_cli(tmp_path):
+def test_npz_round_trip_and_cli(tmp_path, capsys):
     rng = np.random.default_rng(5)
     net = nncert.Network([nncert.Dense(rng.standard_normal((4, 3)), rng.standard_normal(4)),
                           nncert.Implicit(monotone_W(rng, 4), rng.standard_normal((4, 4)), rng.standard_normal(4),
@@ -173,9 +184,9 @@ def test_npz_round_trip_and_cli(tmp_path):
     assert back == net
     X = rng.standard_normal((10, 3))
     np.testing.assert_array_equal(back(X), net(X))
-    out = subprocess.run([sys.executable, "-m", "nncert.cli", "lipschitz", str(p), "--json"], capture_output=True,
-                         text=True, check=True)
-    res = json.loads(out.stdout)
+    from nncert.cli import main
+    assert main(["lipschitz", str(p), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
     assert res["certified"] and res["bound"] >= res["lower_bound"] > 0
     assert res["method"] == "lipsdp-neuron"
 
@@ -290,8 +301,10 @@ def test_certified_bounds_on_random_implicit_networks():
 
 def test_scs_direct_matches_the_cvxpy_model_and_linf():
     rng = np.random.default_rng(9)
-    for k in (0, 1, 4):
-        net = _random_implicit_net(rng, k)
+    wide = nncert.Network([nncert.Implicit(contraction_W(rng, 2, 0.7), rng.standard_normal((2, 6))),
+                           nncert.Dense(rng.standard_normal((1, 2)))])  # l2: U restricted to its row space
+    for net in [_random_implicit_net(rng, k) for k in (0, 1, 4)] + [wide]:
+        k = None
         a = nncert.lipschitz(net, solver="SCS", solver_options={"eps_abs": 1e-8, "eps_rel": 1e-8})
         b = nncert.lipschitz(net, solver="CLARABEL")
         assert abs(a.bound - b.bound) < 1e-4 * b.bound, (k, a.bound, b.bound)
