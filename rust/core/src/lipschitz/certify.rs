@@ -541,6 +541,38 @@ mod tests {
     }
 
     #[test]
+    fn scalar_implicit_relu_certifies_its_exact_constant() {
+        // z = relu(w z + x): L = 1 / (1 - w). With t = 1/(1-w), X_1 = 1 the implicit LMI
+        // [[rho, -t], [-t, 2t(1-w) - X_1]] is PSD exactly for rho >= t^2 = L^2, and the final LMI X_1 - 1 >= 0.
+        for w in [0.0, 0.5, -2.0, 0.75] {
+            let imp = crate::network::Implicit::new(
+                Mat::from_fn(1, 1, |_, _| w),
+                Mat::from_fn(1, 1, |_, _| 1.0),
+                None,
+                Layer::ReLU,
+            )
+            .unwrap();
+            let net = Network::new(vec![Layer::Implicit(Box::new(imp))], None).unwrap();
+            let chain = Chain::new(&net, None).unwrap();
+            assert_eq!(chain.stages.len(), 1);
+            let l = 1.0 / (1.0 - w);
+            let mu = |rho: f64| Multipliers {
+                rho,
+                d: vec![],
+                stages: vec![StageMult { t: vec![l], gamma: vec![], x_next: Some(Mat::from_fn(1, 1, |_, _| 1.0)) }],
+            };
+            let cert = certify(&chain, Norm::L2, mu(l * l), true).unwrap();
+            assert!(cert.certified);
+            assert!(cert.bound >= l && cert.bound < l * (1.0 + 1e-9), "w {w}: {} vs {l}", cert.bound);
+            // below the constant nothing certifies without repair, and the repair lands above it
+            let low = certify(&chain, Norm::L2, mu(0.9 * l * l), false).unwrap();
+            assert!(!low.certified);
+            let fixed = certify(&chain, Norm::L2, mu(0.9 * l * l), true).unwrap();
+            assert!(fixed.certified && fixed.repaired && fixed.bound >= l);
+        }
+    }
+
+    #[test]
     fn lower_bound_of_a_linear_map_is_its_norm() {
         let w = Mat::from_fn(2, 2, |i, j| [[3.0, 1.0], [0.0, 2.0]][i][j]);
         let net = Network::new(vec![Layer::dense(w.clone(), None).unwrap()], None).unwrap();
