@@ -293,6 +293,11 @@ def test_certified_bounds_on_random_implicit_networks():
             assert r.bound <= r.naive_bound * (1 + 1e-6), (k, r.bound, r.naive_bound)
         for lmi in r.details["lmis"]:
             assert lmi["min_eig_after"] >= lmi["margin"] >= 0, (k, lmi)
+        # difference quotients of the forward pass alone (no Jacobian code involved) stay below the bound
+        X = rng.standard_normal((400, net.input_dim))
+        D = 1e-3 * rng.standard_normal(X.shape)
+        q = np.linalg.norm(net(X + D) - net(X), axis=1) / np.linalg.norm(D, axis=1)
+        assert q.max() <= r.bound * (1 + 1e-6) and q.max() >= 0.3 * r.lower_bound, (k, q.max(), r.bound)
         # the implicit stage's LMI is (n + m) wide: [[X_k, .], [., .]] over (dz, dz')
         imp = [l for l in net.layers if isinstance(l, nncert.Implicit)][0]
         assert any(lmi["size"] == imp.out_features + imp.in_features and "Implicit" in lmi["name"]

@@ -107,7 +107,7 @@ def _pick_method(chain: dict[str, Any] | None, why_no_chain: str | None, norm: s
     kinds = {st["kind"] for st in stages} | {st["act"] for st in stages if st["kind"] == "implicit"}
     if "groups" in kinds:
         return "nsr", "GroupSort/MaxMin/Householder layers: LipSDP-NSR chain (sector layers, if any, per neuron)"
-    neurons = sum(st["W"].shape[0] for st in stages if st["kind"] == "sector")
+    neurons = sum(st["W"].shape[0] for st in stages if "sector" in (st["kind"], st.get("act")))
     if neurons > AUTO_MAX_NEURONS:
         return "lipsdp-layer", f"{neurons} neurons (> {AUTO_MAX_NEURONS}): one multiplier per layer"
     return "lipsdp-neuron", "slope-restricted activations: one multiplier per neuron (tightest LipSDP variant offered)"
