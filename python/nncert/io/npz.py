@@ -34,13 +34,13 @@ def _encode(layers: tuple[Layer, ...], arrays: dict[str, np.ndarray]) -> list[di
             k = len(arrays)
             arrays[f"a{k}"], arrays[f"a{k + 1}"] = l.W, l.b
             out.append({"type": "Dense", "W": f"a{k}", "b": f"a{k + 1}"})
-        elif isinstance(l, Residual):
-            out.append({"type": "Residual", "layers": _encode(l.layers, arrays)})
         elif isinstance(l, Implicit):
             k = len(arrays)
             arrays[f"a{k}"], arrays[f"a{k + 1}"], arrays[f"a{k + 2}"] = l.W, l.U, l.b
             out.append({"type": "Implicit", "W": f"a{k}", "U": f"a{k + 1}", "b": f"a{k + 2}",
                         "activation": _encode((l.activation,), arrays)[0]})
+        elif isinstance(l, Residual):
+            out.append({"type": "Residual", "layers": _encode(l.layers, arrays)})
         else:
             out.append({"type": kind, **l.params()})
     return out
@@ -52,10 +52,10 @@ def _decode(spec: list[dict[str, Any]], arrays: Any) -> list[Layer]:
         kind = d["type"]
         if kind == "Dense":
             layers.append(Dense(arrays[d["W"]], arrays[d["b"]]))
-        elif kind == "Residual":
-            layers.append(Residual(_decode(d["layers"], arrays)))
         elif kind == "Implicit":
             layers.append(Implicit(arrays[d["W"]], arrays[d["U"]], arrays[d["b"]], _decode([d["activation"]], arrays)[0]))
+        elif kind == "Residual":
+            layers.append(Residual(_decode(d["layers"], arrays)))
         elif kind in _SIMPLE:
             layers.append(_SIMPLE[kind]())
         elif kind == "LeakyReLU":

@@ -106,11 +106,11 @@ def _module(layer: Layer, dtype: Any, device: Any) -> Any:
         return nt.GroupSort(layer.group_size, layer.pairing)
     if isinstance(layer, Householder):
         return nt.Householder(layer.theta, layer.pairing).to(device=device)
-    if isinstance(layer, Residual):
-        return nt.Residual(nn.Sequential(*[_module(l, dtype, device) for l in layer.layers]))
     if isinstance(layer, Implicit):
         raise UnsupportedModelError("to_torch (and the torch/CUDA paths built on it) does not support implicit "
                                     "(equilibrium) layers; use the CPU path")
+    if isinstance(layer, Residual):
+        return nt.Residual(nn.Sequential(*[_module(l, dtype, device) for l in layer.layers]))
     raise UnsupportedModelError(f"no torch module for layer {layer!r}")  # pragma: no cover
 
 

@@ -100,6 +100,8 @@ impl Dense {
 /// One layer of a [`Network`].
 #[derive(Clone, Debug)]
 pub enum Layer {
+    /// The equilibrium z of z = act(W z + U x + b), certified well-posed when built (see [`Implicit`]).
+    Implicit(Box<Implicit>),
     Dense(Dense),
     ReLU,
     LeakyReLU { slope: f64 },
@@ -112,8 +114,6 @@ pub enum Layer {
     Householder { theta: f64, pairing: Pairing },
     /// y = x + f(x), with f the inner layers (which must map width d to width d).
     Residual(Vec<Layer>),
-    /// The equilibrium z of z = act(W z + U x + b), certified well-posed when built (see [`Implicit`]).
-    Implicit(Box<Implicit>),
 }
 
 impl Layer {
@@ -128,6 +128,7 @@ impl Layer {
     /// A short name for summaries and error messages.
     pub fn kind(&self) -> &'static str {
         match self {
+            Layer::Implicit(_) => "Implicit",
             Layer::Dense(_) => "Dense",
             Layer::ReLU => "ReLU",
             Layer::LeakyReLU { .. } => "LeakyReLU",
@@ -137,16 +138,15 @@ impl Layer {
             Layer::GroupSort { .. } => "GroupSort",
             Layer::Householder { .. } => "Householder",
             Layer::Residual(_) => "Residual",
-            Layer::Implicit(_) => "Implicit",
         }
     }
 
     /// Number of trainable parameters (weights and biases), counting nested layers.
     pub fn num_params(&self) -> usize {
         match self {
+            Layer::Implicit(l) => l.out_dim() * (l.out_dim() + l.in_dim() + 1),
             Layer::Dense(d) => d.out_dim() * d.in_dim() + d.out_dim(),
             Layer::Residual(inner) => inner.iter().map(Layer::num_params).sum(),
-            Layer::Implicit(l) => l.out_dim() * (l.out_dim() + l.in_dim() + 1),
             _ => 0,
         }
     }
@@ -223,9 +223,9 @@ impl Layer {
     /// The input width this layer fixes, if any (the first Dense inside it).
     fn in_dim(&self) -> Option<usize> {
         match self {
+            Layer::Implicit(l) => Some(l.in_dim()),
             Layer::Dense(d) => Some(d.in_dim()),
             Layer::Residual(inner) => inner.iter().find_map(Layer::in_dim),
-            Layer::Implicit(l) => Some(l.in_dim()),
             _ => None,
         }
     }
@@ -447,6 +447,7 @@ fn dense_forward<T: NetScalar>(d: &Dense, x: MatRef<'_, T>) -> Mat<T> {
 pub fn apply_activation<T: Real>(layer: &Layer, mut h: MatMut<'_, T>) {
     let n = h.ncols();
     match *layer {
+        Layer::Implicit(_) => unreachable!("not an activation"),
         Layer::ReLU => map_cols(h, |v| if v > T::zero_() { v } else { T::zero_() }),
         Layer::LeakyReLU { slope } => {
             let s = T::from_f64(slope);
@@ -497,7 +498,7 @@ pub fn apply_activation<T: Real>(layer: &Layer, mut h: MatMut<'_, T>) {
                 }
             }
         }
-        Layer::Dense(_) | Layer::Residual(_) | Layer::Implicit(_) => unreachable!("not an activation"),
+        Layer::Dense(_) | Layer::Residual(_) => unreachable!("not an activation"),
     }
 }
 

@@ -1,7 +1,6 @@
 //! `nncert._core.Network`: the core network, built from layer specs that python/nncert/network.py
 //! produces (tuples: ("dense", W, b) | ("relu",) | ("leaky_relu", slope) | ("tanh",) | ("sigmoid",) |
-//! ("groupsort", g, pairing) | ("householder", theta, pairing) | ("residual", [specs]) |
-//! ("implicit", W, U, b, activation spec)).
+//! ("groupsort", g, pairing) | ("householder", theta, pairing) | ("residual", [specs])).
 
 use faer::Mat;
 use nncert_core::network::Implicit;
@@ -27,6 +26,7 @@ fn pairing(s: &str) -> PyResult<Pairing> {
     }
 }
 
+/// One layer from its spec; also ("implicit", W, U, b, activation spec) for Implicit layers.
 fn layer_from_spec(py: Python<'_>, spec: &Bound<'_, PyAny>) -> PyResult<Layer> {
     let t = spec.cast::<PyTuple>()?;
     let kind: String = t.get_item(0)?.extract()?;

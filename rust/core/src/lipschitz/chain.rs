@@ -87,6 +87,7 @@ pub struct Chain {
 /// The activation's constraint family, or an error naming the layer.
 pub fn act_of(layer: &Layer, width: usize, path: &str) -> Result<Act> {
     Ok(match *layer {
+        Layer::Implicit(_) => return Err(Error::Unsupported(format!("{path}: Implicit is not an activation"))),
         Layer::ReLU | Layer::Tanh => Act::Sector { alpha: 0.0, beta: 1.0 },
         Layer::LeakyReLU { slope } => Act::Sector { alpha: slope.min(1.0), beta: slope.max(1.0) },
         Layer::Sigmoid => Act::Sector { alpha: 0.0, beta: 0.25 },
@@ -100,7 +101,7 @@ pub fn act_of(layer: &Layer, width: usize, path: &str) -> Result<Act> {
                 e: Mat::from_fn(2, 2, |i, j| if i == j { 1.0 } else { 0.0 } - v[i] * v[j]),
             }
         }
-        Layer::Dense(_) | Layer::Residual(_) | Layer::Implicit(_) => {
+        Layer::Dense(_) | Layer::Residual(_) => {
             return Err(Error::Unsupported(format!("{path}: {} is not an activation", layer.kind())))
         }
     })

@@ -60,6 +60,7 @@ pub fn pow2_at_least(x: f64) -> f64 {
 /// Lipschitz constant of an activation layer in the given norm.
 pub fn activation_constant(layer: &Layer, norm: Norm) -> f64 {
     match *layer {
+        Layer::Implicit(_) => unreachable!("not an activation"),
         Layer::ReLU | Layer::Tanh | Layer::GroupSort { .. } => 1.0,
         Layer::LeakyReLU { slope } => slope.abs().max(1.0),
         Layer::Sigmoid => 0.25,
@@ -72,7 +73,7 @@ pub fn activation_constant(layer: &Layer, norm: Norm) -> f64 {
                 m.max(1.0) * (1.0 + 8.0 * EPS)
             }
         },
-        Layer::Dense(_) | Layer::Residual(_) | Layer::Implicit(_) => unreachable!("not an activation"),
+        Layer::Dense(_) | Layer::Residual(_) => unreachable!("not an activation"),
     }
 }
 
@@ -105,9 +106,9 @@ fn product(layers: &[Layer], norm: Norm) -> Result<f64> {
     let mut b = 1.0f64;
     for l in layers {
         b *= match l {
+            Layer::Implicit(imp) => implicit_naive(imp, norm)?,
             Layer::Dense(d) => layer_norm(d.weight(), norm)?,
             Layer::Residual(inner) => 1.0 + product(inner, norm)?,
-            Layer::Implicit(imp) => implicit_naive(imp, norm)?,
             act => activation_constant(act, norm),
         };
     }
