@@ -113,7 +113,7 @@ impl Implicit {
         if let Some(i) = b.iter().position(|v| !v.is_finite()) {
             return Err(invalid_err!("Implicit: b[{i}] is {} (biases must be finite)", b[i]));
         }
-        if matches!(act, Layer::Dense(_) | Layer::Residual(_) | Layer::Implicit(_)) {
+        if matches!(act, Layer::Dense(_) | Layer::Residual { .. } | Layer::Implicit(_)) {
             return Err(invalid_err!("Implicit: activation must be ReLU, LeakyReLU, Tanh, Sigmoid, MaxMin, GroupSort or Householder, got {}", act.kind()));
         }
         act.out_dim(Some(m), "Implicit activation")?;
@@ -450,7 +450,7 @@ mod tests {
         assert!(matches!(&e, Error::Unsupported(m) if m.contains("does not apply")), "{e:?}");
         assert!(matches!(Implicit::new(Mat::zeros(3, 3), u.clone(), None, Layer::ReLU), Err(Error::Shape(_))));
         assert!(matches!(Implicit::new(Mat::zeros(2, 2), u.clone(), Some(vec![0.0]), Layer::ReLU), Err(Error::Shape(_))));
-        assert!(matches!(Implicit::new(Mat::zeros(2, 2), u.clone(), None, Layer::Residual(vec![Layer::ReLU])), Err(Error::InvalidInput(_))));
+        assert!(matches!(Implicit::new(Mat::zeros(2, 2), u.clone(), None, Layer::dense(Mat::zeros(2, 2), None).unwrap()), Err(Error::InvalidInput(_))));
         let odd = Mat::from_fn(3, 1, |_, _| 1.0);
         assert!(matches!(Implicit::new(Mat::zeros(3, 3), odd, None, Layer::maxmin(crate::network::Pairing::Adjacent)), Err(Error::Shape(_))));
         let nan = Mat::from_fn(2, 2, |_, _| f64::NAN);
