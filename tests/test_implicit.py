@@ -186,8 +186,11 @@ def test_npz_round_trip_and_cli(tmp_path, capsys):
     np.testing.assert_array_equal(back(X), net(X))
     from nncert.cli import main
     assert main(["lipschitz", str(p), "--json"]) == 0
-    res = json.loads(capsys.readouterr().out)
+    res = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
     assert res["certified"] and res["bound"] >= res["lower_bound"] > 0
+    assert res["naive_bound"] is None  # the implicit layer is monotone, not a contraction
+    assert main(["lipschitz", str(p)]) == 0
+    assert "unavailable" in capsys.readouterr().out
     assert res["method"] == "lipsdp-neuron"
 
 
