@@ -344,3 +344,54 @@ def test_repair_of_an_implicit_block_from_poor_multipliers():
         lower = nncert.lipschitz(net, method="lipsdp-neuron" if st["act"] == "sector" else "nsr").lower_bound
         assert cert["bound"] >= lower
         assert all(l["min_eig_after"] >= l["margin"] for l in cert["lmis"])
+
+
+def _lben_layer(rng, m=6, n=3):
+    """W = D^{-1} W~ D with I - (W~ + W~^T)/2 = 1.2 I and a spread D: well-posed in the metric Lambda = D^2 only."""
+    A = rng.standard_normal((m, m))
+    d = np.array([1, 8, 0.2, 3, 0.5, 5.0])[:m]
+    W = np.diag(1 / d) @ (-0.2 * np.eye(m) + (A - A.T)) @ np.diag(d)
+    return W, rng.standard_normal((m, n)), rng.standard_normal(m), d ** 2
+
+
+@pytest.mark.parametrize("act", [nncert.ReLU(), nncert.Tanh(), nncert.Sigmoid(), nncert.LeakyReLU(0.3)],
+                         ids=lambda a: type(a).__name__)
+def test_weighted_monotone_layers_with_a_given_lambda(act):
+    rng = np.random.default_rng(11)
+    W, U, b, lam = _lben_layer(rng)
+    assert np.linalg.eigvalsh(np.eye(6) - (W + W.T) / 2).min() < -1 and np.linalg.norm(W, 2) > 10
+    assert np.linalg.eigvalsh(2 * np.diag(lam) - np.diag(lam) @ W - W.T @ np.diag(lam)).min() > 0
+    with pytest.raises(nncert.UnsupportedModelError, match="no well-posedness certificate"):
+        nncert.Network([nncert.Implicit(W, U, b, act)])
+    with pytest.raises(nncert.UnsupportedModelError, match="weighted monotone operator needs"):
+        nncert.Network([nncert.Implicit(W, U, b, act, lam=np.ones(6))])
+    lay = nncert.Implicit(W, U, b, act, lam=lam)
+    net = nncert.Network([lay, nncert.Dense(rng.standard_normal((2, 6)))])
+    info = net.implicit_info()[0]
+    assert info["certificate"] == "weighted-monotone" and abs(info["monotone_margin"] - 1.2) < 1e-9
+    X = rng.standard_normal((100, 3))
+    Z = nncert.Network([lay])(X)
+    assert residual(lay, X, Z) < 1e-11 * (1 + np.abs(Z).max())
+    x = X[0]
+    h = 1e-6
+    fd = np.stack([(net(x + h * e) - net(x - h * e)) / (2 * h) for e in np.eye(3)], axis=1)
+    np.testing.assert_allclose(net.jacobian(x), fd, rtol=1e-5, atol=1e-6)
+    r = nncert.lipschitz(net, solver="CLARABEL")
+    assert r.certified and r.bound >= r.lower_bound > 0 and r.naive_bound == np.inf
+
+
+def test_weighted_layer_inputs_and_npz(tmp_path):
+    rng = np.random.default_rng(12)
+    W, U, b, lam = _lben_layer(rng)
+    with pytest.raises(nncert.ShapeError, match="lam has length"):
+        nncert.Implicit(W, U, b, lam=lam[:3])
+    with pytest.raises(nncert.InvalidInputError, match="positive"):
+        nncert.Network([nncert.Implicit(W, U, b, lam=-lam)])
+    with pytest.raises(nncert.InvalidInputError, match="slope in"):
+        nncert.Network([nncert.Implicit(0.1 * np.eye(6), U, b, nncert.MaxMin(), lam=lam)])
+    net = nncert.Network([nncert.Implicit(W, U, b, nncert.Tanh(), lam=lam)])
+    net.save_npz(tmp_path / "lben.npz")
+    back = nncert.Network.from_npz(tmp_path / "lben.npz")
+    assert back == net and back.implicit_info()[0]["certificate"] == "weighted-monotone"
+    X = rng.standard_normal((5, 3))
+    np.testing.assert_array_equal(back(X), net(X))

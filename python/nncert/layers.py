@@ -225,13 +225,15 @@ class Implicit(Layer):
     is built, the Rust core certifies that the equilibrium exists and is unique, by
     (a) contraction: ``beta * ||W||_2 < 1`` (beta: the activation's Lipschitz constant), or (b) monotone operator
     (Winston & Kolter 2020): an element-wise activation with slope in [0, 1] and ``I - (W + W^T)/2`` positive
-    definite; otherwise it raises UnsupportedModelError naming the layer and both numbers.
+    definite, or, when a positive vector ``lam`` is given (the diagonal Lambda of Revay et al.'s LBEN models),
+    ``2 Lambda - Lambda W - W^T Lambda`` positive definite; otherwise it raises UnsupportedModelError naming the
+    layer and the numbers.
     ``Network.implicit_info()`` says which certificate was used. The forward pass iterates (Picard for (a),
     Peaceman-Rachford splitting for (b)) until ``||z - act(W z + U x + b)||_inf`` is at rounding level; a solve that
     does not converge raises SolverError.
     """
 
-    def __init__(self, W: Any, U: Any, b: Any = None, activation: Layer | None = None):
+    def __init__(self, W: Any, U: Any, b: Any = None, activation: Layer | None = None, lam: Any = None):
         self.W = frozen_copy(W, "Implicit.W", ndim=2)
         self.U = frozen_copy(U, "Implicit.U", ndim=2)
         m = self.U.shape[0]
@@ -253,6 +255,9 @@ class Implicit(Layer):
             raise InvalidInputError(f"Implicit: activation must be an instance of ReLU, LeakyReLU, Tanh, Sigmoid, "
                                     f"MaxMin, GroupSort or Householder, got {act!r}")
         self.activation = act
+        self.lam = None if lam is None else frozen_copy(lam, "Implicit.lam", ndim=1)
+        if self.lam is not None and self.lam.shape[0] != m:
+            raise ShapeError(f"Implicit: lam has length {self.lam.shape[0]} but the layer has {m} units")
 
     @property
     def in_features(self) -> int:
@@ -263,10 +268,10 @@ class Implicit(Layer):
         return int(self.U.shape[0])
 
     def spec(self) -> tuple:
-        return ("implicit", self.W, self.U, self.b, self.activation.spec())
+        return ("implicit", self.W, self.U, self.b, self.activation.spec(), self.lam)
 
     def params(self) -> dict[str, Any]:
-        return {"W": self.W, "U": self.U, "b": self.b, "activation": self.activation}
+        return {"W": self.W, "U": self.U, "b": self.b, "activation": self.activation, "lam": self.lam}
 
     def __repr__(self) -> str:
         return f"Implicit({self.in_features} -> {self.out_features}, activation={self.activation!r})"

@@ -37,8 +37,12 @@ def _encode(layers: tuple[Layer, ...], arrays: dict[str, np.ndarray]) -> list[di
         elif isinstance(l, Implicit):
             k = len(arrays)
             arrays[f"a{k}"], arrays[f"a{k + 1}"], arrays[f"a{k + 2}"] = l.W, l.U, l.b
-            out.append({"type": "Implicit", "W": f"a{k}", "U": f"a{k + 1}", "b": f"a{k + 2}",
-                        "activation": _encode((l.activation,), arrays)[0]})
+            entry = {"type": "Implicit", "W": f"a{k}", "U": f"a{k + 1}", "b": f"a{k + 2}",
+                     "activation": _encode((l.activation,), arrays)[0]}
+            if l.lam is not None:
+                entry["lam"] = f"a{len(arrays)}"
+                arrays[entry["lam"]] = l.lam
+            out.append(entry)
         elif isinstance(l, Residual):
             out.append({"type": "Residual", "layers": _encode(l.layers, arrays)})
         else:
@@ -53,7 +57,8 @@ def _decode(spec: list[dict[str, Any]], arrays: Any) -> list[Layer]:
         if kind == "Dense":
             layers.append(Dense(arrays[d["W"]], arrays[d["b"]]))
         elif kind == "Implicit":
-            layers.append(Implicit(arrays[d["W"]], arrays[d["U"]], arrays[d["b"]], _decode([d["activation"]], arrays)[0]))
+            layers.append(Implicit(arrays[d["W"]], arrays[d["U"]], arrays[d["b"]], _decode([d["activation"]], arrays)[0],
+                                   arrays[d["lam"]] if d.get("lam") else None))
         elif kind == "Residual":
             layers.append(Residual(_decode(d["layers"], arrays)))
         elif kind in _SIMPLE:

@@ -369,6 +369,8 @@ def solve(chain: dict[str, Any], norm: str, multipliers: str, verbose: bool = Fa
     info["solver_stats"] = {"solve_time": si.get("solve_time", 0.0) / 1e3, "num_iters": si.get("iter"),
                             "setup_time": si.get("setup_time", 0.0) / 1e3}
     norm_status = {"solved": "optimal", "solved_inaccurate": "optimal_inaccurate"}.get(status, status)
+    if status.startswith("solved (inaccurate"):  # e.g. "solved (inaccurate - reached max_iters)": the certificate
+        norm_status = "optimal_inaccurate"      # re-checks and repairs these multipliers like any others
     x = sol.get("x")
     if norm_status not in ("optimal", "optimal_inaccurate") and not (
             status.startswith("unfinished") and x is not None and np.all(np.isfinite(x))):

@@ -10,6 +10,11 @@
 //!   z_A = (2I - W)^{-1} (u + c), v = 2 z_A - u, z_B = act(v), u <- 2 z_B - v, and z_B -> z.
 //!   Its contraction factor is at most sqrt(1 - 4m / (1 + 2m + ||I - W||^2)) (the reflected resolvent of the
 //!   linear part: |(I - A) y|^2 / |(I + A) y|^2 = 1 - 4 t / (1 + 2t + s), t = y.Ay/|y|^2 >= m, s <= ||A||^2).
+//! - weighted monotone (Revay, Wang & Manchester 2020), with a diagonal Lambda > 0 given by the caller (LBEN models
+//!   carry one): the same activations and 2 Lambda - Lambda W - W^T Lambda > 0. With D = Lambda^{1/2} and
+//!   z~ = D z the layer is z~ = act~(W~ z~ + D c), W~ = D W D^{-1}, act~_i(v) = d_i act(v / d_i) (still monotone
+//!   with slope in [0, 1]), and I - (W~ + W~^T)/2 = D^{-1} (Lambda - (Lambda W + W^T Lambda)/2) D^{-1} > 0: the
+//!   monotone case in the scaled variables, solved there by the same splitting.
 //! Both numbers are bounds with floating-point guards (a rounded-up spectral norm, a smallest eigenvalue minus its
 //! rounding margin), so a layer accepted here is well-posed in exact arithmetic.
 //!
@@ -40,6 +45,8 @@ pub enum WellPosed {
     Contraction,
     /// lambda_min(I - (W + W^T)/2) >= m > 0 with a monotone activation of slope <= 1 (and no contraction).
     Monotone,
+    /// The same in the metric of a given diagonal Lambda: 2 Lambda - Lambda W - W^T Lambda > 0.
+    WeightedMonotone,
 }
 
 impl WellPosed {
@@ -47,6 +54,7 @@ impl WellPosed {
         match self {
             WellPosed::Contraction => "contraction",
             WellPosed::Monotone => "monotone",
+            WellPosed::WeightedMonotone => "weighted-monotone",
         }
     }
 }
@@ -65,8 +73,12 @@ pub struct Implicit {
     cert: WellPosed,
     /// The forward pass runs Peaceman-Rachford splitting (else Picard iteration).
     splitting: bool,
-    /// (2I - W)^{-1} (splitting only).
+    /// (2I - W~)^{-1} (splitting only; W~ = D W D^{-1} with the weights, else W).
     resolvent: Option<Mat<f64>>,
+    /// D = Lambda^{1/2} of a weighted-monotone certificate (the splitting runs in z~ = D z).
+    scale: Option<Vec<f64>>,
+    /// The Lambda the layer was given.
+    lambda: Option<Vec<f64>>,
     /// The guaranteed contraction factor of the iteration the forward pass runs.
     rate: f64,
     /// ||W||_inf, ||U||_inf, ||b||_inf for the residual tolerance.
@@ -86,6 +98,12 @@ impl Implicit {
     /// Validates shapes and values and certifies well-posedness (`Unsupported` when neither certificate holds,
     /// with both numbers in the message).
     pub fn new(w: Mat<f64>, u: Mat<f64>, b: Option<Vec<f64>>, act: Layer) -> Result<Self> {
+        Self::with_weights(w, u, b, act, None)
+    }
+
+    /// As [`Implicit::new`], with the diagonal `lambda` (> 0, length m) of the weighted monotone condition
+    /// 2 Lambda - Lambda W - W^T Lambda > 0 (tried when the layer is not a contraction).
+    pub fn with_weights(w: Mat<f64>, u: Mat<f64>, b: Option<Vec<f64>>, act: Layer, lambda: Option<Vec<f64>>) -> Result<Self> {
         let (m, n) = (u.nrows(), u.ncols());
         if m == 0 || n == 0 {
             return Err(shape_err!("Implicit: U must be non-empty, got shape ({m}, {n})"));
@@ -117,14 +135,35 @@ impl Implicit {
             return Err(invalid_err!("Implicit: activation must be ReLU, LeakyReLU, Tanh, Sigmoid, MaxMin, GroupSort or Householder, got {}", act.kind()));
         }
         act.out_dim(Some(m), "Implicit activation")?;
+        if let Some(l) = &lambda {
+            if l.len() != m {
+                return Err(shape_err!("Implicit: lam has length {} but the layer has {m} units", l.len()));
+            }
+            if let Some(i) = l.iter().position(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err(invalid_err!("Implicit: lam[{i}] is {} (the diagonal Lambda must be positive and finite)", l[i]));
+            }
+            if !monotone_act(&act) {
+                return Err(invalid_err!(
+                    "Implicit: lam (the weighted monotone condition) needs an element-wise activation with slope in [0, 1], got {}",
+                    act.kind()
+                ));
+            }
+        }
+        let scale: Option<Vec<f64>> = lambda.as_ref().map(|l| l.iter().map(|v| v.sqrt()).collect());
+        // W~ = D W D^{-1} (W itself without weights): the matrix of the monotone test and of the splitting
+        let ws = match &scale {
+            Some(d) => Mat::from_fn(m, m, |i, j| d[i] * w[(i, j)] / d[j]),
+            None => w.clone(),
+        };
 
         let beta = activation_constant(&act, Norm::L2);
         let wn = spectral_norm(w.as_ref())?;
         let contraction = beta * wn * (1.0 + 2.0 * EPS);
         let monotone = if monotone_act(&act) {
-            let s = Mat::from_fn(m, m, |i, j| if i == j { 1.0 } else { 0.0 } - 0.5 * (w[(i, j)] + w[(j, i)]));
-            let sa = Mat::from_fn(m, m, |i, j| if i == j { 1.0 } else { 0.0 } + 0.5 * (w[(i, j)].abs() + w[(j, i)].abs()));
-            Some(min_eig(s.as_ref())? - rounding_margin(s.as_ref(), sa.as_ref(), 3))
+            let s = Mat::from_fn(m, m, |i, j| if i == j { 1.0 } else { 0.0 } - 0.5 * (ws[(i, j)] + ws[(j, i)]));
+            let sa = Mat::from_fn(m, m, |i, j| if i == j { 1.0 } else { 0.0 } + 0.5 * (ws[(i, j)].abs() + ws[(j, i)].abs()));
+            // p = 6 also covers forming W~ (a product and a quotient per entry)
+            Some(min_eig(s.as_ref())? - rounding_margin(s.as_ref(), sa.as_ref(), 6))
         } else {
             None
         };
@@ -132,6 +171,10 @@ impl Implicit {
         let mono_ok = monotone.is_some_and(|v| v > 0.0);
         if !contracts && !mono_ok {
             let b_msg = match monotone {
+                Some(v) if scale.is_some() => format!(
+                    "(b) weighted monotone operator needs 2 Lambda - Lambda W - W^T Lambda > 0, i.e. lambda_min(I - (W~ + \
+                     W~^T)/2) > 0 with W~ = Lambda^(1/2) W Lambda^(-1/2), got {v:.6e}"
+                ),
                 Some(v) => format!("(b) monotone operator needs lambda_min(I - (W + W^T)/2) > 0, got {v:.6e}"),
                 None => format!(
                     "(b) the monotone certificate does not apply: {} is not an element-wise activation with slope in [0, 1]",
@@ -145,9 +188,13 @@ impl Implicit {
             )));
         }
         // The certificate: contraction when it holds, else monotone; the iteration: the better guaranteed rate.
-        let cert = if contracts { WellPosed::Contraction } else { WellPosed::Monotone };
+        let cert = match (contracts, scale.is_some()) {
+            (true, _) => WellPosed::Contraction,
+            (false, false) => WellPosed::Monotone,
+            (false, true) => WellPosed::WeightedMonotone,
+        };
         let pr_rate = monotone.filter(|&v| v > 0.0).map(|mm| {
-            let imw = Mat::from_fn(m, m, |i, j| if i == j { 1.0 } else { 0.0 } - w[(i, j)]);
+            let imw = Mat::from_fn(m, m, |i, j| if i == j { 1.0 } else { 0.0 } - ws[(i, j)]);
             let l = spectral_norm(imw.as_ref()).unwrap_or(f64::INFINITY);
             let r2 = 1.0 - 4.0 * mm / (1.0 + 2.0 * mm + l * l);
             (r2.max(0.0).sqrt() * (1.0 + 1e-12)).min(1.0)
@@ -157,7 +204,7 @@ impl Implicit {
             _ => (false, contraction),
         };
         let resolvent = if splitting {
-            let a = Mat::from_fn(m, m, |i, j| if i == j { 2.0 } else { 0.0 } - w[(i, j)]);
+            let a = Mat::from_fn(m, m, |i, j| if i == j { 2.0 } else { 0.0 } - ws[(i, j)]);
             let eye = Mat::<f64>::identity(m, m);
             Some(a.partial_piv_lu().solve(eye.as_ref()))
         } else {
@@ -165,7 +212,8 @@ impl Implicit {
         };
         let bn = b.iter().fold(0.0f64, |a, v| a.max(v.abs()));
         let norms = [inf_norm(w.as_ref()), inf_norm(u.as_ref()), bn];
-        Ok(Self { w, u, b, act: Box::new(act), contraction, monotone, cert, splitting, resolvent, rate, norms })
+        let scale = if splitting { scale } else { None };
+        Ok(Self { w, u, b, act: Box::new(act), contraction, monotone, cert, splitting, resolvent, scale, lambda, rate, norms })
     }
 
     pub fn weight(&self) -> MatRef<'_, f64> {
@@ -203,9 +251,17 @@ impl Implicit {
     pub fn contraction(&self) -> f64 {
         self.contraction
     }
-    /// lambda_min(I - (W + W^T)/2) (rounded down), when the activation admits the monotone certificate.
+    /// lambda_min(I - (W + W^T)/2) (rounded down; with weights, of W~ = Lambda^{1/2} W Lambda^{-1/2}), when the
+    /// activation admits the monotone certificate.
     pub fn monotone_margin(&self) -> Option<f64> {
         self.monotone
+    }
+    /// The diagonal Lambda of a weighted-monotone certificate (None otherwise).
+    pub fn lambda(&self) -> Option<Vec<f64>> {
+        match self.cert {
+            WellPosed::WeightedMonotone => self.lambda.clone(),
+            _ => None,
+        }
     }
     /// The guaranteed contraction factor of the forward iteration.
     pub fn rate(&self) -> f64 {
@@ -287,14 +343,17 @@ impl Implicit {
             }
             true => {
                 let r = self.resolvent.as_ref().expect("splitting layers keep their resolvent");
+                // in the scaled variables z~ = D z (D = I without weights): c~ = D c, act~(v) = D act(D^{-1} v)
+                let d: Vec<f64> = self.scale.clone().unwrap_or_else(|| vec![1.0; m]);
+                let ct = Mat::from_fn(bsz, m, |i, j| d[j] * c[(i, j)]);
                 let mut u = Mat::<f64>::zeros(bsz, m);
                 let mut za = Mat::<f64>::zeros(bsz, m);
                 for it in 0..cap {
-                    let t = &u + &c;
+                    let t = &u + &ct;
                     matmul(za.as_mut(), Accum::Replace, t.as_ref(), r.transpose(), 1.0, Par::Seq);
                     let v = Mat::from_fn(bsz, m, |i, j| 2.0 * za[(i, j)] - u[(i, j)]);
-                    let mut zb = v.clone();
-                    apply_activation(&self.act, zb.as_mut());
+                    let mut zb = if self.scale.is_some() { Mat::from_fn(bsz, m, |i, j| v[(i, j)] / d[j]) } else { v.clone() };
+                    apply_activation(&self.act, zb.as_mut()); // zb = act(D^{-1} v) = D^{-1} z~: the original z
                     if it % 4 == 3 || it + 1 == cap {
                         let fz = image(zb.as_ref());
                         let (ok, worst) = check(zb.as_ref(), fz.as_ref());
@@ -302,6 +361,13 @@ impl Implicit {
                             return Ok(zb);
                         }
                         last = worst;
+                    }
+                    if self.scale.is_some() {
+                        for j in 0..m {
+                            for i in 0..bsz {
+                                zb[(i, j)] *= d[j];
+                            }
+                        }
                     }
                     u = Mat::from_fn(bsz, m, |i, j| 2.0 * zb[(i, j)] - v[(i, j)]);
                 }
@@ -455,6 +521,29 @@ mod tests {
         assert!(matches!(Implicit::new(Mat::zeros(3, 3), odd, None, Layer::maxmin(crate::network::Pairing::Adjacent)), Err(Error::Shape(_))));
         let nan = Mat::from_fn(2, 2, |_, _| f64::NAN);
         assert!(matches!(Implicit::new(nan, u, None, Layer::ReLU), Err(Error::InvalidInput(_))));
+    }
+
+    #[test]
+    fn weighted_monotone_layer_is_solved_in_the_scaled_metric() {
+        // W = D^{-1} W~ D, I - sym(W~) = 1.25 I: accepted with Lambda = D^2, refused without
+        let mut seed = 23;
+        let m = 5;
+        let d = [1.0, 6.0, 0.25, 3.0, 0.5];
+        let a = rand(m, m, &mut seed);
+        let w = Mat::from_fn(m, m, |i, j| (if i == j { -0.25 } else { 0.0 } + 2.0 * (a[(i, j)] - a[(j, i)])) * d[j] / d[i]);
+        let u = rand(m, 2, &mut seed);
+        for act in [Layer::Tanh, Layer::ReLU] {
+            assert!(Implicit::new(w.clone(), u.clone(), None, act.clone()).is_err());
+            let lam: Vec<f64> = d.iter().map(|v| v * v).collect();
+            let imp = Implicit::with_weights(w.clone(), u.clone(), None, act, Some(lam)).unwrap();
+            assert_eq!(imp.certificate(), WellPosed::WeightedMonotone);
+            assert!((imp.monotone_margin().unwrap() - 1.25).abs() < 1e-9);
+            for x in [[1.0, -2.0], [0.3, 0.7]] {
+                let z = imp.solve(MatRef::from_row_major_slice(&x, 1, 2)).unwrap();
+                let z: Vec<f64> = (0..m).map(|j| z[(0, j)]).collect();
+                assert!(residual(&imp, &x, &z) < 1e-11, "{}", residual(&imp, &x, &z));
+            }
+        }
     }
 
     #[test]

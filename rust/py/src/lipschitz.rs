@@ -64,7 +64,7 @@ fn lipschitz_chain<'py>(py: Python<'py>, net: &Bound<'py, PyNetwork>, c: Option<
                 d.set_item("E", mat_to_numpy(py, e))?;
             }
             Act::Linear => {}
-            Act::Implicit { f, inner } => {
+            Act::Implicit { f, inner, .. } => {
                 d.set_item("F", mat_to_numpy(py, f))?;
                 d.set_item("act", inner.name())?;
                 match &**inner {

@@ -26,7 +26,7 @@ fn pairing(s: &str) -> PyResult<Pairing> {
     }
 }
 
-/// One layer from its spec; also ("implicit", W, U, b, activation spec) for Implicit layers.
+/// One layer from its spec; also ("implicit", W, U, b, activation spec, lam or None) for Implicit layers.
 fn layer_from_spec(py: Python<'_>, spec: &Bound<'_, PyAny>) -> PyResult<Layer> {
     let t = spec.cast::<PyTuple>()?;
     let kind: String = t.get_item(0)?.extract()?;
@@ -65,7 +65,13 @@ fn layer_from_spec(py: Python<'_>, spec: &Bound<'_, PyAny>) -> PyResult<Layer> {
             let b: PyReadonlyArray1<f64> = t.get_item(3)?.extract()?;
             let act = layer_from_spec(py, &t.get_item(4)?)?;
             let b = b.as_array().to_vec();
-            let imp = run_detached(py, move || Implicit::new(w, u, Some(b), act))?;
+            let lam: Option<Vec<f64>> = match t.len() > 5 {
+                true if !t.get_item(5)?.is_none() => {
+                    Some(t.get_item(5)?.extract::<PyReadonlyArray1<f64>>()?.as_array().to_vec())
+                }
+                _ => None,
+            };
+            let imp = run_detached(py, move || Implicit::with_weights(w, u, Some(b), act, lam))?;
             Layer::Implicit(Box::new(imp))
         }
         other => return Err(PyValueError::new_err(format!("unknown layer kind {other:?}"))),

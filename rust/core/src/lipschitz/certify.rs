@@ -199,7 +199,7 @@ impl<'a> Builder<'a> {
         let (m, n) = (w.nrows(), w.ncols());
         let p = 2 * m.max(n) + 16;
         match (&st.act, st.residual) {
-            (Act::Implicit { f, inner }, _) => {
+            (Act::Implicit { f, inner, .. }, _) => {
                 let q = self.q(k, mu, abs);
                 let f = if abs { abs_mat(f.as_ref()) } else { f.clone() };
                 let (k2, k1, k0) = match **inner {
@@ -309,6 +309,14 @@ impl<'a> Builder<'a> {
             Act::Sector { .. } => 2.0,
             _ => 1.0,
         };
+        if let Act::Implicit { dir, inner, .. } = &self.chain.stages[k].act {
+            if matches!(**inner, Act::Sector { .. }) {
+                // along the layer's Lambda, scaled to max 1 (the caller rescales by the growth it measures)
+                let top = dir.iter().fold(0.0f64, |a, &v| a.max(v));
+                mu.stages[k].t.iter_mut().zip(dir).for_each(|(t, &d)| *t += delta / gain * d / top);
+                return;
+            }
+        }
         mu.stages[k].t.iter_mut().for_each(|t| *t += delta / gain);
     }
 }

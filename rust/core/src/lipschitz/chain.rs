@@ -25,7 +25,9 @@ pub enum Act {
     Groups { groups: Vec<Vec<usize>>, e: Mat<f64> },
     /// Implicit (equilibrium) stage z' = act(F z' + W z) (W: the stage's rescaled input weight U, F: the feedback
     /// weight, not rescaled); `inner` is the activation's family (Sector or Groups), whose multipliers the stage uses.
-    Implicit { f: Mat<f64>, inner: Box<Act> },
+    /// `dir`: the direction the certificate's repair raises a sector multiplier T along (the layer's Lambda when
+    /// it is well-posed only in that weighted metric, so that 2T - T F - F^T T grows positive definite; else 1).
+    Implicit { f: Mat<f64>, inner: Box<Act>, dir: Vec<f64> },
 }
 
 impl Act {
@@ -206,7 +208,11 @@ impl Chain {
                     let inner = act_of(imp.activation(), imp.out_dim(), &path)?;
                     stages.push(Stage {
                         w,
-                        act: Act::Implicit { f: imp.weight().to_owned(), inner: Box::new(inner) },
+                        act: Act::Implicit {
+                            f: imp.weight().to_owned(),
+                            inner: Box::new(inner),
+                            dir: imp.lambda().unwrap_or_else(|| vec![1.0; imp.out_dim()]),
+                        },
                         residual: false,
                         g: None,
                         scale: 1.0,
