@@ -76,7 +76,8 @@ class Network:
     def implicit_info(self) -> list[dict[str, Any]]:
         """For each Implicit layer, how its well-posedness was certified: a dict with ``path`` ("layer 2"),
         ``units``, ``activation``, ``certificate`` ("contraction": beta ||W||_2 < 1, or "monotone":
-        lambda_min(I - (W + W^T)/2) > 0 with a monotone activation of slope <= 1), ``contraction`` (beta ||W||_2,
+        lambda_min(I - (W + W^T)/2) > 0 with a monotone activation of slope <= 1, or "weighted-monotone": the same
+        in the metric of the layer's ``lam``), ``contraction`` (beta ||W||_2,
         rounded up), ``monotone_margin`` (lambda_min(I - (W + W^T)/2), rounded down; None when the activation
         does not admit that certificate), ``rate`` (guaranteed contraction factor of the forward iteration) and
         ``max_iters`` (its iteration cap)."""

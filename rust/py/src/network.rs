@@ -134,7 +134,7 @@ impl PyNetwork {
         self.inner.num_params()
     }
 
-    /// One dict per Implicit layer: path, units, activation, certificate ("contraction" | "monotone"),
+    /// One dict per Implicit layer: path, units, activation, certificate ("contraction" | "monotone" | "weighted-monotone"),
     /// contraction (beta ||W||_2, rounded up), monotone_margin (lambda_min(I - sym W), rounded down, or None),
     /// iteration ("picard" | "peaceman-rachford"), rate (its guaranteed contraction factor), max_iters.
     fn implicit_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
