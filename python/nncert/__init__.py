@@ -9,7 +9,8 @@ learned linear solvers (:mod:`nncert.solvers`). See the README for a tour.
 from ._core import __version__
 from .errors import (Error, InvalidInputError, PropertyFormatError, ShapeError, SolverError, TimeLimitError,
                      UnsupportedModelError)
-from .layers import Dense, GroupSort, Householder, Layer, LeakyReLU, MaxMin, ReLU, Residual, Sigmoid, Tanh
+from .layers import (Dense, Equilibrium, GroupSort, Householder, Implicit, Layer, LeakyReLU, MaxMin, ReLU, Residual,
+                     Sigmoid, Tanh)
 from .network import Network
 
 from . import solvers  # noqa: E402  (nncert.solvers.cg, .DCDM, .poisson3d, ...)
@@ -21,6 +22,7 @@ __all__ = [
     "__version__",
     "Network",
     "Layer", "Dense", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "MaxMin", "GroupSort", "Householder", "Residual",
+    "Implicit", "Equilibrium",
     "Error", "ShapeError", "InvalidInputError", "UnsupportedModelError", "SolverError", "TimeLimitError",
     "PropertyFormatError",
     "lipschitz", "LipschitzResult",

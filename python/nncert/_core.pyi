@@ -31,6 +31,9 @@ class Network:
     def vjp_batch(self, xs: npt.NDArray[np.float64], cs: npt.NDArray[np.float64]
                   ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """(f(x_i), grad of c_i^T f at x_i) for each row; cs has 1 row or one per row of xs."""
+    def implicit_info(self) -> list[dict]:
+        """One dict per Implicit layer: path, units, activation, certificate ("contraction" | "monotone" | "weighted-monotone"),
+        contraction (beta ||W||_2), monotone_margin (lambda_min(I - sym W) or None), rate, max_iters."""
 
 
 # bound propagation and branch and bound (rust/py/src/bounds.rs)

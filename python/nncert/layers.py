@@ -225,6 +225,74 @@ class Residual(Layer):
         return inner + (")" if self.skip is None else f", skip={self.skip.shape[0]}x{self.skip.shape[1]})")
 
 
+#: the activations an Implicit layer accepts
+_IMPLICIT_ACTS = (ReLU, LeakyReLU, Tanh, Sigmoid, GroupSort, Householder)
+
+
+class Implicit(Layer):
+    """Implicit (equilibrium) layer: the output is the equilibrium ``z`` (width m) of ``z = act(W z + U x + b)``.
+
+    ``W`` is (m, m), ``U`` is (m, n), ``b`` has length m (zeros when None); ``activation`` is an element-wise
+    (ReLU, LeakyReLU, Tanh, Sigmoid) or grouped (MaxMin, GroupSort, Householder) activation layer. When the network
+    is built, the Rust core certifies that the equilibrium exists and is unique, by
+    (a) contraction: ``beta * ||W||_2 < 1`` (beta: the activation's Lipschitz constant), or (b) monotone operator
+    (Winston & Kolter 2020): an element-wise activation with slope in [0, 1] and ``I - (W + W^T)/2`` positive
+    definite, or, when a positive vector ``lam`` is given (the diagonal Lambda of Revay et al.'s LBEN models),
+    ``2 Lambda - Lambda W - W^T Lambda`` positive definite; otherwise it raises UnsupportedModelError naming the
+    layer and the numbers.
+    ``Network.implicit_info()`` says which certificate was used. The forward pass iterates (Picard for (a),
+    Peaceman-Rachford splitting for (b)) until ``||z - act(W z + U x + b)||_inf`` is at rounding level; a solve that
+    does not converge raises SolverError.
+    """
+
+    def __init__(self, W: Any, U: Any, b: Any = None, activation: Layer | None = None, lam: Any = None):
+        self.W = frozen_copy(W, "Implicit.W", ndim=2)
+        self.U = frozen_copy(U, "Implicit.U", ndim=2)
+        m = self.U.shape[0]
+        if self.W.shape != (m, m):
+            raise ShapeError(f"Implicit: W has shape {self.W.shape} but U has shape {self.U.shape}; W must be "
+                             f"({m}, {m}) (one row and column per unit)")
+        if b is None:
+            self.b = np.zeros(m)
+            self.b.setflags(write=False)
+        else:
+            self.b = frozen_copy(b, "Implicit.b", ndim=1)
+        if self.b.shape[0] != m:
+            raise ShapeError(f"Implicit: b has length {self.b.shape[0]} but U has shape {self.U.shape} "
+                             f"(b needs one entry per unit)")
+        act = ReLU() if activation is None else activation
+        if isinstance(act, type) and issubclass(act, Layer):
+            act = act()
+        if not isinstance(act, _IMPLICIT_ACTS):
+            raise InvalidInputError(f"Implicit: activation must be an instance of ReLU, LeakyReLU, Tanh, Sigmoid, "
+                                    f"MaxMin, GroupSort or Householder, got {act!r}")
+        self.activation = act
+        self.lam = None if lam is None else frozen_copy(lam, "Implicit.lam", ndim=1)
+        if self.lam is not None and self.lam.shape[0] != m:
+            raise ShapeError(f"Implicit: lam has length {self.lam.shape[0]} but the layer has {m} units")
+
+    @property
+    def in_features(self) -> int:
+        return int(self.U.shape[1])
+
+    @property
+    def out_features(self) -> int:
+        return int(self.U.shape[0])
+
+    def spec(self) -> tuple:
+        return ("implicit", self.W, self.U, self.b, self.activation.spec(), self.lam)
+
+    def params(self) -> dict[str, Any]:
+        return {"W": self.W, "U": self.U, "b": self.b, "activation": self.activation, "lam": self.lam}
+
+    def __repr__(self) -> str:
+        return f"Implicit({self.in_features} -> {self.out_features}, activation={self.activation!r})"
+
+
+#: alias: equilibrium layers are also called implicit layers
+Equilibrium = Implicit
+
+
 def walk(layers: Sequence[Layer]) -> Iterable[Layer]:
     """Every layer, depth first, including those inside Residual blocks."""
     for l in layers:
@@ -233,5 +301,25 @@ def walk(layers: Sequence[Layer]) -> Iterable[Layer]:
             yield from walk(l.layers)
 
 
+def find_implicit(layers: Sequence[Layer]) -> str | None:
+    """The position of the first Implicit layer ("layer 3", or "layer 2.1" inside a Residual block), or None."""
+    for k, l in enumerate(layers):
+        if isinstance(l, Implicit):
+            return f"layer {k}"
+        if isinstance(l, Residual):
+            inner = find_implicit(l.layers)
+            if inner is not None:
+                return f"layer {k}." + inner.split(" ", 1)[1]
+    return None
+
+
+def reject_implicit(layers: Sequence[Layer], analysis: str) -> None:
+    """UnsupportedModelError naming the first Implicit layer, for analyses that do not handle equilibrium layers."""
+    where = find_implicit(layers)
+    if where is not None:
+        from .errors import UnsupportedModelError
+        raise UnsupportedModelError(f"{analysis} does not support implicit (equilibrium) layers: {where} is Implicit")
+
+
 __all__ = ["Layer", "Dense", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "GroupSort", "MaxMin", "Householder",
-           "Residual", "walk"]
+           "Residual", "Implicit", "Equilibrium", "walk", "find_implicit", "reject_implicit"]

@@ -11,7 +11,7 @@ from . import _core
 from ._arrays import as_float_array, frozen_copy, is_torch_tensor
 from .devices import resolve_device
 from .errors import InvalidInputError, ShapeError
-from .layers import Dense, Layer, Residual, walk
+from .layers import Dense, Implicit, Layer, Residual, walk
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -73,11 +73,21 @@ class Network:
         """The Dense layers in order, including those inside Residual blocks."""
         return [l for l in walk(self._layers) if isinstance(l, Dense)]
 
+    def implicit_info(self) -> list[dict[str, Any]]:
+        """For each Implicit layer, how its well-posedness was certified: a dict with ``path`` ("layer 2"),
+        ``units``, ``activation``, ``certificate`` ("contraction": beta ||W||_2 < 1, or "monotone":
+        lambda_min(I - (W + W^T)/2) > 0 with a monotone activation of slope <= 1, or "weighted-monotone": the same
+        in the metric of the layer's ``lam``), ``contraction`` (beta ||W||_2,
+        rounded up), ``monotone_margin`` (lambda_min(I - (W + W^T)/2), rounded down; None when the activation
+        does not admit that certificate), ``rate`` (guaranteed contraction factor of the forward iteration) and
+        ``max_iters`` (its iteration cap)."""
+        return list(self._core.implicit_info())
+
     def widths(self) -> list[tuple[str, int]]:
         """(layer name, output width) for each top-level layer."""
         out, d = [], self.input_dim
         for l in self._layers:
-            if isinstance(l, Dense):
+            if isinstance(l, (Dense, Implicit)):
                 d = l.out_features
             out.append((type(l).__name__, d))
         return out
@@ -90,6 +100,12 @@ class Network:
             if isinstance(l, Dense):
                 shape, n = f"{l.in_features} -> {l.out_features}", l.W.size + l.b.size
                 d = l.out_features
+            elif isinstance(l, Implicit):
+                n = l.W.size + l.U.size + l.b.size
+                info = {i["path"]: i for i in self.implicit_info()}.get(f"layer {k}")
+                cert = f"; {info['certificate']}" if info else ""
+                shape = f"{l.in_features} -> {l.out_features}  [z = {type(l.activation).__name__}(Wz + Ux + b){cert}]"
+                d = l.out_features
             elif isinstance(l, Residual):
                 n = sum(x.W.size + x.b.size for x in walk(l.layers) if isinstance(x, Dense))
                 n += 0 if l.skip is None else l.skip.size
@@ -97,7 +113,8 @@ class Network:
                 shape = f"{d} -> {d}  [{'x' if l.skip is None else 'S x'} + f(x); f = {inner}]"
             else:
                 shape, n = f"{d}", 0
-            rows.append((str(k), repr(l) if not isinstance(l, (Dense, Residual)) else type(l).__name__, shape, str(n)))
+            rows.append((str(k), repr(l) if not isinstance(l, (Dense, Residual, Implicit)) else type(l).__name__, shape,
+                         str(n)))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InvalidInputError, UnsupportedModelError
-from ..layers import (Dense, GroupSort, Householder, Layer, LeakyReLU, MaxMin, ReLU, Residual, Sigmoid, Tanh)
+from ..layers import (Dense, GroupSort, Householder, Implicit, Layer, LeakyReLU, MaxMin, ReLU, Residual, Sigmoid,
+                      Tanh)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..network import Network
@@ -33,6 +34,15 @@ def _encode(layers: tuple[Layer, ...], arrays: dict[str, np.ndarray]) -> list[di
             k = len(arrays)
             arrays[f"a{k}"], arrays[f"a{k + 1}"] = l.W, l.b
             out.append({"type": "Dense", "W": f"a{k}", "b": f"a{k + 1}"})
+        elif isinstance(l, Implicit):
+            k = len(arrays)
+            arrays[f"a{k}"], arrays[f"a{k + 1}"], arrays[f"a{k + 2}"] = l.W, l.U, l.b
+            entry = {"type": "Implicit", "W": f"a{k}", "U": f"a{k + 1}", "b": f"a{k + 2}",
+                     "activation": _encode((l.activation,), arrays)[0]}
+            if l.lam is not None:
+                entry["lam"] = f"a{len(arrays)}"
+                arrays[entry["lam"]] = l.lam
+            out.append(entry)
         elif isinstance(l, Residual):
             entry: dict[str, Any] = {"type": "Residual", "layers": _encode(l.layers, arrays)}
             if l.skip is not None:
@@ -51,6 +61,9 @@ def _decode(spec: list[dict[str, Any]], arrays: Any) -> list[Layer]:
         kind = d["type"]
         if kind == "Dense":
             layers.append(Dense(arrays[d["W"]], arrays[d["b"]]))
+        elif kind == "Implicit":
+            layers.append(Implicit(arrays[d["W"]], arrays[d["U"]], arrays[d["b"]], _decode([d["activation"]], arrays)[0],
+                                   arrays[d["lam"]] if d.get("lam") else None))
         elif kind == "Residual":
             layers.append(Residual(_decode(d["layers"], arrays), arrays[d["skip"]] if d.get("skip") else None))
         elif kind in _SIMPLE:

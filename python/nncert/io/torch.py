@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InvalidInputError, UnsupportedModelError
-from ..layers import Dense, GroupSort, Householder, Layer, LeakyReLU, MaxMin, ReLU, Residual, Sigmoid, Tanh
+from ..layers import (Dense, GroupSort, Householder, Implicit, Layer, LeakyReLU, MaxMin, ReLU, Residual, Sigmoid,
+                      Tanh)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..network import Network
@@ -107,6 +108,9 @@ def _module(layer: Layer, dtype: Any, device: Any) -> Any:
         return nt.GroupSort(layer.group_size, layer.pairing)
     if isinstance(layer, Householder):
         return nt.Householder(layer.theta, layer.pairing).to(device=device)
+    if isinstance(layer, Implicit):
+        raise UnsupportedModelError("to_torch (and the torch/CUDA paths built on it) does not support implicit "
+                                    "(equilibrium) layers; use the CPU path")
     if isinstance(layer, Residual):
         skip = None
         if layer.skip is not None:

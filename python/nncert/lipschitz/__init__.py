@@ -18,6 +18,7 @@ from .. import _core
 from .._arrays import as_float_array, check_finite
 from ..devices import require_torch, resolve_device
 from ..errors import Error, InvalidInputError, ShapeError, SolverError, UnsupportedModelError
+from ..layers import reject_implicit
 from ..network import Network
 from .result import LipschitzResult
 
@@ -79,23 +80,34 @@ def _solver(solver: str | None, chain: dict[str, Any], norm: str) -> str:
     return name
 
 
-def _pick_method(chain: dict[str, Any] | None, why_no_chain: str | None, norm: str, scalar: bool) -> tuple[str, str]:
+def _pick_method(chain: dict[str, Any] | None, why_no_chain: str | None, norm: str, scalar: bool,
+                 naive_reason: str | None = None) -> tuple[str, str]:
+    """(method, why). ``naive_reason``: why the naive bound is unavailable (an implicit layer without a
+    contraction), or None; then no fallback to naive exists and UnsupportedModelError says so."""
     if chain is None:
+        if naive_reason is not None:
+            raise UnsupportedModelError(f"no method applies: no SDP formulation ({why_no_chain}) and {naive_reason}")
         return "naive", f"no SDP formulation applies: {why_no_chain}"
     if norm == "inf" and not scalar:
+        if naive_reason is not None:
+            raise UnsupportedModelError(f"no method applies: l-inf SDP bounds need a scalar output (pass output=k "
+                                        f"or a vector c) and {naive_reason}")
         return "naive", "l-inf SDP bounds need a scalar output (pass output=k or a vector c)"
     stages = chain["stages"]
-    widths = [st["W"].shape[1] + (st["W"].shape[0] if st["kind"] == "sector" or st["residual"] else 0)
-              for st in stages]
+    two_block = lambda st: st["kind"] in ("sector", "implicit") or st["residual"]  # noqa: E731
+    widths = [st["W"].shape[1] + (st["W"].shape[0] if two_block(st) else 0) for st in stages]
     if norm == "2" and stages and not stages[0]["residual"]:
         W0 = stages[0]["W"]
-        widths[0] = min(W0.shape) + (W0.shape[0] if stages[0]["kind"] == "sector" else 0)
+        widths[0] = min(W0.shape) + (W0.shape[0] if two_block(stages[0]) else 0)
     if widths and max(widths) > AUTO_MAX_LMI:
+        if naive_reason is not None:
+            raise UnsupportedModelError(f"the largest LMI would be {max(widths)} wide (> {AUTO_MAX_LMI}, too large for "
+                                        f"method='auto') and {naive_reason}; pass an SDP method explicitly")
         return "naive", f"largest LMI would be {max(widths)} wide (> {AUTO_MAX_LMI})"
-    kinds = {st["kind"] for st in stages}
+    kinds = {st["kind"] for st in stages} | {st["act"] for st in stages if st["kind"] == "implicit"}
     if "groups" in kinds:
         return "nsr", "GroupSort/MaxMin/Householder layers: LipSDP-NSR chain (sector layers, if any, per neuron)"
-    neurons = sum(st["W"].shape[0] for st in stages if st["kind"] == "sector")
+    neurons = sum(st["W"].shape[0] for st in stages if "sector" in (st["kind"], st.get("act")))
     if neurons > AUTO_MAX_NEURONS:
         return "lipsdp-layer", f"{neurons} neurons (> {AUTO_MAX_NEURONS}): one multiplier per layer"
     return "lipsdp-neuron", "slope-restricted activations: one multiplier per neuron (tightest LipSDP variant offered)"
@@ -116,7 +128,7 @@ def _lower_budget(net: Network, scalar: bool, starts: int | None, steps: int | N
 def _check_method(chain: dict[str, Any], method: str) -> None:
     if method.startswith("lipsdp"):
         for st in chain["stages"]:
-            if st["kind"] == "groups":
+            if st["kind"] == "groups" or (st["kind"] == "implicit" and st["act"] == "groups"):
                 raise UnsupportedModelError(
                     f"{method} needs slope-restricted activations (ReLU, LeakyReLU, Tanh, Sigmoid); "
                     f"{st['layer']} is a grouped activation: use method='nsr'")
@@ -177,11 +189,18 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
     details: dict[str, Any] = {"device": f"{dev} (torch)" if tl else "cpu (Rust core)"}
     starts, steps = _lower_budget(net, scalar, lower_bound_starts, lower_bound_steps)
     if tl is not None:
+        reject_implicit(net.layers, "the torch (device) Lipschitz path")
+    naive_reason = None
+    if tl is not None:
         naive = tl.naive_bound(net, nrm, c_eff, dev)
         lower, x_star = tl.lower_bound(net, nrm, c_eff, starts, steps, 0, dev)
         x_star = x_star[None]
     else:
-        naive = float(_core.lipschitz_naive(net._core, nrm, c_eff))
+        try:
+            naive = float(_core.lipschitz_naive(net._core, nrm, c_eff))
+        except UnsupportedModelError as e:  # an implicit layer that is not a contraction in this norm
+            naive, naive_reason = float("inf"), str(e)
+            details["naive_unavailable"] = naive_reason
         lower, x_star = _core.lipschitz_lower(net._core, nrm, c_eff, starts, steps, 0)
     details["lower_bound_search"] = {"starts": starts, "steps": steps}
     details["lower_bound_point"] = x_star[0].tolist() if x_star.size <= 64 else None
@@ -192,11 +211,13 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
     except UnsupportedModelError as e:
         why = str(e)
     if method == "auto":
-        method_used, reason = _pick_method(chain, why, nrm, scalar)
+        method_used, reason = _pick_method(chain, why, nrm, scalar, naive_reason)
         details["auto_reason"] = reason
     else:
         method_used = method
     if method_used == "naive":
+        if naive_reason is not None:
+            raise UnsupportedModelError(f"naive: {naive_reason}")
         return LipschitzResult(bound=naive, certified=True, naive_bound=naive, lower_bound=float(lower),
                                method="naive", norm=nrm, seconds=time.perf_counter() - t0, output=output,
                                details=details)

@@ -70,6 +70,13 @@ class Entries:
             np.add.at(out, k, v[:, None, None] * W[r][:, :, None] * V[c][:, None, :])
             yield uv, out
 
+    def bilinear(self, A: np.ndarray, B: np.ndarray):
+        """Coefficient stacks of A^T X B (A.shape[1] x B.shape[1]), per chunk of variables."""
+        for uv, k, r, c, v in self.chunks():
+            out = np.zeros((len(uv), A.shape[1], B.shape[1]))
+            np.add.at(out, k, v[:, None, None] * A[r][:, :, None] * B[c][:, None, :])
+            yield uv, out
+
     def left(self, G: np.ndarray):
         """Coefficient stacks of X G (size x G.shape[1]), per chunk of variables."""
         for uv, k, r, c, v in self.chunks():
@@ -199,9 +206,10 @@ def build(chain: dict[str, Any], norm: str, multipliers: str, Ws: list[np.ndarra
     for st, W in zip(stages, Ws):
         m, n = W.shape
         kind, residual = st["kind"], st["residual"]
-        dec: dict[str, Any] = {"kind": kind, "m": m}
+        fam = st["act"] if kind == "implicit" else kind  # implicit stages: the activation's multipliers
+        dec: dict[str, Any] = {"kind": fam, "m": m}
         Q = None
-        if kind == "sector":
+        if fam == "sector":
             if multipliers == "layer":
                 tau = lay.take(1, nonneg=True)[0]
                 t = np.full(m, tau)
@@ -209,7 +217,7 @@ def build(chain: dict[str, Any], norm: str, multipliers: str, Ws: list[np.ndarra
                 t = lay.take(m, nonneg=True)
             dec["t"] = t
             Q = Entries(m, t, np.arange(m), np.arange(m), np.ones(m))
-        elif kind == "groups":
+        elif fam == "groups":
             G = len(st["groups"])
             lam = lay.take(G, nonneg=True)
             gam = lay.take(G) if use_gamma else None
@@ -221,7 +229,30 @@ def build(chain: dict[str, Any], norm: str, multipliers: str, Ws: list[np.ndarra
             tri = lay.take(o * (o + 1) // 2)
             dec["X"], dec["o"] = tri, o
             Xn = _sym_entries(tri, o)
-        if kind == "linear":
+        if kind == "implicit":  # see sdp.implicit_lmi
+            from .sdp import implicit_coefficients
+            F = np.asarray(st["F"])
+            k2, k1, k0 = implicit_coefficients(st)
+            lmi = Lmi(n + m)
+            lmi.entries(X)
+            if k2 != 0:
+                for uv, cf in Q.quad(W):
+                    lmi.dense(uv, k2 * cf, 0, 0)
+            # the B^T block (m x n): k1 Q U + k2 F^T Q U
+            for uv, cf in Q.left(W):
+                lmi.dense(uv, k1 * cf, n, 0)
+            if k2 != 0:
+                for uv, cf in Q.bilinear(F, W):
+                    lmi.dense(uv, k2 * cf, n, 0)
+            lmi.entries(Q.scaled(k0), off=n)
+            if k1 != 0:
+                for uv, cf in Q.left(F):  # Q F; the block gets Q F + F^T Q
+                    lmi.dense(uv, k1 * (cf + np.transpose(cf, (0, 2, 1))), n, n)
+            for uv, cf in Q.quad(F):
+                lmi.dense(uv, k2 * cf, n, n)
+            lmi.entries(Xn, off=n, sign=-1.0)
+            X = Xn
+        elif kind == "linear":
             lmi = Lmi(n)
             lmi.entries(X)
             for uv, cf in Xn.quad(W):
@@ -356,6 +387,8 @@ def solve(chain: dict[str, Any], norm: str, multipliers: str, verbose: bool = Fa
     info["solver_stats"] = {"solve_time": si.get("solve_time", 0.0) / 1e3, "num_iters": si.get("iter"),
                             "setup_time": si.get("setup_time", 0.0) / 1e3}
     norm_status = {"solved": "optimal", "solved_inaccurate": "optimal_inaccurate"}.get(status, status)
+    if status.startswith("solved (inaccurate"):  # e.g. "solved (inaccurate - reached max_iters)": the certificate
+        norm_status = "optimal_inaccurate"      # re-checks and repairs these multipliers like any others
     x = sol.get("x")
     if norm_status not in ("optimal", "optimal_inaccurate") and not (
             status.startswith("unfinished") and x is not None and np.all(np.isfinite(x))):

@@ -39,7 +39,8 @@ class StageVars:
 
         self.st, self.W = st, W
         m, n = W.shape
-        kind = st["kind"]
+        # implicit stages carry the multipliers of their activation's family (W is then the input weight U)
+        kind = st["act"] if st["kind"] == "implicit" else st["kind"]
         self.kind = kind
         self.t = self.lam = self.gam = self.tau = None
         if kind == "sector":
@@ -72,7 +73,7 @@ class StageVars:
             self.q = _sq(_vec_cols(Il) @ self.lam + _vec_cols(Ig) @ self.gam, m)
             self.wq = None
         self.x_next = None
-        if not (kind == "groups" and not st["residual"]):
+        if not (st["kind"] == "groups" and not st["residual"]):
             o = n if st["residual"] else m
             self.x_next = cp.Variable((o, o), symmetric=True)
 
@@ -92,6 +93,29 @@ class StageVars:
         if self.x_next is not None:
             out["X"] = np.asarray(self.x_next.value, dtype=np.float64)
         return out
+
+
+def implicit_coefficients(st: dict[str, Any]) -> tuple[float, float, float]:
+    """(k2, k1, k0) of an implicit stage's LMI: (2ab, -(a+b), 2) for a sector [a, b], (-1, 0, 1) for groups."""
+    if st["act"] == "sector":
+        a, b = st["alpha"], st["beta"]
+        return 2 * a * b, -(a + b), 2.0
+    return -1.0, 0.0, 1.0
+
+
+def implicit_lmi(st: dict[str, Any], U: np.ndarray, v: "StageVars", X, Xn):
+    """The implicit stage z' = act(F z' + U z) in (dz, dz'), the Rust certificate's block:
+    [[X + k2 U^T Q U, k1 U^T Q + k2 U^T Q F], [., k0 Q + k1 (Q F + F^T Q) + k2 F^T Q F - X']]."""
+    import cvxpy as cp
+
+    F = np.asarray(st["F"])
+    k2, k1, k0 = implicit_coefficients(st)
+    Q = v.q
+    QF = Q @ F
+    A = X + k2 * v.wqw
+    B = k1 * (U.T @ Q) + k2 * (U.T @ QF)
+    C = k0 * Q + k1 * (QF + QF.T) + k2 * (F.T @ QF) - Xn
+    return cp.bmat([[A, B], [B.T, C]])
 
 
 def _sym_psd(M, n_hint: int):
@@ -149,6 +173,9 @@ def build(chain: dict[str, Any], norm: str, multipliers: str, rowspace: bool = T
         if st["kind"] == "linear":
             M = X - W.T @ Xn @ W
             sizes.append(n)
+        elif st["kind"] == "implicit":
+            M = implicit_lmi(st, W, v, X, Xn)
+            sizes.append(n + m)
         elif st["kind"] == "groups" and not st["residual"]:
             M = X - v.wqw
             sizes.append(n)

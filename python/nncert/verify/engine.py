@@ -10,7 +10,7 @@ import numpy as np
 
 from ..devices import require_torch, resolve_device
 from ..errors import InvalidInputError, ShapeError, UnsupportedModelError
-from ..layers import Dense, GroupSort, LeakyReLU, ReLU, Residual, walk
+from ..layers import Dense, GroupSort, LeakyReLU, ReLU, Residual, reject_implicit, walk
 from .attack import deepen, falsify, replay
 from .property import Property
 from .result import VerifyResult
@@ -70,6 +70,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     device "cpu" runs the torch path on the CPU, for testing). Progress is reported as log lines on the
     ``nncert.verify`` logger (one per phase)."""
     t0 = time.monotonic()
+    reject_implicit(getattr(net, "layers", ()), "verify")
     timeout = float(timeout)
     if not np.isfinite(timeout) or timeout <= 0:
         raise InvalidInputError(f"verify: timeout must be a positive number of seconds, got {timeout}")

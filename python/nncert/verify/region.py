@@ -52,7 +52,10 @@ def verify_region(net, x: Any, eps: float, step: float, dims: Sequence[int] | No
     ``"all"`` returns all of them. Regions of the grid whose bounds prove the label are skipped."""
     from .. import _core
 
+    from ..layers import reject_implicit
+
     t0 = time.monotonic()
+    reject_implicit(getattr(net, "layers", ()), "verify_region")
     dev = resolve_device(device, x)
     if dev.type != "cpu":
         raise InvalidInputError(f"verify_region runs on the CPU; device {dev} is not supported yet")

@@ -53,6 +53,8 @@ def encode(net, lo: np.ndarray, hi: np.ndarray, pre: Sequence[tuple[np.ndarray, 
            splits: Sequence[tuple[int, int, bool]] = (), deadline: float | None = None) -> Encoding:
     import z3
 
+    from ..layers import reject_implicit
+    reject_implicit(net.layers, "the Z3 encoding")
     solver = z3.Solver()
     x = [z3.Real(f"X_{j}") for j in range(net.input_dim)]
     for j in range(net.input_dim):

@@ -19,6 +19,8 @@ enum Tape {
     /// Householder: for each pair, whether the reflection was applied.
     Reflect { flags: Vec<bool>, r: [f64; 3], pairing: Pairing },
     Residual(Vec<Tape>),
+    /// Implicit layer: its local Jacobian dz/dx = (I - J W)^{-1} J U (m, n), J the activation's Jacobian at v*.
+    Implicit(Mat<f64>),
 }
 
 /// W x + b of one vector.
@@ -41,7 +43,7 @@ fn dense_apply_t(d: &Dense, g: &[f64]) -> Vec<f64> {
     (0..w.ncols()).map(|j| (0..w.nrows()).map(|i| w[(i, j)] * g[i]).sum()).collect()
 }
 
-fn forward_tape(layers: &[Layer], mut h: Vec<f64>, tape: &mut Vec<Tape>) -> Vec<f64> {
+fn forward_tape(layers: &[Layer], mut h: Vec<f64>, tape: &mut Vec<Tape>) -> Result<Vec<f64>> {
     for layer in layers {
         h = match layer {
             Layer::Dense(d) => {
@@ -105,7 +107,7 @@ fn forward_tape(layers: &[Layer], mut h: Vec<f64>, tape: &mut Vec<Tape>) -> Vec<
             }
             Layer::Residual { inner, skip } => {
                 let mut sub = Vec::new();
-                let f = forward_tape(inner, h.clone(), &mut sub);
+                let f = forward_tape(inner, h.clone(), &mut sub)?;
                 tape.push(Tape::Residual(sub));
                 let sh = match skip {
                     None => h,
@@ -113,9 +115,48 @@ fn forward_tape(layers: &[Layer], mut h: Vec<f64>, tape: &mut Vec<Tape>) -> Vec<
                 };
                 sh.iter().zip(f).map(|(a, b)| a + b).collect()
             }
+            Layer::Implicit(imp) => {
+                let (z, jac) = implicit_tape(imp, &h)?;
+                tape.push(Tape::Implicit(jac));
+                z
+            }
         };
     }
-    h
+    Ok(h)
+}
+
+/// The equilibrium z at input `x` and the layer's Jacobian by the implicit function theorem:
+/// dz = J (W dz + U dx) with J the activation's Jacobian at v* = W z + U x + b (the branch the forward pass takes,
+/// a Clarke generalised Jacobian at kinks), so dz/dx = (I - J W)^{-1} J U. I - J W is invertible under either
+/// well-posedness certificate (contraction: ||J W|| < 1; monotone: J diagonal in [0, 1] and I - sym(W) > 0).
+fn implicit_tape(imp: &crate::network::Implicit, x: &[f64]) -> Result<(Vec<f64>, Mat<f64>)> {
+    use faer::prelude::*;
+    let (m, n) = (imp.out_dim(), imp.in_dim());
+    let xm = faer::MatRef::from_row_major_slice(x, 1, n);
+    let zm = imp.solve(xm)?;
+    let z: Vec<f64> = (0..m).map(|j| zm[(0, j)]).collect();
+    let (w, u) = (imp.weight(), imp.input_weight());
+    let v: Vec<f64> = (0..m)
+        .map(|i| imp.bias()[i] + (0..m).map(|j| w[(i, j)] * z[j]).sum::<f64>() + (0..n).map(|j| u[(i, j)] * x[j]).sum::<f64>())
+        .collect();
+    let act = std::slice::from_ref(imp.activation());
+    let mut at = Vec::new();
+    forward_tape(act, v, &mut at)?;
+    // rows of the activation's Jacobian: e_i^T J
+    let rows: Vec<Vec<f64>> = (0..m)
+        .map(|i| {
+            let mut e = vec![0.0; m];
+            e[i] = 1.0;
+            backward(act, &at, e)
+        })
+        .collect();
+    let jw = Mat::from_fn(m, m, |i, j| if i == j { 1.0 } else { 0.0 } - (0..m).map(|k| rows[i][k] * w[(k, j)]).sum::<f64>());
+    let ju = Mat::from_fn(m, n, |i, j| (0..m).map(|k| rows[i][k] * u[(k, j)]).sum::<f64>());
+    let jac = jw.partial_piv_lu().solve(ju.as_ref());
+    if (0..n).any(|j| (0..m).any(|i| !jac[(i, j)].is_finite())) {
+        return Err(crate::error::Error::Solver("Implicit: I - J W is singular at this point (Jacobian not finite)".into()));
+    }
+    Ok((z, jac))
 }
 
 fn backward(layers: &[Layer], tape: &[Tape], mut g: Vec<f64>) -> Vec<f64> {
@@ -151,6 +192,9 @@ fn backward(layers: &[Layer], tape: &[Tape], mut g: Vec<f64>) -> Vec<f64> {
                 };
                 sg.iter().zip(gi).map(|(a, b)| a + b).collect()
             }
+            (Layer::Implicit(_), Tape::Implicit(jac)) => {
+                (0..jac.ncols()).map(|j| (0..jac.nrows()).map(|i| jac[(i, j)] * g[i]).sum()).collect()
+            }
             _ => unreachable!("tape does not match the layers"),
         };
     }
@@ -175,7 +219,7 @@ impl Network {
             return Err(shape_err!("c has length {} but the network has {} outputs", c.len(), self.output_dim()));
         }
         let mut tape = Vec::with_capacity(self.layers().len());
-        let y = forward_tape(self.layers(), x.to_vec(), &mut tape);
+        let y = forward_tape(self.layers(), x.to_vec(), &mut tape)?;
         Ok((y, backward(self.layers(), &tape, c.to_vec())))
     }
 
@@ -183,7 +227,7 @@ impl Network {
     pub fn jacobian(&self, x: &[f64]) -> Result<Mat<f64>> {
         self.check_point(x)?;
         let mut tape = Vec::with_capacity(self.layers().len());
-        forward_tape(self.layers(), x.to_vec(), &mut tape);
+        forward_tape(self.layers(), x.to_vec(), &mut tape)?;
         let m = self.output_dim();
         let rows: Vec<Vec<f64>> = (0..m)
             .map(|i| {

@@ -7,6 +7,7 @@ pub mod bounds;
 pub mod convex;
 pub mod error;
 pub mod gradient;
+pub mod implicit;
 pub mod linalg;
 pub mod lipschitz;
 pub mod network;

@@ -8,7 +8,8 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use faer::reborrow::ReborrowMut;
 
-use crate::error::{invalid_err, shape_err, Result};
+use crate::error::{invalid_err, shape_err, Error, Result};
+pub use crate::implicit::{Implicit, WellPosed};
 use crate::scalar::Real;
 
 /// How the units of a grouped activation (GroupSort, MaxMin, Householder) are gathered into groups.
@@ -99,6 +100,8 @@ impl Dense {
 /// One layer of a [`Network`].
 #[derive(Clone, Debug)]
 pub enum Layer {
+    /// The equilibrium z of z = act(W z + U x + b), certified well-posed when built (see [`Implicit`]).
+    Implicit(Box<Implicit>),
     Dense(Dense),
     ReLU,
     LeakyReLU { slope: f64 },
@@ -156,6 +159,7 @@ impl Layer {
     /// A short name for summaries and error messages.
     pub fn kind(&self) -> &'static str {
         match self {
+            Layer::Implicit(_) => "Implicit",
             Layer::Dense(_) => "Dense",
             Layer::ReLU => "ReLU",
             Layer::LeakyReLU { .. } => "LeakyReLU",
@@ -171,6 +175,7 @@ impl Layer {
     /// Number of trainable parameters (weights and biases), counting nested layers.
     pub fn num_params(&self) -> usize {
         match self {
+            Layer::Implicit(l) => l.out_dim() * (l.out_dim() + l.in_dim() + 1),
             Layer::Dense(d) => d.out_dim() * d.in_dim() + d.out_dim(),
             Layer::Residual { inner, skip } => {
                 inner.iter().map(Layer::num_params).sum::<usize>() + skip.as_ref().map_or(0, |s| s.in_dim() * s.in_dim())
@@ -181,7 +186,7 @@ impl Layer {
 
     /// The output width for an input of width `dim` (`None`: unknown until a Dense fixes it), checking
     /// that the layer accepts that width. `path` names the layer in error messages.
-    fn out_dim(&self, dim: Option<usize>, path: &str) -> Result<Option<usize>> {
+    pub(crate) fn out_dim(&self, dim: Option<usize>, path: &str) -> Result<Option<usize>> {
         match self {
             Layer::Dense(d) => match dim {
                 Some(n) if n != d.in_dim() => Err(shape_err!(
@@ -245,6 +250,15 @@ impl Layer {
                     _ => Ok(dim),
                 }
             }
+            Layer::Implicit(l) => match dim {
+                Some(n) if n != l.in_dim() => Err(shape_err!(
+                    "{path} (Implicit): expects input width {} but receives width {n} (U shape ({}, {}))",
+                    l.in_dim(),
+                    l.out_dim(),
+                    l.in_dim()
+                )),
+                _ => Ok(Some(l.out_dim())),
+            },
             Layer::ReLU | Layer::Tanh | Layer::Sigmoid => Ok(dim),
         }
     }
@@ -252,6 +266,7 @@ impl Layer {
     /// The input width this layer fixes, if any (the first Dense inside it).
     fn in_dim(&self) -> Option<usize> {
         match self {
+            Layer::Implicit(l) => Some(l.in_dim()),
             Layer::Dense(d) => Some(d.in_dim()),
             Layer::Residual { inner, skip } => skip.as_ref().map(Dense::in_dim).or_else(|| inner.iter().find_map(Layer::in_dim)),
             _ => None,
@@ -326,6 +341,35 @@ impl Network {
         out
     }
 
+    /// The Implicit layers with their paths ("layer 3", "layer 2.1" inside a Residual block), in order.
+    pub fn implicit_layers(&self) -> Vec<(String, &Implicit)> {
+        fn walk<'a>(ls: &'a [Layer], prefix: &str, out: &mut Vec<(String, &'a Implicit)>) {
+            for (k, l) in ls.iter().enumerate() {
+                let path = if prefix.is_empty() { format!("layer {k}") } else { format!("{prefix}.{k}") };
+                match l {
+                    Layer::Implicit(imp) => out.push((path, imp)),
+                    Layer::Residual { inner, .. } => walk(inner, &path, out),
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.layers, "", &mut out);
+        out
+    }
+
+    /// `Unsupported` naming the first Implicit layer, for analyses that do not handle equilibrium layers.
+    pub fn reject_implicit(&self, analysis: &str) -> Result<()> {
+        match self.implicit_layers().first() {
+            Some((path, imp)) => Err(Error::Unsupported(format!(
+                "{analysis} does not support implicit (equilibrium) layers: {path} is Implicit ({} units, {})",
+                imp.out_dim(),
+                imp.activation().kind()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Forward pass of a batch `x` (batch, input_dim), written into `out` (batch, output_dim).
     /// Both may have any strides (C- or F-ordered numpy arrays are read in place). Large batches are
     /// split across the rayon pool. Fails on a shape mismatch or a non-finite input entry.
@@ -389,34 +433,47 @@ impl Network {
         }
         // A leading Dense layer reads the caller's (possibly strided) rows in place; no copy of x.
         let h = match self.layers.first() {
-            Some(Layer::Dense(d)) => run_layers(&self.layers[1..], dense_forward(d, x)),
-            _ => run_layers(&self.layers, x.to_owned()),
+            Some(Layer::Dense(d)) => run_layers(&self.layers[1..], dense_forward(d, x), 1)?,
+            _ => run_layers(&self.layers, x.to_owned(), 0)?,
         };
         out.copy_from(h.as_ref());
         Ok(())
     }
 }
 
-/// Runs `layers` on a column-major batch, consuming and returning the activations.
-fn run_layers<T: NetScalar>(layers: &[Layer], mut h: Mat<T>) -> Mat<T> {
-    for layer in layers {
+/// Runs `layers` (the first at top-level index `first`) on a column-major batch, consuming and returning the
+/// activations. Fails only when an Implicit layer's equilibrium solve does not converge.
+fn run_layers<T: NetScalar>(layers: &[Layer], mut h: Mat<T>, first: usize) -> Result<Mat<T>> {
+    for (k, layer) in layers.iter().enumerate() {
         h = match layer {
             Layer::Dense(d) => dense_forward(d, h.as_ref()),
             Layer::Residual { inner, skip } => {
-                let mut y = run_layers(inner, h.clone());
+                let mut y = run_layers(inner, h.clone(), 0).map_err(|e| at_layer(e, first + k))?;
                 match skip {
                     None => y += &h,
                     Some(s) => y += dense_forward(s, h.as_ref()),
                 }
                 y
             }
+            Layer::Implicit(imp) => imp.forward(h.as_ref()).map_err(|e| at_layer(e, first + k))?,
             _ => {
                 apply_activation(layer, h.as_mut());
                 h
             }
         };
     }
-    h
+    Ok(h)
+}
+
+/// The error with "layer k: " in front of its message (same kind).
+fn at_layer(e: Error, k: usize) -> Error {
+    match e {
+        Error::Shape(m) => Error::Shape(format!("layer {k}: {m}")),
+        Error::InvalidInput(m) => Error::InvalidInput(format!("layer {k}: {m}")),
+        Error::Unsupported(m) => Error::Unsupported(format!("layer {k}: {m}")),
+        Error::Solver(m) => Error::Solver(format!("layer {k}: {m}")),
+        Error::TimeLimit(m) => Error::TimeLimit(format!("layer {k}: {m}")),
+    }
 }
 
 fn dense_forward<T: NetScalar>(d: &Dense, x: MatRef<'_, T>) -> Mat<T> {
@@ -436,6 +493,7 @@ fn dense_forward<T: NetScalar>(d: &Dense, x: MatRef<'_, T>) -> Mat<T> {
 pub fn apply_activation<T: Real>(layer: &Layer, mut h: MatMut<'_, T>) {
     let n = h.ncols();
     match *layer {
+        Layer::Implicit(_) => unreachable!("not an activation"),
         Layer::ReLU => map_cols(h, |v| if v > T::zero_() { v } else { T::zero_() }),
         Layer::LeakyReLU { slope } => {
             let s = T::from_f64(slope);

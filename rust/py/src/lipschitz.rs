@@ -67,6 +67,21 @@ fn lipschitz_chain<'py>(py: Python<'py>, net: &Bound<'py, PyNetwork>, c: Option<
                 d.set_item("E", mat_to_numpy(py, e))?;
             }
             Act::Linear => {}
+            Act::Implicit { f, inner, .. } => {
+                d.set_item("F", mat_to_numpy(py, f))?;
+                d.set_item("act", inner.name())?;
+                match &**inner {
+                    Act::Sector { alpha, beta } => {
+                        d.set_item("alpha", alpha)?;
+                        d.set_item("beta", beta)?;
+                    }
+                    Act::Groups { groups, e } => {
+                        d.set_item("groups", groups.clone())?;
+                        d.set_item("E", mat_to_numpy(py, e))?;
+                    }
+                    _ => {}
+                }
+            }
         }
         stages.append(d)?;
     }

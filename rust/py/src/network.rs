@@ -4,6 +4,7 @@
 //! ("residual", [specs], S or None) with S the (d, d) float64 skip matrix of y = S x + f(x)).
 
 use faer::Mat;
+use nncert_core::network::Implicit;
 use nncert_core::{Layer, Network, Pairing};
 use numpy::{PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::PyValueError;
@@ -26,6 +27,7 @@ fn pairing(s: &str) -> PyResult<Pairing> {
     }
 }
 
+/// One layer from its spec; also ("implicit", W, U, b, activation spec, lam or None) for Implicit layers.
 fn layer_from_spec(py: Python<'_>, spec: &Bound<'_, PyAny>) -> PyResult<Layer> {
     let t = spec.cast::<PyTuple>()?;
     let kind: String = t.get_item(0)?.extract()?;
@@ -61,6 +63,24 @@ fn layer_from_spec(py: Python<'_>, spec: &Bound<'_, PyAny>) -> PyResult<Layer> {
             };
             Layer::residual(inner, skip).map_err(|e| to_pyerr(py, e))?
         }
+        "implicit" => {
+            let mat = |k: usize| -> PyResult<Mat<f64>> {
+                let a: PyReadonlyArray2<f64> = t.get_item(k)?.extract()?;
+                Ok(numpy_to_mat(&a))
+            };
+            let (w, u) = (mat(1)?, mat(2)?);
+            let b: PyReadonlyArray1<f64> = t.get_item(3)?.extract()?;
+            let act = layer_from_spec(py, &t.get_item(4)?)?;
+            let b = b.as_array().to_vec();
+            let lam: Option<Vec<f64>> = match t.len() > 5 {
+                true if !t.get_item(5)?.is_none() => {
+                    Some(t.get_item(5)?.extract::<PyReadonlyArray1<f64>>()?.as_array().to_vec())
+                }
+                _ => None,
+            };
+            let imp = run_detached(py, move || Implicit::with_weights(w, u, Some(b), act, lam))?;
+            Layer::Implicit(Box::new(imp))
+        }
         other => return Err(PyValueError::new_err(format!("unknown layer kind {other:?}"))),
     })
 }
@@ -85,7 +105,23 @@ impl PyNetwork {
     #[new]
     #[pyo3(signature = (specs, input_dim=None))]
     fn new(py: Python<'_>, specs: &Bound<'_, PyList>, input_dim: Option<usize>) -> PyResult<Self> {
-        let layers = specs.iter().map(|s| layer_from_spec(py, &s)).collect::<PyResult<Vec<_>>>()?;
+        let layers = specs
+            .iter()
+            .enumerate()
+            .map(|(k, s)| {
+                layer_from_spec(py, &s).map_err(|e| {
+                    // name the layer in errors from an Implicit layer's checks (well-posedness, shapes)
+                    let msg = e.value(py).to_string();
+                    if msg.starts_with("Implicit") {
+                        let prefixed = format!("layer {k}: {msg}");
+                        let cls = e.get_type(py);
+                        cls.call1((prefixed,)).map(PyErr::from_value).unwrap_or(e)
+                    } else {
+                        e
+                    }
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
         let inner = Network::new(layers, input_dim).map_err(|e| to_pyerr(py, e))?;
         Ok(Self { inner })
     }
@@ -103,6 +139,27 @@ impl PyNetwork {
     #[getter]
     fn num_params(&self) -> usize {
         self.inner.num_params()
+    }
+
+    /// One dict per Implicit layer: path, units, activation, certificate ("contraction" | "monotone" | "weighted-monotone"),
+    /// contraction (beta ||W||_2, rounded up), monotone_margin (lambda_min(I - sym W), rounded down, or None),
+    /// iteration ("picard" | "peaceman-rachford"), rate (its guaranteed contraction factor), max_iters.
+    fn implicit_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for (path, imp) in self.inner.implicit_layers() {
+            let d = pyo3::types::PyDict::new(py);
+            d.set_item("path", path)?;
+            d.set_item("units", imp.out_dim())?;
+            d.set_item("activation", imp.activation().kind())?;
+            d.set_item("certificate", imp.certificate().name())?;
+            d.set_item("contraction", imp.contraction())?;
+            d.set_item("monotone_margin", imp.monotone_margin())?;
+            d.set_item("iteration", imp.iteration())?;
+            d.set_item("rate", imp.rate())?;
+            d.set_item("max_iters", imp.max_iters())?;
+            out.append(d)?;
+        }
+        Ok(out)
     }
 
     /// Batched forward pass of a 2-D float64 array (any memory order, read in place).

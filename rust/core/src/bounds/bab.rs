@@ -353,6 +353,7 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts:
 pub fn bab(net: &Network, problems: &[Problem], opts: &BabOptions) -> Result<BabResult> {
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs_f64(opts.time_limit.max(0.0));
+    net.reject_implicit("branch and bound (verification)")?;
     for (i, p) in problems.iter().enumerate() {
         check_problem(net, p, i)?;
     }

@@ -118,6 +118,7 @@ pub fn propagate<'a>(
     prior: Option<&[Interval]>,
 ) -> Result<Propagation<'a>> {
     check_box(net, lo, hi)?;
+    net.reject_implicit("bound propagation (verification)")?;
     let mut st = State { lo, hi, opts, splits, prior, pre: Vec::new(), infeasible: false };
     let mut ctx: Vec<Vec<Relaxed<'a>>> = vec![Vec::new()];
     let out = walk(net.layers(), &mut ctx, (lo.to_vec(), hi.to_vec()), &mut st)?;

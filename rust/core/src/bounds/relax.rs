@@ -124,6 +124,7 @@ pub fn relax(layer: &Layer, l: &[f64], u: &[f64], slopes: Slopes) -> Result<Rela
         ui[k] = r.3;
     };
     match *layer {
+        Layer::Implicit(_) => unreachable!("not an activation"),
         Layer::ReLU => (0..n).for_each(|k| put(k, relu_like(l[k], u[k], 0.0, slopes))),
         Layer::LeakyReLU { slope } => (0..n).for_each(|k| put(k, relu_like(l[k], u[k], slope, slopes))),
         Layer::Tanh => (0..n).for_each(|k| put(k, smooth(l[k], u[k], f64::tanh, tanh_crit))),
@@ -181,6 +182,7 @@ fn maxmin(l: &[f64], u: &[f64], pairing: Pairing, slopes: Slopes) -> Relax {
 pub fn act_interval(layer: &Layer, l: &[f64], u: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let n = l.len();
     match *layer {
+        Layer::Implicit(_) => unreachable!("not an activation"),
         Layer::ReLU => (l.iter().map(|v| v.max(0.0)).collect(), u.iter().map(|v| v.max(0.0)).collect()),
         Layer::LeakyReLU { slope } => {
             let f = |v: f64| if v > 0.0 { v } else { slope * v };

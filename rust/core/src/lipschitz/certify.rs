@@ -11,6 +11,11 @@
 //! - residual groups: [[X_k - S^T X' S - W^T Q W, -S^T X' G], [., Q - G^T X' G]]
 //! - residual sector: [[X_k - S^T X' S + 2ab W^T T W, -S^T X' G - (a+b) W^T T], [., 2T - G^T X' G]]
 //!   (z' = S z + G w; S = I without a skip, G = I for Residual([Dense, act]))
+//! - implicit (z' = act(F z' + W z), in the variables (dz, dz')): with (k2, k1, k0) = (2ab, -(a+b), 2) for a
+//!   sector [a, b] (Q = T) and (-1, 0, 1) for groups (Q = blockdiag(lambda_j I + gamma_j E)),
+//!   [[X_k + k2 W^T Q W, k1 W^T Q + k2 W^T Q F], [., k0 Q + k1 (Q F + F^T Q) + k2 F^T Q F - X']]
+//!   (the sector QC 2 (dz' - a dv)^T T (b dv - dz') >= 0, or the group QC dv^T Q dv - dz'^T Q dz' >= 0,
+//!   with dv = F dz' + W dz, written out in (dz, dz'))
 //! - final, l2:       X_L - R^T R               (R: final rows)  bound sqrt(rho) * scale
 //! - final, l-inf:    [[X_L, R^T], [R, rho]]     (R: one row)    bound sqrt(rho * sum d) * scale
 //! Each LMI k is the S-procedure step dz_k^T X_k dz_k >= dz_{k+1}^T X_{k+1} dz_{k+1} given the
@@ -126,7 +131,7 @@ impl<'a> Builder<'a> {
         let m = st.w.nrows();
         let sm = &mu.stages[k];
         let f = |v: f64| if abs { v.abs() } else { v };
-        match &st.act {
+        match st.act.family() {
             Act::Sector { .. } => Mat::from_fn(m, m, |i, j| if i == j { f(sm.t[i]) } else { 0.0 }),
             Act::Groups { groups, e } => {
                 let mut q = Mat::<f64>::zeros(m, m);
@@ -140,7 +145,7 @@ impl<'a> Builder<'a> {
                 }
                 q
             }
-            Act::Linear => Mat::zeros(m, m),
+            Act::Linear | Act::Implicit { .. } => Mat::zeros(m, m),
         }
     }
 
@@ -195,6 +200,34 @@ impl<'a> Builder<'a> {
         let (m, n) = (w.nrows(), w.ncols());
         let p = 2 * m.max(n) + 16;
         match (&st.act, st.residual) {
+            (Act::Implicit { f, inner, .. }, _) => {
+                let q = self.q(k, mu, abs);
+                let f = if abs { abs_mat(f.as_ref()) } else { f.clone() };
+                let (k2, k1, k0) = match **inner {
+                    Act::Sector { alpha, beta } => (2.0 * alpha * beta, -(alpha + beta), 2.0),
+                    _ => (-1.0, 0.0, 1.0),
+                };
+                let xn = self.x(k + 1, mu, abs);
+                let qw = matmul_new(q.as_ref(), w.as_ref()); // Q W (m x n)
+                let qf = matmul_new(q.as_ref(), f.as_ref()); // Q F (m x m)
+                let wqw = matmul_new(w.transpose(), qw.as_ref());
+                let wqf = matmul_new(w.transpose(), qf.as_ref());
+                let fqf = matmul_new(f.transpose(), qf.as_ref());
+                let size = n + m;
+                let mat = Mat::from_fn(size, size, |i, j| {
+                    if i < n && j < n {
+                        xk[(i, j)] + sg(k2) * wqw[(i, j)]
+                    } else if i >= n && j >= n {
+                        let (i, j) = (i - n, j - n);
+                        k0 * q[(i, j)] + sg(k1) * (qf[(i, j)] + qf[(j, i)]) + sg(k2) * fqf[(i, j)] + sg(-1.0) * xn[(i, j)]
+                    } else {
+                        let (zi, wj) = if i < n { (i, j - n) } else { (j, i - n) };
+                        // (W^T Q)[zi, wj] = (Q W)[wj, zi] (Q symmetric)
+                        sg(k1) * qw[(wj, zi)] + sg(k2) * wqf[(zi, wj)]
+                    }
+                });
+                (mat, n, p)
+            }
             (Act::Linear, _) => {
                 let xn = self.x(k + 1, mu, abs);
                 let s = matmul_new(w.transpose(), matmul_new(xn.as_ref(), w.as_ref()).as_ref());
@@ -332,10 +365,18 @@ impl<'a> Builder<'a> {
             mu.rho += delta;
             return;
         }
-        let gain = match self.chain.stages[k].act {
+        let gain = match self.chain.stages[k].act.family() {
             Act::Sector { .. } => 2.0,
             _ => 1.0,
         };
+        if let Act::Implicit { dir, inner, .. } = &self.chain.stages[k].act {
+            if matches!(**inner, Act::Sector { .. }) {
+                // along the layer's Lambda, scaled to max 1 (the caller rescales by the growth it measures)
+                let top = dir.iter().fold(0.0f64, |a, &v| a.max(v));
+                mu.stages[k].t.iter_mut().zip(dir).for_each(|(t, &d)| *t += delta / gain * d / top);
+                return;
+            }
+        }
         mu.stages[k].t.iter_mut().for_each(|t| *t += delta / gain);
     }
 }
@@ -378,8 +419,8 @@ pub(super) fn validate(chain: &Chain, norm: Norm, mu: &mut Multipliers) -> Resul
     mu.rho = mu.rho.max(0.0);
     for (k, (st, sm)) in chain.stages.iter().zip(mu.stages.iter_mut()).enumerate() {
         let m = st.w.nrows();
-        let (nt, ng) = match &st.act {
-            Act::Linear => (0, 0),
+        let (nt, ng) = match st.act.family() {
+            Act::Linear | Act::Implicit { .. } => (0, 0),
             Act::Sector { .. } => (m, 0),
             Act::Groups { groups, .. } => (groups.len(), groups.len()),
         };
@@ -428,7 +469,7 @@ pub(super) fn stage_q(chain: &Chain, norm: Norm, k: usize, mu: &Multipliers, abs
 
 /// The margin that covers the rounding error of an LMI matrix `m` computed with sums of products of
 /// length at most `p` (`ma`: the same matrix built from absolute values) and of its eigensolver.
-pub(super) fn rounding_margin(m: MatRef<'_, f64>, ma: MatRef<'_, f64>, p: usize) -> f64 {
+pub(crate) fn rounding_margin(m: MatRef<'_, f64>, ma: MatRef<'_, f64>, p: usize) -> f64 {
     let n = m.nrows() as f64;
     let pf = p as f64;
     let gamma = pf * EPS / (1.0 - pf * EPS);
@@ -476,8 +517,16 @@ pub fn certify(chain: &Chain, norm: Norm, mut mu: Multipliers, repair: bool) -> 
                     let nc = n - lmi.na;
                     // raise the C block's own multiplier so that C grows by 2e ...
                     bld.raise_own(k, &mut mu, 2.0 * e);
-                    let after = bld.build(k, &mu).m;
-                    let delta = Mat::from_fn(n, n, |i, j| after[(i, j)] - before[(i, j)]);
+                    let mut after = bld.build(k, &mu).m;
+                    let mut delta = Mat::from_fn(n, n, |i, j| after[(i, j)] - before[(i, j)]);
+                    // (implicit stages: C grows by the raise times 2I - (a+b)(F + F^T) + ..., positive definite but
+                    // possibly below 2e I; the change is linear in the raise, so scale it up to reach 2e)
+                    let grow = min_eig(delta.as_ref().submatrix(lmi.na, lmi.na, nc, nc))?;
+                    if grow > 0.0 && grow <= e {
+                        bld.raise_own(k, &mut mu, 2.0 * e * (2.0 * e / grow - 1.0));
+                        after = bld.build(k, &mu).m;
+                        delta = Mat::from_fn(n, n, |i, j| after[(i, j)] - before[(i, j)]);
+                    }
                     // ... then a >= e - lambda_min(A_D - B_D (C_D - e I)^{-1} B_D^T), with C_D - e I ~ e I.
                     let mut cd = delta.as_ref().submatrix(lmi.na, lmi.na, nc, nc).to_owned();
                     for i in 0..nc {
@@ -607,6 +656,38 @@ mod tests {
             for j in 0..6 {
                 assert!((m1[(i, j)] - m2[(i, j)]).abs() < 1e-14, "({i}, {j}): {} vs {}", m1[(i, j)], m2[(i, j)]);
             }
+        }
+    }
+
+    #[test]
+    fn scalar_implicit_relu_certifies_its_exact_constant() {
+        // z = relu(w z + x): L = 1 / (1 - w). With t = 1/(1-w), X_1 = 1 the implicit LMI
+        // [[rho, -t], [-t, 2t(1-w) - X_1]] is PSD exactly for rho >= t^2 = L^2, and the final LMI X_1 - 1 >= 0.
+        for w in [0.0, 0.5, -2.0, 0.75] {
+            let imp = crate::network::Implicit::new(
+                Mat::from_fn(1, 1, |_, _| w),
+                Mat::from_fn(1, 1, |_, _| 1.0),
+                None,
+                Layer::ReLU,
+            )
+            .unwrap();
+            let net = Network::new(vec![Layer::Implicit(Box::new(imp))], None).unwrap();
+            let chain = Chain::new(&net, None).unwrap();
+            assert_eq!(chain.stages.len(), 1);
+            let l = 1.0 / (1.0 - w);
+            let mu = |rho: f64| Multipliers {
+                rho,
+                d: vec![],
+                stages: vec![StageMult { t: vec![l], gamma: vec![], x_next: Some(Mat::from_fn(1, 1, |_, _| 1.0)) }],
+            };
+            let cert = certify(&chain, Norm::L2, mu(l * l), true).unwrap();
+            assert!(cert.certified);
+            assert!(cert.bound >= l && cert.bound < l * (1.0 + 1e-9), "w {w}: {} vs {l}", cert.bound);
+            // below the constant nothing certifies without repair, and the repair lands above it
+            let low = certify(&chain, Norm::L2, mu(0.9 * l * l), false).unwrap();
+            assert!(!low.certified);
+            let fixed = certify(&chain, Norm::L2, mu(0.9 * l * l), true).unwrap();
+            assert!(fixed.certified && fixed.repaired && fixed.bound >= l);
         }
     }
 

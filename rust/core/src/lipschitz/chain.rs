@@ -23,6 +23,11 @@ pub enum Act {
     /// GroupSort / MaxMin / Householder: per group j, for the multiplier lambda_j I + gamma_j E,
     /// ||dv_j||^2 >= ||dw_j||^2 and dv_j^T E dv_j = dw_j^T E dw_j (E = 11^T, or I - vv^T for Householder).
     Groups { groups: Vec<Vec<usize>>, e: Mat<f64> },
+    /// Implicit (equilibrium) stage z' = act(F z' + W z) (W: the stage's rescaled input weight U, F: the feedback
+    /// weight, not rescaled); `inner` is the activation's family (Sector or Groups), whose multipliers the stage uses.
+    /// `dir`: the direction the certificate's repair raises a sector multiplier T along (the layer's Lambda when
+    /// it is well-posed only in that weighted metric, so that 2T - T F - F^T T grows positive definite; else 1).
+    Implicit { f: Mat<f64>, inner: Box<Act>, dir: Vec<f64> },
 }
 
 impl Act {
@@ -31,6 +36,15 @@ impl Act {
             Act::Linear => "linear",
             Act::Sector { .. } => "sector",
             Act::Groups { .. } => "groups",
+            Act::Implicit { .. } => "implicit",
+        }
+    }
+
+    /// The family whose multipliers the stage carries (the activation's, for implicit stages).
+    pub fn family(&self) -> &Act {
+        match self {
+            Act::Implicit { inner, .. } => inner,
+            a => a,
         }
     }
 }
@@ -77,6 +91,7 @@ pub struct Chain {
 /// The activation's constraint family, or an error naming the layer.
 pub fn act_of(layer: &Layer, width: usize, path: &str) -> Result<Act> {
     Ok(match *layer {
+        Layer::Implicit(_) => return Err(Error::Unsupported(format!("{path}: Implicit is not an activation"))),
         Layer::ReLU | Layer::Tanh => Act::Sector { alpha: 0.0, beta: 1.0 },
         Layer::LeakyReLU { slope } => Act::Sector { alpha: slope.min(1.0), beta: slope.max(1.0) },
         Layer::Sigmoid => Act::Sector { alpha: 0.0, beta: 0.25 },
@@ -186,6 +201,31 @@ impl Chain {
                             )));
                         }
                     }
+                }
+                Layer::Implicit(imp) => {
+                    // A Dense layer right before folds into U (its bias does not change a Lipschitz constant).
+                    let here = format!("{path} (Implicit[{}])", imp.activation().kind());
+                    let (w, name) = match pending.take() {
+                        Some((wd, name)) => {
+                            (super::certify::matmul_new(imp.input_weight(), wd.as_ref()), format!("{name} + {here}"))
+                        }
+                        None => (imp.input_weight().to_owned(), here),
+                    };
+                    let inner = act_of(imp.activation(), imp.out_dim(), &path)?;
+                    stages.push(Stage {
+                        w,
+                        act: Act::Implicit {
+                            f: imp.weight().to_owned(),
+                            inner: Box::new(inner),
+                            dir: imp.lambda().unwrap_or_else(|| vec![1.0; imp.out_dim()]),
+                        },
+                        residual: false,
+                        g: None,
+                        skip: None,
+                        scale: 1.0,
+                        layer: name,
+                    });
+                    width = imp.out_dim();
                 }
                 act => {
                     let (w, name) = pending.take().unwrap_or_else(|| (identity(width), format!("{path} (identity)")));

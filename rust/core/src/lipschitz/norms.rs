@@ -60,6 +60,7 @@ pub fn pow2_at_least(x: f64) -> f64 {
 /// Lipschitz constant of an activation layer in the given norm.
 pub fn activation_constant(layer: &Layer, norm: Norm) -> f64 {
     match *layer {
+        Layer::Implicit(_) => unreachable!("not an activation"),
         Layer::ReLU | Layer::Tanh | Layer::GroupSort { .. } => 1.0,
         Layer::LeakyReLU { slope } => slope.abs().max(1.0),
         Layer::Sigmoid => 0.25,
@@ -83,10 +84,29 @@ fn layer_norm(w: MatRef<'_, f64>, norm: Norm) -> Result<f64> {
     }
 }
 
+/// beta ||U|| / (1 - beta ||W||) for an implicit layer z = act(W z + U x + b), when beta ||W|| < 1 in the norm
+/// (|dz| <= beta (||W|| |dz| + ||U|| |dx|)); `Unsupported` otherwise (a monotone-only layer has no naive bound).
+pub fn implicit_naive(imp: &crate::network::Implicit, norm: Norm) -> Result<f64> {
+    let beta = activation_constant(imp.activation(), norm);
+    let q = beta * layer_norm(imp.weight(), norm)? * (1.0 + 2.0 * EPS);
+    if !(q < 1.0) {
+        let nm = if norm == Norm::L2 { "2" } else { "inf" };
+        return Err(Error::Unsupported(format!(
+            "the naive bound is unavailable for an Implicit layer ({} units, {}) with beta*||W||_{nm} = {q:.6} >= 1 (it needs a contraction; use an SDP method)",
+            imp.out_dim(),
+            imp.activation().kind()
+        )));
+    }
+    let num = beta * layer_norm(imp.input_weight(), norm)? * (1.0 + 2.0 * EPS);
+    // 1 - q rounded down, then the quotient rounded up
+    Ok(num / ((1.0 - q) * (1.0 - 2.0 * EPS)) * (1.0 + 2.0 * EPS))
+}
+
 fn product(layers: &[Layer], norm: Norm) -> Result<f64> {
     let mut b = 1.0f64;
     for l in layers {
         b *= match l {
+            Layer::Implicit(imp) => implicit_naive(imp, norm)?,
             Layer::Dense(d) => layer_norm(d.weight(), norm)?,
             // ||S x + f(x)|| Lipschitz constant <= ||S|| + Lip(f) (||I|| = 1), rounded up.
             Layer::Residual { inner, skip } => {
