@@ -19,6 +19,11 @@ from .patterns import check_patterns, enumerate_patterns, sample_gates, sample_p
 log = logging.getLogger("nncert.convex")
 
 SOLVERS = ("admm", "admm-approx", "scp", "cvxpy")
+ADVERSARIAL_SOLVERS = ("admm", "cvxpy")
+# Default penalty and residual-balancing period of the robust ADMM (every loss is split off there).
+ROBUST_RHO = {"squared": lambda beta: 1.0, "hinge": lambda beta: float(np.clip(beta, 1e-4, 1.0)),
+              "logistic": lambda beta: float(np.clip(beta, 1e-4, 1.0))}
+ROBUST_ADAPT_EVERY = 25
 BACKENDS = ("auto", "core", "torch")
 HISTORY_FIELDS = ("iter", "objective", "primal_residual", "dual_residual", "violation", "seconds",
                   "inner_iterations")
@@ -157,9 +162,11 @@ class ConvexReLU:
         if self.solver == "scp" and self.patterns is not None:
             raise UnsupportedModelError("solver='scp' samples its own hidden neurons (n_patterns of them); "
                                         "explicit patterns are used by 'admm', 'admm-approx' and 'cvxpy'")
-        if e > 0 and self.solver != "cvxpy":
+        if e > 0 and self.solver not in ADVERSARIAL_SOLVERS:
             raise UnsupportedModelError(
-                f"adversarial_eps > 0 is implemented by solver='cvxpy' only (got solver={self.solver!r})")
+                f"adversarial_eps > 0 is implemented by solver='admm' (Rust core) and solver='cvxpy' only (got "
+                f"solver={self.solver!r}; 'admm-approx' fixes the n x n Woodbury u-step, which does not cover the "
+                "robust program, and 'scp' fixes its neurons, which the robust cone constraints would mostly zero)")
         if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 1:
             raise InvalidInputError(f"max_iter must be a positive integer, got {self.max_iter!r}")
         if not (np.isfinite(self.tol) and self.tol > 0):
@@ -191,6 +198,9 @@ class ConvexReLU:
         if on_torch and self.solver in ("scp", "cvxpy"):
             log.info("solver=%r runs on the CPU (the Rust core / cvxpy); device %s is used by 'admm' only",
                      self.solver, dev)
+            on_torch = False
+        if on_torch and self.adversarial_eps > 0:
+            log.info("adversarial_eps > 0: the robust ADMM runs in the Rust core on the CPU (device %s unused)", dev)
             on_torch = False
         return dev, on_torch
 
@@ -292,6 +302,8 @@ class ConvexReLU:
                              "objective": np.array([h[2] for h in hist]), "seconds": np.array([h[3] for h in hist])}
         elif self.solver == "scp":
             self._fit_scp(Xa, Y, H, V, W)
+        elif eps > 0:
+            self._fit_admm_robust(Xa, Y, D, feat, eps, V, W)
         else:
             self._fit_admm(Xa, Y, D, V, W)
         self.V_, self.W_ = V, W
@@ -383,6 +395,28 @@ class ConvexReLU:
         self._record(results, "ADMM")
         self.u_solver_ = results[0]["u_solver"]
         self.device_ = f"{self._device} (torch, {self.dtype})" if self._on_torch else "cpu (Rust core)"
+
+    def _fit_admm_robust(self, Xa, Y, D, feat, eps, V, W) -> None:
+        """The l-inf adversarial program by the robust ADMM of the core (every loss split off, so the u-step is
+        factored once whatever rho; dense Cholesky, or PCG when that does not fit)."""
+        from .. import _core
+        rho = float(self.rho) if self.rho is not None else ROBUST_RHO[self.loss](self.beta)
+        every, bar, progress = self._progress(Y.shape[1], "ConvexReLU robust ADMM")
+        try:
+            results = _core.convex_admm_robust(
+                Xa, np.ascontiguousarray(Y), D, [bool(f) for f in feat], float(eps), float(self.beta),
+                loss=self.loss, rho=rho, max_iter=int(self.max_iter), eps_abs=0.1 * float(self.tol),
+                eps_rel=float(self.tol), u_solver=self.u_solver, memory_limit=float(self._memory_budget),
+                time_limit=float(self.time_limit) if self.time_limit is not None else float("inf"),
+                callback=progress, callback_every=every, adapt_every=ROBUST_ADAPT_EVERY)
+        finally:
+            if bar is not None:
+                bar.close()
+        for c, r in enumerate(results):
+            V[c], W[c] = r["v"], r["w"]
+        self._record(results, "robust ADMM")
+        self.u_solver_ = results[0]["u_solver"]
+        self.device_ = "cpu (Rust core)"
 
     def _progress(self, outputs: int, desc: str):
         """(callback_every, tqdm bar or None, callback) for the Rust solvers' progress reports."""
