@@ -121,3 +121,54 @@ def test_unsupported_combinations():
     with pytest.raises(nncert.ShapeError, match="feat"):
         Xa = np.hstack([X, np.ones((30, 1))])
         _core.convex_admm_robust(Xa, y[:, None], np.ones((30, 1)), [True], 0.1, 0.05)
+
+
+def test_torch_backend_request_runs_in_the_core():
+    pytest.importorskip("torch")
+    X, y = data(13, 20, 2)
+    kw = dict(adversarial_eps=0.05, max_iter=500, tol=1e-6)
+    a = fit(X, y, backend="torch", device="cpu", **kw)
+    b = fit(X, y, **kw)
+    assert a.device_ == "cpu (Rust core)"
+    assert a.objective_ == b.objective_
+    with pytest.raises(nncert.InvalidInputError, match="float32"):
+        fit(X, y, backend="torch", device="cpu", dtype="float32", **kw)
+
+
+def test_degenerate_robust_cones_are_screened_out():
+    """Two noisy half-moons: most sampled patterns cannot hold on an eps-box around every point, so their robust
+    cone is {0}. The LP screen drops exactly columns that the cvxpy optimum leaves at zero, and the ADMM on the
+    rest converges to the cvxpy optimum over all the patterns."""
+    rng = np.random.default_rng(0)
+    n = 40
+    lab = rng.integers(0, 2, n)
+    t = rng.uniform(0, np.pi, n)
+    X = np.stack([np.where(lab == 0, np.cos(t), 1 - np.cos(t)), np.where(lab == 0, np.sin(t), 0.5 - np.sin(t))], 1)
+    X = X + 0.15 * rng.standard_normal((n, 2))
+    y = np.where(lab == 1, 1, -1)
+    Xa = np.hstack([X, np.ones((n, 1))])
+    D = sample_patterns(Xa, 20, 0)
+    feat = np.array([True, True, False])
+    ref = solve_reference(Xa, y.astype(float), D, 0.05, "hinge", 0.1, feat, **TIGHT)
+    ref_obj = F.objective(Xa, D, ref.V, ref.W, y, 0.05, "hinge", 0.1, feat)
+    m = fit(X, y, loss="hinge", adversarial_eps=0.1, patterns=D, tol=1e-9)
+    keep = m.robust_patterns_
+    assert 0 < keep.sum() < D.shape[1] // 2
+    dropped = np.linalg.norm(np.hstack([ref.V[:, ~keep], ref.W[:, ~keep]]), axis=0)
+    assert dropped.max() < 1e-6
+    assert np.all(m.V_[0][:, ~keep] == 0) and np.all(m.W_[0][:, ~keep] == 0)
+    assert m.status_ == "converged" and m.constraint_violation_ < 1e-12
+    assert m.objective_ == pytest.approx(ref_obj, rel=1e-6)
+
+
+def test_no_feasible_pattern_gives_the_zero_network():
+    X, y = data(14, 30, 3)
+    Xa = np.hstack([X, np.ones((30, 1))])
+    D = sample_patterns(Xa, 6, 0)
+    D = D[:, (D.sum(axis=0) > 3) & (D.sum(axis=0) < 27)]  # mixed patterns only: none survives a large eps
+    m = fit(X, y, adversarial_eps=2.0, patterns=D)
+    ref = solve_reference(Xa, y, D, 0.05, "squared", 2.0, np.array([True] * 3 + [False]), **TIGHT)
+    assert not m.robust_patterns_.any()
+    assert np.all(m.V_ == 0) and np.all(m.W_ == 0) and m.n_iter_ == 0 and m.status_ == "converged"
+    assert m.objective_ == pytest.approx(0.5 * np.sum(y ** 2), rel=1e-12)
+    assert ref.objective == pytest.approx(m.objective_, rel=1e-7)
