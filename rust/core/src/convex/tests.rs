@@ -287,3 +287,24 @@ fn robust_admm_is_feasible_and_monotone() {
         }
     }
 }
+
+/// A robust run stopped by max_iter is still projected onto the robust cones (its objective is then a worst case),
+/// and the core evaluates the projected point to the objective it reports.
+#[test]
+fn robust_early_stopped_runs_are_projected() {
+    let (x, dm, y) = problem(30, 3, 6, 4);
+    let feat = [true, true, false];
+    let s = AdmmSettings { max_iter: 40, ..AdmmSettings::default() };
+    let rob = RobustAdmmProblem::new(x.as_ref(), dm.as_ref(), &feat, 0.05, &s).unwrap();
+    let proj = rob.solve(&y, 0.05, Loss::Squared, &s, &mut |_| true).unwrap();
+    let raw = rob.solve(&y, 0.05, Loss::Squared, &AdmmSettings { project: false, ..s.clone() }, &mut |_| true).unwrap();
+    assert_eq!((proj.status, raw.status), ("max_iter", "max_iter"));
+    let (pv, rv) = (proj.history.last().unwrap().violation, raw.history.last().unwrap().violation);
+    assert!(rv > 1e-6, "the early iterate should be visibly infeasible ({rv})");
+    assert!(pv <= 1e-12, "after projection the violation is {pv}");
+    let mut u = faer::Mat::<f64>::zeros(3, 12);
+    u.as_mut().subcols_mut(0, 6).copy_from(&proj.v);
+    u.as_mut().subcols_mut(6, 6).copy_from(&proj.w);
+    let (obj, viol) = rob.objective(u.as_ref(), &y, 0.05, Loss::Squared);
+    assert!((obj - proj.objective).abs() <= 1e-12 * obj && viol == pv);
+}
