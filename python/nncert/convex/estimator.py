@@ -282,6 +282,7 @@ class ConvexReLU:
         else:
             D = check_patterns(self.patterns, n)
         self.patterns_ = D
+        self.__dict__.pop("robust_patterns_", None)  # set again by a robust ADMM fit only
         P = D.shape[1]
         feat = np.ones(d, dtype=bool)
         if self.fit_intercept:
