@@ -5,6 +5,7 @@
 //! - `Woodbury`: Cholesky of A = a (I + X^T X) (d x d) and of the n x n capacitance matrix
 //!   K = I + F B^{-1} F^T = I + 2 (X A^{-1} X^T) o (D D^T), since every pattern appears in a v and a w block;
 //! - `Pcg`: matrix-free conjugate gradients preconditioned by blkdiag(A)^{-1}, for when neither fits.
+//!
 //! The adversarial ADMM adds Gamma^T Gamma (Gamma U = D (V - W)_f^T, see [`super::ops`]); its matrix is factored
 //! `Dense` or applied by `Pcg` (the n x n Woodbury capacitance does not cover the n d_f extra rows).
 
