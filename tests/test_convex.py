@@ -206,7 +206,7 @@ def test_sklearn_protocol():
     (dict(loss="hinge"), lambda y: y, nncert.InvalidInputError, "class labels"),
     (dict(loss="logistic"), lambda y: np.ones_like(y, dtype=int), nncert.InvalidInputError, "single class"),
     (dict(), lambda y: y[:-1], nncert.ShapeError, "rows"),
-    (dict(adversarial_eps=0.1), None, nncert.UnsupportedModelError, "cvxpy"),
+    (dict(adversarial_eps=0.1, u_solver="woodbury"), None, nncert.UnsupportedModelError, "Woodbury"),
     (dict(adversarial_eps=-0.1, solver="cvxpy"), None, nncert.InvalidInputError, "adversarial_eps"),
     (dict(patterns=np.full((30, 3), 0.5)), None, nncert.InvalidInputError, "0/1"),
     (dict(patterns=np.ones((29, 3))), None, nncert.ShapeError, "rows"),

@@ -91,6 +91,16 @@ def convex_admm(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], patterns
     projected onto their cones (the last history row is after the projection). Each dict has v, w (d, P),
     objective, iterations, status, u_solver, factor_seconds, solve_seconds and history (k, 7): iter,
     objective, primal_residual, dual_residual, violation, seconds, inner_iterations."""
+def convex_admm_robust(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], patterns: npt.NDArray[np.float64],
+                       feat: list[bool], eps: float, beta: float, loss: str = "squared", rho: float = 1.0,
+                       max_iter: int = 10000, eps_abs: float = 1e-7, eps_rel: float = 1e-6, u_solver: str = "auto",
+                       pcg_tol: float = 1e-10, memory_limit: float = 4294967296.0, time_limit: float = ...,
+                       callback: object | None = None, callback_every: int = 50, adapt_every: int = 25,
+                       relaxation: float = 1.6, z_weight: float = 1.0, project: bool = True) -> list[dict]:
+    """ADMM for the l-inf adversarial program (radius eps on the coordinates where feat is True; Bai et al. 2022,
+    Section 4) for each column of y; u_solver 'auto' | 'dense' | 'pcg' ('woodbury' raises UnsupportedModelError).
+    Dicts as in convex_admm; objective and history hold the robust objective and the violation of the robust
+    cone constraints (2D_j - I) X u_j >= eps ||u_j[feat]||_1."""
 def convex_scp(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], h: npt.NDArray[np.float64], beta: float,
                loss: str = "squared", rho: float = 1.0, max_iter: int = 10000, eps_abs: float = 1e-8,
                eps_rel: float = 1e-7, time_limit: float = ..., callback: object | None = None,

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta", type=float, default=1e-3, help="group-norm weight (default 1e-3)")
     p.add_argument("--loss", default="squared", choices=["squared", "logistic", "hinge"])
     p.add_argument("--solver", default="admm", choices=["admm", "admm-approx", "scp", "cvxpy"])
-    p.add_argument("--eps", type=float, default=0.0, help="l-inf adversarial radius (solver cvxpy)")
+    p.add_argument("--eps", type=float, default=0.0, help="l-inf adversarial radius (solver admm or cvxpy)")
     p.add_argument("--classify", action="store_true", help="treat the target as class labels")
     p.add_argument("--standardize", action="store_true")
     p.add_argument("--max-iter", type=int, default=10000)

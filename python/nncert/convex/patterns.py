@@ -115,3 +115,37 @@ def enumerate_patterns(X: np.ndarray, max_subsets: int = 2_000_000, tol: float =
     D = np.ones((n, cells.shape[0]))
     D[live, :] = cells.T[inverse.ravel()]
     return unique_columns(D)
+
+
+def robust_nontrivial(X: np.ndarray, D: np.ndarray, feat: np.ndarray, eps: float) -> np.ndarray:
+    """For each pattern j, whether its robust cone {v : (2D_j - I) X v >= eps ||v[feat]||_1} holds a non-zero v.
+
+    Where it does not, v_j = w_j = 0 in every feasible point of the adversarial program, so the column can be
+    left out of the solve without changing the optimum; such degenerate cones (no interior point) are what
+    keeps an ADMM from converging (n = 100 moons, eps = 0.05: 23 of 27 sampled patterns, no convergence in
+    50,000 iterations with them, 14,000 without). One LP per pattern (scipy/HiGHS):
+        max 1^T (2D_j - I) X v  s.t. (2D_j - I) X v >= eps 1^T a, -a <= v[feat] <= a, |v| <= 1, a <= 1,
+    whose value is 0 exactly when the cone is {0} (a non-zero v of the cone has (2D_j - I) X v >= 0 and not 0
+    when X has an intercept column or every coordinate is perturbable). A pattern is dropped only when that value
+    is below 1e-9 n max|X|: a cone so thin that its neuron moves the predictions by at most that much per unit
+    of ||v||, which the group penalty beta ||v|| outweighs."""
+    from scipy.optimize import linprog
+
+    X = np.asarray(X, dtype=np.float64)
+    n, d = X.shape
+    fi = np.flatnonzero(feat)
+    df = fi.size
+    E = np.zeros((df, d))
+    E[np.arange(df), fi] = 1.0
+    bounds = [(-1.0, 1.0)] * d + [(0.0, 1.0)] * df
+    thr = 1e-9 * n * max(1.0, float(np.abs(X).max(initial=0.0)))
+    keep = np.ones(D.shape[1], dtype=bool)
+    for j in range(D.shape[1]):
+        A = (2.0 * D[:, j] - 1.0)[:, None] * X
+        A_ub = np.vstack([np.hstack([-A, eps * np.ones((n, df))]),
+                          np.hstack([E, -np.eye(df)]), np.hstack([-E, -np.eye(df)])])
+        res = linprog(np.concatenate([-A.sum(axis=0), np.zeros(df)]), A_ub=A_ub, b_ub=np.zeros(A_ub.shape[0]),
+                      bounds=bounds, method="highs")
+        # An LP failure keeps the pattern (dropping is the only step that could lose optimality).
+        keep[j] = not (res.status == 0 and -res.fun <= thr)
+    return keep

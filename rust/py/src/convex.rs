@@ -2,7 +2,8 @@
 
 use std::sync::Mutex;
 
-use nncert_core::convex::{AdmmProblem, AdmmSettings, Loss, Record, ScpProblem, ScpSettings, USolve};
+use nncert_core::convex::{AdmmProblem, AdmmResult, AdmmSettings, Loss, Record, RobustAdmmProblem, ScpProblem, ScpSettings,
+                          USolve};
 use numpy::{PyArray2, PyReadonlyArray2};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -86,22 +87,83 @@ fn convex_admm<'py>(
     if let Some(e) = cb_error.lock().unwrap().take() {
         return Err(e);
     }
-    results
-        .into_iter()
-        .map(|r| {
-            let d = PyDict::new(py);
-            d.set_item("v", mat_to_numpy(py, &r.v))?;
-            d.set_item("w", mat_to_numpy(py, &r.w))?;
-            d.set_item("objective", r.objective)?;
-            d.set_item("iterations", r.iterations)?;
-            d.set_item("status", r.status)?;
-            d.set_item("u_solver", r.u_solver.name())?;
-            d.set_item("factor_seconds", r.factor_seconds)?;
-            d.set_item("solve_seconds", r.solve_seconds)?;
-            d.set_item("history", history_array(py, &r.history))?;
-            Ok(d)
+    results.into_iter().map(|r| admm_dict(py, r)).collect()
+}
+
+fn admm_dict(py: Python<'_>, r: AdmmResult) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("v", mat_to_numpy(py, &r.v))?;
+    d.set_item("w", mat_to_numpy(py, &r.w))?;
+    d.set_item("objective", r.objective)?;
+    d.set_item("iterations", r.iterations)?;
+    d.set_item("status", r.status)?;
+    d.set_item("u_solver", r.u_solver.name())?;
+    d.set_item("factor_seconds", r.factor_seconds)?;
+    d.set_item("solve_seconds", r.solve_seconds)?;
+    d.set_item("history", history_array(py, &r.history))?;
+    Ok(d)
+}
+
+/// The l-inf adversarial program (radius `eps` on the coordinates where `feat` is true) by the robust ADMM, for each
+/// column of `y`, sharing one factorisation; arguments and returned dicts as in `convex_admm` (objective: robust).
+#[pyfunction]
+#[pyo3(signature = (x, y, patterns, feat, eps, beta, loss="squared", rho=1.0, max_iter=10000, eps_abs=1e-7,
+                    eps_rel=1e-6, u_solver="auto", pcg_tol=1e-10, memory_limit=4294967296.0,
+                    time_limit=f64::INFINITY, callback=None, callback_every=50, adapt_every=25, relaxation=1.6,
+                    z_weight=1.0, project=true))]
+#[allow(clippy::too_many_arguments)]
+fn convex_admm_robust<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f64>,
+    y: PyReadonlyArray2<'py, f64>,
+    patterns: PyReadonlyArray2<'py, f64>,
+    feat: Vec<bool>,
+    eps: f64,
+    beta: f64,
+    loss: &str,
+    rho: f64,
+    max_iter: usize,
+    eps_abs: f64,
+    eps_rel: f64,
+    u_solver: &str,
+    pcg_tol: f64,
+    memory_limit: f64,
+    time_limit: f64,
+    callback: Option<Py<PyAny>>,
+    callback_every: usize,
+    adapt_every: usize,
+    relaxation: f64,
+    z_weight: f64,
+    project: bool,
+) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    let loss = run_detached(py, || Loss::parse(loss))?;
+    let u_solver = run_detached(py, || USolve::parse(u_solver))?;
+    let settings = AdmmSettings {
+        rho, max_iter, eps_abs, eps_rel, u_solver, pcg_tol, memory_limit, time_limit, adapt_every, relaxation,
+        z_weight, project,
+        ..AdmmSettings::default()
+    };
+    let (xr, yr, pr) = (RawMat::of(&x), RawMat::of(&y), RawMat::of(&patterns));
+    let cb_error: Mutex<Option<PyErr>> = Mutex::new(None);
+    let every = callback_every.max(1);
+    let results = run_detached(py, || {
+        // Safety: x, y and patterns stay borrowed until this function returns.
+        let (xv, yv, pv) = unsafe { (xr.view(), yr.view(), pr.view()) };
+        if yv.nrows() != xv.nrows() {
+            return Err(nncert_core::Error::Shape(format!("y has {} rows but X has {}", yv.nrows(), xv.nrows())));
+        }
+        let problem = RobustAdmmProblem::new(xv, pv, &feat, eps, &settings)?;
+        per_output(yv, |c, target| {
+            let mut progress = |r: &Record| -> bool { report(&callback, &cb_error, every, c, r) };
+            let res = problem.solve(target, beta, loss, &settings, &mut progress)?;
+            let stop = res.status == "interrupted";
+            Ok((res, stop))
         })
-        .collect()
+    })?;
+    if let Some(e) = cb_error.lock().unwrap().take() {
+        return Err(e);
+    }
+    results.into_iter().map(|r| admm_dict(py, r)).collect()
 }
 
 fn history_array<'py>(py: Python<'py>, history: &[Record]) -> Bound<'py, PyArray2<f64>> {
@@ -237,6 +299,7 @@ fn convex_project_cones<'py>(py: Python<'py>, x: PyReadonlyArray2<'py, f64>, pat
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convex_admm, m)?)?;
+    m.add_function(wrap_pyfunction!(convex_admm_robust, m)?)?;
     m.add_function(wrap_pyfunction!(convex_ustep_memory, m)?)?;
     m.add_function(wrap_pyfunction!(convex_scp, m)?)?;
     m.add_function(wrap_pyfunction!(convex_ustep_choose, m)?)?;

@@ -239,34 +239,8 @@ pub struct AdmmProblem<'a> {
 impl<'a> AdmmProblem<'a> {
     /// `x`: n x d data (with the intercept column already appended when wanted); `patterns`: n x P of 0/1.
     pub fn new(x: MatRef<'a, f64>, patterns: MatRef<'_, f64>, loss: Loss, settings: &AdmmSettings) -> Result<Self> {
+        check_problem(x, patterns, settings)?;
         let (n, d, p) = (x.nrows(), x.ncols(), patterns.ncols());
-        if n == 0 || d == 0 || p == 0 {
-            return Err(Error::Shape(format!("empty problem: n = {n}, d = {d}, P = {p}")));
-        }
-        if patterns.nrows() != n {
-            return Err(Error::Shape(format!("patterns have {} rows but X has {n}", patterns.nrows())));
-        }
-        for j in 0..d {
-            for i in 0..n {
-                if !x[(i, j)].is_finite() {
-                    return Err(Error::InvalidInput(format!("X[{i}, {j}] = {} is not finite", x[(i, j)])));
-                }
-            }
-        }
-        for j in 0..p {
-            for i in 0..n {
-                let v = patterns[(i, j)];
-                if v != 0.0 && v != 1.0 {
-                    return Err(Error::InvalidInput(format!("patterns[{i}, {j}] = {v}; patterns must be 0/1")));
-                }
-            }
-        }
-        if !(1.0..2.0).contains(&settings.relaxation) {
-            return Err(Error::InvalidInput(format!("relaxation must be in [1, 2), got {}", settings.relaxation)));
-        }
-        if !(settings.rho > 0.0 && settings.rho.is_finite()) {
-            return Err(Error::InvalidInput(format!("rho must be positive and finite, got {}", settings.rho)));
-        }
         let kind = ustep::choose(settings.u_solver, n, d, p, settings.memory_limit)?;
         let ops = Ops { x, dm: patterns.to_owned() };
         let squared = loss == Loss::Squared;
@@ -529,6 +503,39 @@ impl<'a> AdmmProblem<'a> {
         }
         (loss.value(fu, y) + beta * reg, viol)
     }
+}
+
+/// Shapes, finiteness, 0/1 patterns, relaxation and rho of a problem (shared by the standard and robust ADMM).
+pub(crate) fn check_problem(x: MatRef<'_, f64>, patterns: MatRef<'_, f64>, settings: &AdmmSettings) -> Result<()> {
+    let (n, d, p) = (x.nrows(), x.ncols(), patterns.ncols());
+    if n == 0 || d == 0 || p == 0 {
+        return Err(Error::Shape(format!("empty problem: n = {n}, d = {d}, P = {p}")));
+    }
+    if patterns.nrows() != n {
+        return Err(Error::Shape(format!("patterns have {} rows but X has {n}", patterns.nrows())));
+    }
+    for j in 0..d {
+        for i in 0..n {
+            if !x[(i, j)].is_finite() {
+                return Err(Error::InvalidInput(format!("X[{i}, {j}] = {} is not finite", x[(i, j)])));
+            }
+        }
+    }
+    for j in 0..p {
+        for i in 0..n {
+            let v = patterns[(i, j)];
+            if v != 0.0 && v != 1.0 {
+                return Err(Error::InvalidInput(format!("patterns[{i}, {j}] = {v}; patterns must be 0/1")));
+            }
+        }
+    }
+    if !(1.0..2.0).contains(&settings.relaxation) {
+        return Err(Error::InvalidInput(format!("relaxation must be in [1, 2), got {}", settings.relaxation)));
+    }
+    if !(settings.rho > 0.0 && settings.rho.is_finite()) {
+        return Err(Error::InvalidInput(format!("rho must be positive and finite, got {}", settings.rho)));
+    }
+    Ok(())
 }
 
 /// One-call convenience: factor and solve for one target.

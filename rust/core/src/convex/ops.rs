@@ -1,7 +1,9 @@
 //! The linear maps of the convex program, applied through GEMMs with X.
 //!
 //! Variables are stored as a d x 2P matrix U: column j < P is v_j, column P + j is w_j.
-//! F U = sum_j D_j X (v_j - w_j) (length n); G U = [(2D_j - I) X v_j, (2D_j - I) X w_j] (n x 2P).
+//! F U = sum_j D_j X (v_j - w_j) (length n); G U = [(2D_j - I) X v_j, (2D_j - I) X w_j] (n x 2P);
+//! for the adversarial program, Gamma U = D (V - W)_f^T (n x d_f): row k is the input gradient
+//! g_k = sum_j D_kj (v_j - w_j) restricted to the perturbable coordinates f.
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
@@ -82,6 +84,26 @@ impl<'a> Ops<'a> {
             let dj = self.dm.col(j % p);
             for k in 0..s.nrows() {
                 r[(k, j)] += scale * (2.0 * dj[k] - 1.0) * s[(k, j)];
+            }
+        }
+    }
+
+    /// Gamma U = D (V - W)[fidx]^T (n x |fidx|), written into `out`.
+    pub fn gamma(&self, u: MatRef<'_, f64>, fidx: &[usize], out: MatMut<'_, f64>) {
+        let p = self.p();
+        let delta = Mat::<f64>::from_fn(p, fidx.len(), |j, c| u[(fidx[c], j)] - u[(fidx[c], p + j)]);
+        matmul(out, Accum::Replace, self.dm.as_ref(), delta.as_ref(), 1.0, par());
+    }
+
+    /// out[fidx, j] += scale * (D^T R)[j, :] and out[fidx, P + j] -= the same: out += scale * Gamma^T R.
+    pub fn add_gamma_t(&self, r: MatRef<'_, f64>, fidx: &[usize], mut out: MatMut<'_, f64>, scale: f64) {
+        let p = self.p();
+        let mut dtr = Mat::<f64>::zeros(p, fidx.len());
+        matmul(dtr.as_mut(), Accum::Replace, self.dm.transpose(), r, 1.0, par());
+        for j in 0..p {
+            for (c, &fc) in fidx.iter().enumerate() {
+                out[(fc, j)] += scale * dtr[(j, c)];
+                out[(fc, p + j)] -= scale * dtr[(j, c)];
             }
         }
     }

@@ -178,3 +178,133 @@ fn early_stopped_runs_are_not_projected() {
     assert_eq!((&a.v - &b.v).norm_l2(), 0.0);
     assert_eq!(a.objective, b.objective);
 }
+
+/// The robust loss prox minimises t * robust_loss(q, y, eps ||r||_1) + 0.5 (q - a)^2 + 0.5 ||r - b||^2: no random
+/// perturbation of (q, r) lowers it.
+#[test]
+fn robust_proxes_are_minimisers() {
+    use super::robust::{robust_loss, robust_prox};
+    let mut s = 21;
+    for loss in [Loss::Squared, Loss::Hinge, Loss::Logistic] {
+        for &t in &[0.05, 1.0, 30.0] {
+            for &eps in &[0.0, 0.1, 0.7] {
+                for _ in 0..40 {
+                    let y = if loss == Loss::Squared { 2.0 * lcg(&mut s) } else if lcg(&mut s) > 0.0 { 1.0 } else { -1.0 };
+                    let a = 3.0 * lcg(&mut s);
+                    let b: Vec<f64> = (0..3).map(|_| 2.0 * lcg(&mut s)).collect();
+                    let mut r = b.clone();
+                    let q = robust_prox(loss, a, &mut r, y, t, eps);
+                    let obj = |q: f64, r: &[f64]| {
+                        let l1: f64 = r.iter().map(|v| v.abs()).sum();
+                        t * robust_loss(loss, q, y, eps * l1) + 0.5 * (q - a).powi(2)
+                            + 0.5 * r.iter().zip(&b).map(|(u, v)| (u - v).powi(2)).sum::<f64>()
+                    };
+                    let best = obj(q, &r);
+                    for k in 0..200 {
+                        let h = if k < 100 { 1e-3 } else { 1e-1 };
+                        let dq = h * lcg(&mut s);
+                        let rr: Vec<f64> = r.iter().map(|v| v + h * lcg(&mut s)).collect();
+                        assert!(best <= obj(q + dq, &rr) + 1e-10 * (1.0 + best.abs()),
+                                "{loss:?} t={t} eps={eps} a={a} b={b:?}: {best} > {}", obj(q + dq, &rr));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// project_l1_cone returns a point of the cone {s >= eps ||t||_1} satisfying the projection's variational
+/// inequality (x - p) . (z - p) <= 0 for every z of the cone (checked on random cone points and on p's scalings).
+#[test]
+fn l1_cone_projection_is_the_projection() {
+    use super::robust::project_l1_cone;
+    let mut s = 33;
+    for &eps in &[0.0, 0.05, 0.5, 3.0] {
+        for _ in 0..200 {
+            let a: Vec<f64> = (0..7).map(|_| 2.0 * lcg(&mut s)).collect();
+            let b: Vec<f64> = (0..3).map(|_| 2.0 * lcg(&mut s)).collect();
+            let (mut ps, mut pt) = (a.clone(), b.clone());
+            project_l1_cone(&mut ps, &mut pt, eps);
+            let l1: f64 = pt.iter().map(|v| v.abs()).sum();
+            assert!(ps.iter().all(|&v| v >= eps * l1 - 1e-14), "not in the cone");
+            let ip = |zs: &[f64], zt: &[f64]| -> f64 {
+                a.iter().zip(&ps).zip(zs).map(|((x, p), z)| (x - p) * (z - p)).sum::<f64>()
+                    + b.iter().zip(&pt).zip(zt).map(|((x, p), z)| (x - p) * (z - p)).sum::<f64>()
+            };
+            let scale = 1.0 + a.iter().chain(&b).map(|v| v * v).sum::<f64>();
+            for k in 0..100 {
+                let (zs, zt): (Vec<f64>, Vec<f64>) = if k < 2 {
+                    let f = if k == 0 { 0.0 } else { 2.0 };
+                    (ps.iter().map(|v| f * v).collect(), pt.iter().map(|v| f * v).collect())
+                } else {
+                    let zt: Vec<f64> = (0..3).map(|_| 2.0 * lcg(&mut s)).collect();
+                    let l: f64 = zt.iter().map(|v| v.abs()).sum();
+                    ((0..7).map(|_| eps * l + 2.0 * (lcg(&mut s) + 1.0)).collect(), zt)
+                };
+                assert!(ip(&zs, &zt) <= 1e-10 * scale, "eps={eps}: variational inequality {}", ip(&zs, &zt));
+            }
+        }
+    }
+}
+
+/// At eps = 0 the adversarial ADMM solves the standard program: same optimum as the standard ADMM.
+#[test]
+fn robust_admm_at_zero_eps_is_the_standard_program() {
+    let (x, dm, y) = problem(30, 4, 6, 3);
+    let settings = AdmmSettings { eps_abs: 1e-10, eps_rel: 1e-9, max_iter: 50_000, ..AdmmSettings::default() };
+    let std = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared, &settings).unwrap();
+    let feat = [true, true, true, false];
+    let rob = RobustAdmmProblem::new(x.as_ref(), dm.as_ref(), &feat, 0.0, &settings).unwrap();
+    let res = rob.solve(&y, 0.05, Loss::Squared, &settings, &mut |_| true).unwrap();
+    assert_eq!(res.status, "converged");
+    assert!((res.objective - std.objective).abs() < 1e-7 * std.objective, "{} vs {}", res.objective, std.objective);
+}
+
+/// With eps > 0: the converged, projected result satisfies the robust cone constraints to rounding, its
+/// objective grows with eps, and the dense and PCG u-steps agree.
+#[test]
+fn robust_admm_is_feasible_and_monotone() {
+    let (x, dm, y) = problem(30, 3, 6, 4);
+    let feat = [true, true, false];
+    let settings = AdmmSettings { eps_abs: 1e-10, eps_rel: 1e-9, max_iter: 100_000, ..AdmmSettings::default() };
+    let mut last = 0.0;
+    for &eps in &[0.0, 0.02, 0.08] {
+        let rob = RobustAdmmProblem::new(x.as_ref(), dm.as_ref(), &feat, eps, &settings).unwrap();
+        let res = rob.solve(&y, 0.05, Loss::Squared, &settings, &mut |_| true).unwrap();
+        assert_eq!(res.status, "converged", "eps={eps}");
+        let viol = res.history.last().unwrap().violation;
+        assert!(viol <= 1e-12, "eps={eps}: violation {viol}");
+        assert!(res.objective >= last * (1.0 - 1e-9), "eps={eps}: {} < {last}", res.objective);
+        last = res.objective;
+        if eps == 0.08 {
+            let s2 = AdmmSettings { u_solver: USolve::Pcg, ..settings.clone() };
+            let r2 = RobustAdmmProblem::new(x.as_ref(), dm.as_ref(), &feat, eps, &s2).unwrap()
+                .solve(&y, 0.05, Loss::Squared, &s2, &mut |_| true).unwrap();
+            assert!((r2.objective - res.objective).abs() < 1e-7 * res.objective);
+            let s3 = AdmmSettings { u_solver: USolve::Woodbury, ..settings.clone() };
+            assert!(matches!(RobustAdmmProblem::new(x.as_ref(), dm.as_ref(), &feat, eps, &s3),
+                             Err(crate::Error::Unsupported(_))));
+        }
+    }
+}
+
+/// A robust run stopped by max_iter is still projected onto the robust cones (its objective is then a worst case),
+/// and the core evaluates the projected point to the objective it reports.
+#[test]
+fn robust_early_stopped_runs_are_projected() {
+    let (x, dm, y) = problem(30, 3, 6, 4);
+    let feat = [true, true, false];
+    let s = AdmmSettings { max_iter: 40, ..AdmmSettings::default() };
+    let rob = RobustAdmmProblem::new(x.as_ref(), dm.as_ref(), &feat, 0.05, &s).unwrap();
+    let proj = rob.solve(&y, 0.05, Loss::Squared, &s, &mut |_| true).unwrap();
+    let raw = rob.solve(&y, 0.05, Loss::Squared, &AdmmSettings { project: false, ..s.clone() }, &mut |_| true).unwrap();
+    assert_eq!((proj.status, raw.status), ("max_iter", "max_iter"));
+    let (pv, rv) = (proj.history.last().unwrap().violation, raw.history.last().unwrap().violation);
+    assert!(rv > 1e-6, "the early iterate should be visibly infeasible ({rv})");
+    assert!(pv <= 1e-12, "after projection the violation is {pv}");
+    let mut u = faer::Mat::<f64>::zeros(3, 12);
+    u.as_mut().subcols_mut(0, 6).copy_from(&proj.v);
+    u.as_mut().subcols_mut(6, 6).copy_from(&proj.w);
+    let (obj, viol) = rob.objective(u.as_ref(), &y, 0.05, Loss::Squared);
+    assert!((obj - proj.objective).abs() <= 1e-12 * obj && viol == pv);
+}

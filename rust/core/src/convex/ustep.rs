@@ -5,6 +5,9 @@
 //! - `Woodbury`: Cholesky of A = a (I + X^T X) (d x d) and of the n x n capacitance matrix
 //!   K = I + F B^{-1} F^T = I + 2 (X A^{-1} X^T) o (D D^T), since every pattern appears in a v and a w block;
 //! - `Pcg`: matrix-free conjugate gradients preconditioned by blkdiag(A)^{-1}, for when neither fits.
+//!
+//! The adversarial ADMM adds Gamma^T Gamma (Gamma U = D (V - W)_f^T, see [`super::ops`]); its matrix is factored
+//! `Dense` or applied by `Pcg` (the n x n Woodbury capacitance does not cover the n d_f extra rows).
 
 use faer::linalg::matmul::matmul;
 use faer::prelude::*;
@@ -86,10 +89,25 @@ pub fn choose(kind: USolve, n: usize, d: usize, p: usize, memory_limit: f64) -> 
     Ok(USolve::Pcg)
 }
 
+/// Picks the u-step of the adversarial ADMM: `Dense` when it fits (memory and flops as in [`choose`]), else `Pcg`;
+/// `Woodbury` is refused.
+pub fn choose_robust(kind: USolve, n: usize, d: usize, p: usize, memory_limit: f64) -> Result<USolve> {
+    match kind {
+        USolve::Woodbury => Err(Error::Unsupported(
+            "the Woodbury u-step does not cover the adversarial program's gradient rows; use u_solver='auto', \
+             'dense' or 'pcg'".into())),
+        USolve::Auto => {
+            let k = USolve::Dense;
+            Ok(if memory_bytes(k, n, d, p) <= memory_limit && factor_flops(k, n, d, p) <= 2e11 { k } else { USolve::Pcg })
+        }
+        k => choose(k, n, d, p, memory_limit),
+    }
+}
+
 pub(crate) enum USolver {
     Dense { llt: faer::linalg::solvers::Llt<f64> },
     Woodbury { a: faer::linalg::solvers::Llt<f64>, k: faer::linalg::solvers::Llt<f64> },
-    Pcg { a: faer::linalg::solvers::Llt<f64>, scale: f64, c: f64, tol: f64, max_iter: usize },
+    Pcg { a: faer::linalg::solvers::Llt<f64>, scale: f64, c: f64, tol: f64, max_iter: usize, gamma: Option<Vec<usize>> },
 }
 
 fn chol(m: &Mat<f64>, what: &str) -> Result<faer::linalg::solvers::Llt<f64>> {
@@ -100,7 +118,16 @@ fn chol(m: &Mat<f64>, what: &str) -> Result<faer::linalg::solvers::Llt<f64>> {
 impl USolver {
     /// Factors a * blkdiag(c I + X^T X) + F^T F by the chosen method (not `Auto`).
     pub fn new(ops: &Ops<'_>, a: f64, c: f64, kind: USolve, pcg_tol: f64) -> Result<Self> {
+        Self::with_gamma(ops, a, c, kind, pcg_tol, None)
+    }
+
+    /// As [`USolver::new`], plus Gamma^T Gamma over the coordinates `gamma` when given (not with `Woodbury`).
+    pub fn with_gamma(ops: &Ops<'_>, a: f64, c: f64, kind: USolve, pcg_tol: f64, gamma: Option<&[usize]>)
+                      -> Result<Self> {
         let (n, d, p) = (ops.n(), ops.d(), ops.p());
+        if gamma.is_some() && kind == USolve::Woodbury {
+            return Err(Error::Unsupported("the Woodbury u-step does not cover Gamma^T Gamma".into()));
+        }
         let mut am = Mat::<f64>::zeros(d, d);
         matmul(am.as_mut(), Accum::Replace, ops.x.transpose(), ops.x, a, par());
         for i in 0..d {
@@ -131,6 +158,20 @@ impl USolver {
                         }
                     }
                 }
+                if let Some(fidx) = gamma {
+                    // Gamma^T Gamma = (s s^T o [D D; D D]^T [D D]) (x) I_f with s = (+1, .., -1, ..).
+                    let mut dtd = Mat::<f64>::zeros(p, p);
+                    matmul(dtd.as_mut(), Accum::Replace, ops.dm.transpose(), ops.dm.as_ref(), 1.0, par());
+                    for j in 0..2 * p {
+                        for l in 0..2 * p {
+                            let sign = if (j < p) == (l < p) { 1.0 } else { -1.0 };
+                            let v = sign * dtd[(j % p, l % p)];
+                            for &fc in fidx {
+                                mm[(j * d + fc, l * d + fc)] += v;
+                            }
+                        }
+                    }
+                }
                 Ok(USolver::Dense { llt: chol(&mm, "dense u-step matrix")? })
             }
             USolve::Woodbury => {
@@ -151,7 +192,8 @@ impl USolver {
                 let k_llt = chol(&kmat, "n x n Woodbury capacitance matrix")?;
                 Ok(USolver::Woodbury { a: a_llt, k: k_llt })
             }
-            USolve::Pcg => Ok(USolver::Pcg { a: chol(&am, "d x d block")?, scale: a, c, tol: pcg_tol, max_iter: 2000 }),
+            USolve::Pcg => Ok(USolver::Pcg { a: chol(&am, "d x d block")?, scale: a, c, tol: pcg_tol, max_iter: 2000,
+                                             gamma: gamma.map(|g| g.to_vec()) }),
             USolve::Auto => unreachable!("choose() resolves Auto first"),
         }
     }
@@ -202,13 +244,17 @@ impl USolver {
                 u.copy_from(&t - &fty);
                 Ok(0)
             }
-            USolver::Pcg { a, scale, c, tol, max_iter } => pcg(ops, a, *scale, *c, r, u, *tol, *max_iter),
+            USolver::Pcg { a, scale, c, tol, max_iter, gamma } => {
+                pcg(ops, a, *scale, *c, gamma.as_deref(), r, u, *tol, *max_iter)
+            }
         }
     }
 }
 
-/// out = (a (c I + X^T X) blockwise + F^T F) U.
-fn apply_m(ops: &Ops<'_>, scale: f64, c: f64, u: MatRef<'_, f64>, z: &mut Mat<f64>, f: &mut [f64], out: &mut Mat<f64>) {
+/// out = (a (c I + X^T X) blockwise + F^T F [+ Gamma^T Gamma]) U.
+#[allow(clippy::too_many_arguments)]
+fn apply_m(ops: &Ops<'_>, scale: f64, c: f64, gamma: Option<&[usize]>, u: MatRef<'_, f64>, z: &mut Mat<f64>,
+           f: &mut [f64], out: &mut Mat<f64>) {
     ops.xu(u, z.as_mut());
     ops.f_from_z(z.as_ref(), f);
     // X^T (a Z + [D f, -D f]) = a X^T X U + F^T F U
@@ -224,6 +270,11 @@ fn apply_m(ops: &Ops<'_>, scale: f64, c: f64, u: MatRef<'_, f64>, z: &mut Mat<f6
             out[(i, j)] += scale * c * u[(i, j)];
         }
     }
+    if let Some(fidx) = gamma {
+        let mut g = Mat::<f64>::zeros(ops.n(), fidx.len());
+        ops.gamma(u, fidx, g.as_mut());
+        ops.add_gamma_t(g.as_ref(), fidx, out.as_mut(), 1.0);
+    }
 }
 
 fn dot(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
@@ -236,13 +287,14 @@ fn dot(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
     s
 }
 
-fn pcg(ops: &Ops<'_>, a: &faer::linalg::solvers::Llt<f64>, scale: f64, c: f64, r: MatRef<'_, f64>, mut u: MatMut<'_, f64>,
-       tol: f64, max_iter: usize) -> Result<usize> {
+#[allow(clippy::too_many_arguments)]
+fn pcg(ops: &Ops<'_>, a: &faer::linalg::solvers::Llt<f64>, scale: f64, c: f64, gamma: Option<&[usize]>,
+       r: MatRef<'_, f64>, mut u: MatMut<'_, f64>, tol: f64, max_iter: usize) -> Result<usize> {
     let (n, d, p) = (ops.n(), ops.d(), ops.p());
     let mut z = Mat::<f64>::zeros(n, 2 * p);
     let mut f = vec![0.0; n];
     let mut mu = Mat::<f64>::zeros(d, 2 * p);
-    apply_m(ops, scale, c, u.as_ref(), &mut z, &mut f, &mut mu);
+    apply_m(ops, scale, c, gamma, u.as_ref(), &mut z, &mut f, &mut mu);
     let mut res = r.to_owned() - &mu;
     let rnorm = r.norm_l2().max(f64::MIN_POSITIVE);
     if res.norm_l2() <= tol * rnorm {
@@ -252,7 +304,7 @@ fn pcg(ops: &Ops<'_>, a: &faer::linalg::solvers::Llt<f64>, scale: f64, c: f64, r
     let mut dir = prec.clone();
     let mut rz = dot(&res, &prec);
     for it in 1..=max_iter {
-        apply_m(ops, scale, c, dir.as_ref(), &mut z, &mut f, &mut mu);
+        apply_m(ops, scale, c, gamma, dir.as_ref(), &mut z, &mut f, &mut mu);
         let alpha = rz / dot(&dir, &mu);
         if !alpha.is_finite() {
             return Err(Error::Solver("PCG u-step broke down (non-finite step)".into()));
