@@ -65,7 +65,7 @@ impl Default for BabOptions {
             batch: 0,
             min_width: 1e-7,
             max_leaves: 10_000,
-            opt: OptOptions::default(),
+            opt: OptOptions { gate: default_gate(SplitMode::Input), ..OptOptions::default() },
         }
     }
 }
@@ -121,6 +121,8 @@ struct Node {
     prior: Option<Vec<Interval>>,
     /// The parent's optimised parameters per objective row (warm start).
     warm: Option<Arc<Vec<RowParams>>>,
+    /// How much the last optimisation on the path from the root closed the gap.
+    gain: Option<f64>,
     depth: usize,
     score: f64,
     seq: u64,
@@ -215,6 +217,21 @@ fn satisfies(net: &Network, p: &Problem, x: &[f64]) -> bool {
     })
 }
 
+/// The default optimisation gate ([`OptOptions::gate`]): input splitting optimises only nodes the
+/// gain can close (same node count as always optimising on ACAS Xu, a quarter less time); ReLU
+/// splitting needs the split multipliers on every node.
+pub fn default_gate(mode: SplitMode) -> f64 {
+    match mode {
+        SplitMode::Input => 1.0,
+        SplitMode::Relu => f64::INFINITY,
+    }
+}
+
+/// The closest row's gap min_i (c_i + margin - lb_i) (positive: not proved).
+fn gap(lb: &[f64], p: &Problem, margin: f64) -> f64 {
+    lb.iter().zip(&p.c).map(|(l, c)| c + margin - l).fold(f64::INFINITY, f64::min)
+}
+
 fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts: &BabOptions, deadline: Instant) -> Result<Eval> {
     if Instant::now() >= deadline {
         return Ok(Eval::Skipped);
@@ -225,14 +242,22 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts:
         return Ok(Eval::Safe { infeasible: true });
     }
     let (mut lb, mut lam) = prop.objective(&p.a_y, &p.a_x, opts.prop.crown);
-    let mut warm = None;
     let proved = lb.iter().zip(&p.c).any(|(l, c)| l - c > opts.margin);
-    if opts.prop.crown && opts.opt.iters > 0 && !proved {
+    // Optimise only where the improvement the ancestors saw could close this node's gap.
+    let close = match node.gain {
+        Some(g) if opts.opt.gate.is_finite() => gap(&lb, p, opts.margin) <= opts.opt.gate * g,
+        _ => true,
+    };
+    let mut gain = node.gain;
+    let mut warm = node.warm.clone();
+    if opts.prop.crown && opts.opt.iters > 0 && !proved && close {
         let targets: Vec<f64> = p.c.iter().map(|c| c + opts.margin).collect();
+        let before = gap(&lb, p, opts.margin);
         let (l2, lam2, params) = optimise_rows(&prop, acts, &node.splits, &p.a_y, &p.a_x, (lb, lam.clone()), &targets,
                                               node.warm.as_deref().map(|w| w.as_slice()), &opts.opt);
         // Input splitting keeps the fixed-slope coefficients for its split choice and vertices: with
         // the optimised ones it took more nodes on ACAS Xu (bench/README.md).
+        gain = Some(before - gap(&l2, p, opts.margin));
         lb = l2;
         if opts.mode == SplitMode::Relu {
             lam = lam2;
@@ -265,6 +290,7 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts:
         splits,
         prior,
         warm: warm.clone(),
+        gain,
         depth: node.depth + 1,
         score,
         seq: 0,
@@ -304,9 +330,12 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts:
             let (mut hi1, mut lo2) = (node.hi.clone(), node.lo.clone());
             hi1[dim] = mid;
             lo2[dim] = mid;
+            // The parent's bounds hold on both halves: intersected in, they mark the units already
+            // stable, which then need no back-substitution.
+            let pre = Some(prop.pre.clone());
             Ok(Eval::Children(vec![
-                child(node.lo.clone(), hi1, vec![], None),
-                child(lo2, node.hi.clone(), vec![], None),
+                child(node.lo.clone(), hi1, vec![], pre.clone()),
+                child(lo2, node.hi.clone(), vec![], pre),
             ]))
         }
         SplitMode::Relu => {
@@ -367,7 +396,7 @@ pub fn bab(net: &Network, problems: &[Problem], opts: &BabOptions) -> Result<Bab
     let mut heap = BinaryHeap::new();
     let mut seq = 0u64;
     for (i, p) in problems.iter().enumerate() {
-        heap.push(Node { problem: i, lo: p.lo.clone(), hi: p.hi.clone(), splits: vec![], prior: None, warm: None, depth: 0, score: f64::NEG_INFINITY, seq });
+        heap.push(Node { problem: i, lo: p.lo.clone(), hi: p.hi.clone(), splits: vec![], prior: None, warm: None, gain: None, depth: 0, score: f64::NEG_INFINITY, seq });
         seq += 1;
     }
     // Small batches for the expensive ReLU-split nodes keep the deadline tight.
