@@ -109,11 +109,12 @@ fn output_bounds<'py>(
 /// candidate, leaves (problem, lo, hi, splits, pre) and stats. opt_iters: gradient steps of the
 /// optimised slopes / split multipliers per objective row and node (None: the default, 20; 0: off);
 /// opt_gate: optimise a node only when its gap is at most opt_gate times the gain of the last
-/// optimisation on its path (None: the mode's default, 1 for input splits, always for ReLU splits).
+/// optimisation on its path (None: the mode's default, 1 for input splits, always for ReLU splits);
+/// lookahead: input splitting picks the side by bounding both halves along every side.
 #[pyfunction]
 #[pyo3(signature = (net, problems, mode="input", time_limit=60.0, max_nodes=None, margin=1e-8,
                     method="crown", slopes_="adaptive", batch=0, min_width=1e-7, max_leaves=10000, opt_iters=None,
-                    opt_gate=None))]
+                    opt_gate=None, lookahead=true))]
 #[allow(clippy::too_many_arguments)]
 fn branch_and_bound<'py>(
     py: Python<'py>,
@@ -130,6 +131,7 @@ fn branch_and_bound<'py>(
     max_leaves: usize,
     opt_iters: Option<usize>,
     opt_gate: Option<f64>,
+    lookahead: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let mode = match mode {
         "input" => SplitMode::Input,
@@ -163,6 +165,7 @@ fn branch_and_bound<'py>(
         batch,
         min_width,
         max_leaves,
+        lookahead,
         opt: OptOptions {
             gate: opt_gate.unwrap_or_else(|| bounds::default_gate(mode)),
             ..opt_options(opt_iters)
