@@ -47,9 +47,12 @@ def output_bounds(net: Network, lo: npt.NDArray[np.float64], hi: npt.NDArray[np.
 def branch_and_bound(net: Network, problems: list[tuple], mode: str = "input", time_limit: float = 60.0,
                      max_nodes: int | None = None, margin: float = 1e-8, method: str = "crown",
                      slopes_: str = "adaptive", batch: int = 0, min_width: float = 1e-7,
-                     max_leaves: int = 10000, opt_iters: int | None = None) -> dict:
+                     max_leaves: int = 10000, opt_iters: int | None = None,
+                     opt_gate: float | None = None, lookahead: bool = True) -> dict:
     """Best-first parallel BaB over (lo, hi, a_y, a_x, c) problems; keys outcome, x, problem, leaves, stats.
-    opt_iters: optimised-bound steps per row and node (None: the default, 20; 0: off)."""
+    opt_iters: optimised-bound steps per row and node (None: the default, 20; 0: off). opt_gate: optimise a
+    node only when its gap is at most opt_gate times the last gain on its path (None: 1 for input splits,
+    every node for ReLU splits). lookahead: input splitting picks the side whose worse half bounds best."""
 
 # --- sparse matrices and Krylov solvers (rust/py/src/linalg.rs) ---
 # CSR arguments are scipy's (indptr, indices, data, ncols): int32 or int64 indices (both the same type),

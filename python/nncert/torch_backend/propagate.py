@@ -108,7 +108,11 @@ def _walk(layers: list, ctx: list[list], l: Any, u: Any, st: Propagation, crown:
                 lam = torch.cat([eye, -eye]).expand(B, 2 * n, n)
                 lam_in, c = back_substitute(ctx, lam)
                 lb = concretize(lam_in, c, st.lo, st.hi)
-                l, u = torch.maximum(l, lb[:, :n]), torch.minimum(u, -lb[:, n:])
+                # As in the core: (Leaky)ReLU units already one-signed keep their interval bounds
+                # (their relaxation is exact either way; the core skips their rows).
+                need = (l < 0) & (u > 0) if layer.kind in ("relu", "leaky_relu") else torch.ones_like(l, dtype=torch.bool)
+                l = torch.where(need, torch.maximum(l, lb[:, :n]), l)
+                u = torch.where(need, torch.minimum(u, -lb[:, n:]), u)
             cross = l > u
             if bool(cross.any()):
                 gap = (l - u) > CROSS_TOL * (1 + l.abs() + u.abs())

@@ -107,10 +107,14 @@ fn output_bounds<'py>(
 /// Branch and bound over `problems` (a list of (lo, hi, a_y, a_x, c)). Returns a dict with
 /// outcome ("holds" | "candidate" | "undecided" | "timeout" | "node_limit"), x / problem for a
 /// candidate, leaves (problem, lo, hi, splits, pre) and stats. opt_iters: gradient steps of the
-/// optimised slopes / split multipliers per objective row and node (None: the default, 20; 0: off).
+/// optimised slopes / split multipliers per objective row and node (None: the default, 20; 0: off);
+/// opt_gate: optimise a node only when its gap is at most opt_gate times the gain of the last
+/// optimisation on its path (None: the mode's default, 1 for input splits, always for ReLU splits);
+/// lookahead: input splitting picks the side by bounding both halves along every side.
 #[pyfunction]
 #[pyo3(signature = (net, problems, mode="input", time_limit=60.0, max_nodes=None, margin=1e-8,
-                    method="crown", slopes_="adaptive", batch=0, min_width=1e-7, max_leaves=10000, opt_iters=None))]
+                    method="crown", slopes_="adaptive", batch=0, min_width=1e-7, max_leaves=10000, opt_iters=None,
+                    opt_gate=None, lookahead=true))]
 #[allow(clippy::too_many_arguments)]
 fn branch_and_bound<'py>(
     py: Python<'py>,
@@ -126,6 +130,8 @@ fn branch_and_bound<'py>(
     min_width: f64,
     max_leaves: usize,
     opt_iters: Option<usize>,
+    opt_gate: Option<f64>,
+    lookahead: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let mode = match mode {
         "input" => SplitMode::Input,
@@ -159,7 +165,11 @@ fn branch_and_bound<'py>(
         batch,
         min_width,
         max_leaves,
-        opt: opt_options(opt_iters),
+        lookahead,
+        opt: OptOptions {
+            gate: opt_gate.unwrap_or_else(|| bounds::default_gate(mode)),
+            ..opt_options(opt_iters)
+        },
     };
     let n = &net.inner;
     let r = run_detached(py, move || bounds::bab(n, &probs, &opts))?;

@@ -37,11 +37,15 @@ pub struct OptOptions {
     pub iters: usize,
     pub lr_alpha: f64,
     pub lr_beta: f64,
+    /// Optimise a node only when its fixed-slope gap (c - lower bound of the closest row) is at most
+    /// `gate` times the gain the last optimisation on its path achieved: far from proof, a tighter
+    /// bound prunes nothing. Infinite: optimise every node.
+    pub gate: f64,
 }
 
 impl Default for OptOptions {
     fn default() -> Self {
-        Self { iters: 20, lr_alpha: 0.1, lr_beta: 0.05 }
+        Self { iters: 20, lr_alpha: 0.1, lr_beta: 0.05, gate: f64::INFINITY }
     }
 }
 

@@ -175,19 +175,7 @@ fn walk<'a>(layers: &'a [Layer], ctx: &mut Vec<Vec<Relaxed<'a>>>, mut cur: Inter
                 // Right after the first Dense, interval arithmetic is already exact: skip the back-substitution.
                 let only_first_dense = ctx.len() == 1 && ctx[0].len() == 1 && matches!(ctx[0][0], Relaxed::Dense(_));
                 let has_ops = ctx.iter().any(|c| !c.is_empty());
-                if st.opts.crown && has_ops && !only_first_dense {
-                    let mut lam = Mat::<f64>::zeros(2 * n, n);
-                    for k in 0..n {
-                        lam[(k, k)] = 1.0;
-                        lam[(n + k, k)] = -1.0;
-                    }
-                    let (lam_in, c) = back_substitute(ctx, lam);
-                    let lb = concretize(&lam_in, &c, st.lo, st.hi);
-                    for k in 0..n {
-                        cur.0[k] = cur.0[k].max(lb[k]);
-                        cur.1[k] = cur.1[k].min(-lb[n + k]);
-                    }
-                }
+                // The prior and the splits first: they decide which units still need linear bounds.
                 if let Some(p) = st.prior.and_then(|p| p.get(idx)) {
                     if p.0.len() == n {
                         for k in 0..n {
@@ -207,6 +195,28 @@ fn walk<'a>(layers: &'a [Layer], ctx: &mut Vec<Vec<Relaxed<'a>>>, mut cur: Inter
                         cur.0[s.unit] = cur.0[s.unit].max(0.0);
                     } else {
                         cur.1[s.unit] = cur.1[s.unit].min(0.0);
+                    }
+                }
+                if st.opts.crown && has_ops && !only_first_dense {
+                    // A (Leaky)ReLU unit whose interval is already one-signed is relaxed exactly
+                    // whatever its bounds, and the later layers' linear bounds do not read them: only
+                    // the unstable units get back-substituted rows (most of them deep in a search).
+                    let piecewise = matches!(act, Layer::ReLU | Layer::LeakyReLU { .. });
+                    let rows: Vec<usize> =
+                        (0..n).filter(|&k| !piecewise || (cur.0[k] < 0.0 && cur.1[k] > 0.0)).collect();
+                    let r = rows.len();
+                    if r > 0 {
+                        let mut lam = Mat::<f64>::zeros(2 * r, n);
+                        for (i, &k) in rows.iter().enumerate() {
+                            lam[(i, k)] = 1.0;
+                            lam[(r + i, k)] = -1.0;
+                        }
+                        let (lam_in, c) = back_substitute(ctx, lam);
+                        let lb = concretize(&lam_in, &c, st.lo, st.hi);
+                        for (i, &k) in rows.iter().enumerate() {
+                            cur.0[k] = cur.0[k].max(lb[i]);
+                            cur.1[k] = cur.1[k].min(-lb[r + i]);
+                        }
                     }
                 }
                 // An empty interval proves the sub-domain empty only by a clear gap; a crossing within
@@ -237,74 +247,72 @@ fn walk<'a>(layers: &'a [Layer], ctx: &mut Vec<Vec<Relaxed<'a>>>, mut cur: Inter
 /// to the input; returns the input coefficients and the constant of each row's lower bound.
 pub fn back_substitute(ctx: &[Vec<Relaxed<'_>>], lam: Mat<f64>) -> (Mat<f64>, Vec<f64>) {
     let mut c = vec![0.0; lam.nrows()];
-    let mut lam = lam;
+    // Internally one column per row: the relaxation step then runs over contiguous unit slices.
+    let mut lt = lam.transpose().to_owned();
     for level in ctx.iter().rev() {
-        lam = back_list(level, lam, &mut c);
+        lt = back_list(level, lt, &mut c);
     }
-    (lam, c)
+    (lt.transpose().to_owned(), c)
 }
 
-fn back_list(ops: &[Relaxed<'_>], mut lam: Mat<f64>, c: &mut [f64]) -> Mat<f64> {
+/// `lt`: (units, rows), the transposed coefficients.
+fn back_list(ops: &[Relaxed<'_>], mut lt: Mat<f64>, c: &mut [f64]) -> Mat<f64> {
     for op in ops.iter().rev() {
-        lam = match op {
+        lt = match op {
             Relaxed::Dense(d) => {
-                let b = d.bias();
-                for k in 0..lam.ncols() {
-                    let bk = b[k];
-                    if bk != 0.0 {
-                        for (i, ci) in c.iter_mut().enumerate() {
-                            *ci += lam[(i, k)] * bk;
-                        }
-                    }
-                }
-                let mut out = Mat::<f64>::zeros(lam.nrows(), d.in_dim());
-                matmul(out.as_mut(), Accum::Replace, lam.as_ref(), d.weight(), 1.0, Par::Seq);
+                let b = faer::ColRef::from_slice(d.bias());
+                matmul(faer::ColMut::from_slice_mut(c), Accum::Add, lt.transpose(), b, 1.0, Par::Seq);
+                let mut out = Mat::<f64>::zeros(d.in_dim(), lt.ncols());
+                matmul(out.as_mut(), Accum::Replace, d.weight().transpose(), lt.as_ref(), 1.0, Par::Seq);
                 out
             }
-            Relaxed::Act(r) => back_act(r, lam, c),
+            Relaxed::Act(r) => back_act(r, lt, c),
             Relaxed::Residual(inner, skip) => {
-                let f = back_list(inner, lam.clone(), c);
+                let f = back_list(inner, lt.clone(), c);
                 match skip {
-                    None => lam + f,
+                    None => lt + f,
                     Some(s) => {
+                        // transposed: (lam S)^T = S^T lam^T (the skip has no bias)
                         let mut out = f;
-                        matmul(out.as_mut(), Accum::Add, lam.as_ref(), s.weight(), 1.0, Par::Seq);
+                        matmul(out.as_mut(), Accum::Add, s.weight().transpose(), lt.as_ref(), 1.0, Par::Seq);
                         out
                     }
                 }
             }
         };
     }
-    lam
+    lt
 }
 
-fn back_act(r: &Relax, mut lam: Mat<f64>, c: &mut [f64]) -> Mat<f64> {
+fn back_act(r: &Relax, mut lt: Mat<f64>, c: &mut [f64]) -> Mat<f64> {
     match r {
         Relax::Diag { ls, li, us, ui } => {
-            for j in 0..lam.ncols() {
-                for i in 0..lam.nrows() {
-                    let v = lam[(i, j)];
-                    if v >= 0.0 {
-                        lam[(i, j)] = v * ls[j];
-                        c[i] += v * li[j];
-                    } else {
-                        lam[(i, j)] = v * us[j];
-                        c[i] += v * ui[j];
-                    }
+            for (i, ci) in c.iter_mut().enumerate() {
+                let col = lt.col_as_slice_mut(i);
+                let mut acc = 0.0;
+                for (j, v) in col.iter_mut().enumerate() {
+                    // n = v - p (not v.min(0)) so that a NaN coefficient stays NaN.
+                    let p = v.max(0.0);
+                    let n = *v - p;
+                    *v = p * ls[j] + n * us[j];
+                    acc += p * li[j] + n * ui[j];
                 }
+                *ci += acc;
             }
-            lam
+            lt
         }
         Relax::Pairs { pairs } => {
-            let mut out = Mat::<f64>::zeros(lam.nrows(), lam.ncols());
-            for p in pairs {
-                for i in 0..lam.nrows() {
-                    let (va, vb) = (lam[(i, p.a)], lam[(i, p.b)]);
+            let mut out = Mat::<f64>::zeros(lt.nrows(), lt.ncols());
+            for (i, ci) in c.iter_mut().enumerate() {
+                let col = lt.col_as_slice(i);
+                let o = out.col_as_slice_mut(i);
+                for p in pairs {
+                    let (va, vb) = (col[p.a], col[p.b]);
                     let ca = if va >= 0.0 { p.lo_a } else { p.up_a };
                     let cb = if vb >= 0.0 { p.lo_b } else { p.up_b };
-                    out[(i, p.a)] += va * ca[0] + vb * cb[0];
-                    out[(i, p.b)] += va * ca[1] + vb * cb[1];
-                    c[i] += va * ca[2] + vb * cb[2];
+                    o[p.a] += va * ca[0] + vb * cb[0];
+                    o[p.b] += va * ca[1] + vb * cb[1];
+                    *ci += va * ca[2] + vb * cb[2];
                 }
             }
             out
@@ -316,9 +324,10 @@ fn back_act(r: &Relax, mut lam: Mat<f64>, c: &mut [f64]) -> Mat<f64> {
 pub fn concretize(lam: &Mat<f64>, c: &[f64], lo: &[f64], hi: &[f64]) -> Vec<f64> {
     let mut lb = c.to_vec();
     for j in 0..lam.ncols() {
-        for (i, v) in lb.iter_mut().enumerate() {
-            let a = lam[(i, j)];
-            *v += if a >= 0.0 { a * lo[j] } else { a * hi[j] };
+        let (l, h) = (lo[j], hi[j]);
+        for (v, &a) in lb.iter_mut().zip(lam.col_as_slice(j)) {
+            let p = a.max(0.0);
+            *v += p * l + (a - p) * h;
         }
     }
     lb
@@ -361,6 +370,25 @@ impl<'a> Propagation<'a> {
 mod tests {
     use super::*;
     use crate::network::Pairing;
+
+    #[test]
+    fn nan_coefficients_stay_nan_through_a_relaxation_and_concretisation() {
+        // An overflowed coefficient must never turn into 0 (that would be a silently unsound bound).
+        let r = Relax::Diag { ls: vec![0.5, 1.0], li: vec![0.0, 0.0], us: vec![0.5, 1.0], ui: vec![1.0, 0.0] };
+        let mut lt = Mat::<f64>::zeros(2, 1);
+        lt[(0, 0)] = f64::NAN;
+        lt[(1, 0)] = -2.0;
+        let mut c = vec![0.0];
+        let out = back_act(&r, lt, &mut c);
+        assert!(out[(0, 0)].is_nan() && c[0].is_nan());
+        assert_eq!(out[(1, 0)], -2.0);
+        let mut lam = Mat::<f64>::zeros(1, 2);
+        lam[(0, 0)] = f64::NAN;
+        assert!(concretize(&lam, &[0.0], &[-1.0, -1.0], &[1.0, 1.0])[0].is_nan());
+        lam[(0, 0)] = -3.0;
+        lam[(0, 1)] = 2.0;
+        assert_eq!(concretize(&lam, &[1.0], &[-1.0, -1.0], &[1.0, 2.0])[0], 1.0 - 3.0 - 2.0);
+    }
 
     fn lcg(seed: &mut u64) -> f64 {
         *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
