@@ -233,6 +233,9 @@ pub fn default_gate(mode: SplitMode) -> f64 {
     }
 }
 
+/// Input splitting chooses its side by lookahead only up to this many inputs.
+const LOOKAHEAD_MAX_DIM: usize = 16;
+
 /// Lookahead splits in a row that may leave the worse half no better than its parent.
 const MAX_SLICES: u8 = 2;
 
@@ -337,7 +340,8 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts:
                 dim = widest;
             }
             let mut slices = 0;
-            if opts.lookahead {
+            // 2n extra bound passes per node: only for low-dimensional inputs.
+            if opts.lookahead && n <= LOOKAHEAD_MAX_DIM {
                 // Bound both halves along every side and keep the side that leaves the least total
                 // gap in its two halves (a proved half counts as no gap, not as credit; maximising
                 // the worse half alone stalled on ACAS Xu property 6): 2n extra bound passes per node,
