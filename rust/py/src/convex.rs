@@ -67,7 +67,51 @@ fn convex_admm<'py>(
         z_weight, project,
         ..AdmmSettings::default()
     };
-    let (xr, yr, pr) = (RawMat::of(&x), RawMat::of(&y), RawMat::of(&patterns));
+    admm_columns(py, &x, &y, &patterns, beta, loss, &settings, &callback, callback_every, |xv, pv| {
+        AdmmProblem::new(xv, pv, loss, &settings).map(|p| Box::new(p) as Box<dyn ColumnProblem>)
+    })
+}
+
+/// The two ADMM problems (standard and robust) as the per-column runner sees them.
+trait ColumnProblem {
+    fn solve_column(&self, y: &[f64], beta: f64, loss: Loss, settings: &AdmmSettings,
+                    progress: &mut dyn FnMut(&Record) -> bool) -> nncert_core::Result<AdmmResult>;
+}
+
+impl ColumnProblem for AdmmProblem<'_> {
+    fn solve_column(&self, y: &[f64], beta: f64, loss: Loss, settings: &AdmmSettings,
+                    progress: &mut dyn FnMut(&Record) -> bool) -> nncert_core::Result<AdmmResult> {
+        self.solve(y, beta, loss, settings, progress)
+    }
+}
+
+impl ColumnProblem for RobustAdmmProblem<'_> {
+    fn solve_column(&self, y: &[f64], beta: f64, loss: Loss, settings: &AdmmSettings,
+                    progress: &mut dyn FnMut(&Record) -> bool) -> nncert_core::Result<AdmmResult> {
+        self.solve(y, beta, loss, settings, progress)
+    }
+}
+
+/// Builds the problem from (X, patterns) once (GIL released) and solves it for each column of `y`, reporting
+/// progress to `callback`; the returned dicts as described in `convex_admm`.
+#[allow(clippy::too_many_arguments)]
+fn admm_columns<'py, B>(
+    py: Python<'py>,
+    x: &PyReadonlyArray2<'py, f64>,
+    y: &PyReadonlyArray2<'py, f64>,
+    patterns: &PyReadonlyArray2<'py, f64>,
+    beta: f64,
+    loss: Loss,
+    settings: &AdmmSettings,
+    callback: &Option<Py<PyAny>>,
+    callback_every: usize,
+    build: B,
+) -> PyResult<Vec<Bound<'py, PyDict>>>
+where
+    B: for<'a> FnOnce(faer::MatRef<'a, f64>, faer::MatRef<'a, f64>) -> nncert_core::Result<Box<dyn ColumnProblem + 'a>>
+        + Send,
+{
+    let (xr, yr, pr) = (RawMat::of(x), RawMat::of(y), RawMat::of(patterns));
     let cb_error: Mutex<Option<PyErr>> = Mutex::new(None);
     let every = callback_every.max(1);
     let results = run_detached(py, || {
@@ -76,10 +120,10 @@ fn convex_admm<'py>(
         if yv.nrows() != xv.nrows() {
             return Err(nncert_core::Error::Shape(format!("y has {} rows but X has {}", yv.nrows(), xv.nrows())));
         }
-        let problem = AdmmProblem::new(xv, pv, loss, &settings)?;
+        let problem = build(xv, pv)?;
         per_output(yv, |c, target| {
-            let mut progress = |r: &Record| -> bool { report(&callback, &cb_error, every, c, r) };
-            let res = problem.solve(target, beta, loss, &settings, &mut progress)?;
+            let mut progress = |r: &Record| -> bool { report(callback, &cb_error, every, c, r) };
+            let res = problem.solve_column(target, beta, loss, settings, &mut progress)?;
             let stop = res.status == "interrupted";
             Ok((res, stop))
         })
@@ -143,27 +187,9 @@ fn convex_admm_robust<'py>(
         z_weight, project,
         ..AdmmSettings::default()
     };
-    let (xr, yr, pr) = (RawMat::of(&x), RawMat::of(&y), RawMat::of(&patterns));
-    let cb_error: Mutex<Option<PyErr>> = Mutex::new(None);
-    let every = callback_every.max(1);
-    let results = run_detached(py, || {
-        // Safety: x, y and patterns stay borrowed until this function returns.
-        let (xv, yv, pv) = unsafe { (xr.view(), yr.view(), pr.view()) };
-        if yv.nrows() != xv.nrows() {
-            return Err(nncert_core::Error::Shape(format!("y has {} rows but X has {}", yv.nrows(), xv.nrows())));
-        }
-        let problem = RobustAdmmProblem::new(xv, pv, &feat, eps, &settings)?;
-        per_output(yv, |c, target| {
-            let mut progress = |r: &Record| -> bool { report(&callback, &cb_error, every, c, r) };
-            let res = problem.solve(target, beta, loss, &settings, &mut progress)?;
-            let stop = res.status == "interrupted";
-            Ok((res, stop))
-        })
-    })?;
-    if let Some(e) = cb_error.lock().unwrap().take() {
-        return Err(e);
-    }
-    results.into_iter().map(|r| admm_dict(py, r)).collect()
+    admm_columns(py, &x, &y, &patterns, beta, loss, &settings, &callback, callback_every, |xv, pv| {
+        RobustAdmmProblem::new(xv, pv, &feat, eps, &settings).map(|p| Box::new(p) as Box<dyn ColumnProblem>)
+    })
 }
 
 fn history_array<'py>(py: Python<'py>, history: &[Record]) -> Bound<'py, PyArray2<f64>> {
