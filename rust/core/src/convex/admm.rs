@@ -330,19 +330,7 @@ impl<'a> AdmmProblem<'a> {
 
             // Zc-step: group soft-thresholding of U + Lam at beta / rho.
             let zc_old = zc.clone();
-            let thr = beta / (rho * cw);
-            for j in 0..m {
-                let mut nrm = 0.0;
-                for c in 0..d {
-                    let v = al * u[(c, j)] + (1.0 - al) * zc_old[(c, j)] + lam[(c, j)];
-                    nrm += v * v;
-                }
-                let nrm = nrm.sqrt();
-                let shrink = if nrm > thr { 1.0 - thr / nrm } else { 0.0 };
-                for c in 0..d {
-                    zc[(c, j)] = shrink * (al * u[(c, j)] + (1.0 - al) * zc_old[(c, j)] + lam[(c, j)]);
-                }
-            }
+            group_soft_threshold(&mut zc, u.as_ref(), lam.as_ref(), al, beta / (rho * cw));
             // S-step: projection onto the nonnegative orthant; q-step: prox of the loss.
             let s_old = s.clone();
             for j in 0..m {
@@ -539,6 +527,19 @@ pub(crate) fn check_problem(x: MatRef<'_, f64>, patterns: MatRef<'_, f64>, setti
 }
 
 /// One-call convenience: factor and solve for one target.
+/// The Zc-step: each column of the over-relaxed al U + (1 - al) Zc + Lam soft-thresholded in l2 norm at `thr`.
+pub(crate) fn group_soft_threshold(zc: &mut Mat<f64>, u: MatRef<'_, f64>, lam: MatRef<'_, f64>, al: f64, thr: f64) {
+    for j in 0..zc.ncols() {
+        let col = |c: usize, zc: &Mat<f64>| al * u[(c, j)] + (1.0 - al) * zc[(c, j)] + lam[(c, j)];
+        let nrm = (0..zc.nrows()).map(|c| col(c, zc).powi(2)).sum::<f64>().sqrt();
+        let shrink = if nrm > thr { 1.0 - thr / nrm } else { 0.0 };
+        for c in 0..zc.nrows() {
+            let v = shrink * col(c, zc);
+            zc[(c, j)] = v;
+        }
+    }
+}
+
 pub fn solve_admm(x: MatRef<'_, f64>, y: &[f64], patterns: MatRef<'_, f64>, beta: f64, loss: Loss,
                   settings: &AdmmSettings) -> Result<AdmmResult> {
     AdmmProblem::new(x, patterns, loss, settings)?.solve(y, beta, loss, settings, &mut |_| true)

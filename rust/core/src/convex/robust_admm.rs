@@ -14,7 +14,7 @@ use faer::linalg::matmul::matmul;
 use faer::prelude::*;
 use faer::{Accum, Mat, MatMut, MatRef, Side};
 
-use super::admm::{check_problem, AdmmResult, AdmmSettings, Loss, Record};
+use super::admm::{check_problem, group_soft_threshold, AdmmResult, AdmmSettings, Loss, Record};
 use super::ops::{par, Ops};
 use super::robust::{project_l1_cone, robust_loss, robust_prox};
 use super::ustep::{self, USolve, USolver};
@@ -123,19 +123,7 @@ impl<'a> RobustAdmmProblem<'a> {
 
             // Zc-step: group soft-thresholding at beta / (rho c).
             let zc_old = zc.clone();
-            let thr = beta / (rho * cw);
-            for j in 0..m {
-                let mut nrm = 0.0;
-                for c in 0..d {
-                    let v = al * u[(c, j)] + (1.0 - al) * zc_old[(c, j)] + lam[(c, j)];
-                    nrm += v * v;
-                }
-                let nrm = nrm.sqrt();
-                let shrink = if nrm > thr { 1.0 - thr / nrm } else { 0.0 };
-                for c in 0..d {
-                    zc[(c, j)] = shrink * (al * u[(c, j)] + (1.0 - al) * zc_old[(c, j)] + lam[(c, j)]);
-                }
-            }
+            group_soft_threshold(&mut zc, u.as_ref(), lam.as_ref(), al, beta / (rho * cw));
             // (S, T)-step: projection of each column onto the cone {s >= eps ||t_f||_1} (t's other rows are free).
             let (s_old, t_old) = (s.clone(), t.clone());
             for j in 0..m {
