@@ -10,6 +10,27 @@ use crate::arrays::{mat_to_numpy, numpy_to_mat};
 use crate::errors::{run_detached, to_pyerr};
 use crate::network::PyNetwork;
 
+/// An activation family's data in a stage dict (an implicit stage adds its F, the inner family's name and data).
+fn act_items(py: Python<'_>, d: &Bound<'_, PyDict>, act: &Act) -> PyResult<()> {
+    match act {
+        Act::Sector { alpha, beta } => {
+            d.set_item("alpha", alpha)?;
+            d.set_item("beta", beta)?;
+        }
+        Act::Groups { groups, e } => {
+            d.set_item("groups", groups.clone())?;
+            d.set_item("E", mat_to_numpy(py, e))?;
+        }
+        Act::Linear => {}
+        Act::Implicit { f, inner, .. } => {
+            d.set_item("F", mat_to_numpy(py, f))?;
+            d.set_item("act", inner.name())?;
+            act_items(py, d, inner)?;
+        }
+    }
+    Ok(())
+}
+
 fn parse_norm(py: Python<'_>, s: &str) -> PyResult<Norm> {
     Norm::parse(s).map_err(|e| to_pyerr(py, e))
 }
@@ -57,32 +78,7 @@ fn lipschitz_chain<'py>(py: Python<'py>, net: &Bound<'py, PyNetwork>, c: Option<
         if let Some(sk) = &st.skip {
             d.set_item("S", mat_to_numpy(py, sk))?;
         }
-        match &st.act {
-            Act::Sector { alpha, beta } => {
-                d.set_item("alpha", alpha)?;
-                d.set_item("beta", beta)?;
-            }
-            Act::Groups { groups, e } => {
-                d.set_item("groups", groups.clone())?;
-                d.set_item("E", mat_to_numpy(py, e))?;
-            }
-            Act::Linear => {}
-            Act::Implicit { f, inner, .. } => {
-                d.set_item("F", mat_to_numpy(py, f))?;
-                d.set_item("act", inner.name())?;
-                match &**inner {
-                    Act::Sector { alpha, beta } => {
-                        d.set_item("alpha", alpha)?;
-                        d.set_item("beta", beta)?;
-                    }
-                    Act::Groups { groups, e } => {
-                        d.set_item("groups", groups.clone())?;
-                        d.set_item("E", mat_to_numpy(py, e))?;
-                    }
-                    _ => {}
-                }
-            }
-        }
+        act_items(py, &d, &st.act)?;
         stages.append(d)?;
     }
     out.set_item("stages", stages)?;
