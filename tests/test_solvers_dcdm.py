@@ -194,3 +194,54 @@ def test_torch_cg_matches_rust_cg(system):
         assert np.linalg.norm(A @ x - b) <= 1e-8 * np.linalg.norm(b)
     with pytest.raises(nncert.InvalidInputError, match="CPU"):
         torch_cg(op, b, None, 1e-8, 10, "ic0", torch.device("cpu"))
+
+
+def test_training_stops_at_its_time_limit_and_resumes_on_another_device_setting(tmp_path):
+    from nncert.solvers.train import TrainConfig, train
+
+    out = str(tmp_path / "m.pt")
+    cfg = TrainConfig(grid=5, layouts=2, ritz=20, channels=2, steps=50, batch=2, threads=1)
+    meta = train(cfg, out, progress=False, log=lambda *a: None, time_limit=0.0)
+    assert meta["stopped_at"] == 0
+    saved = torch.load(out, weights_only=False)
+    assert saved["meta"]["stopped_at"] == 0 and all(v.device.type == "cpu" for v in saved["state_dict"].values())
+    cfg.threads = 2  # neither threads nor device are part of what a checkpoint must match
+    meta = train(cfg, out, progress=False, log=lambda *a: None)
+    assert meta["stopped_at"] is None
+    assert torch.load(out + ".ckpt", weights_only=False)["step"] == 50
+
+
+@pytest.mark.gpu
+def test_cg_and_dcdm_on_cuda_match_the_cpu():
+    A = poisson3d(12, "random", seed=3)
+    b = np.random.default_rng(1).standard_normal(A.shape[0])
+    xc, c = cg(A, b, tol=1e-8, progress=False)
+    xg, g = cg(A, torch.from_numpy(b).cuda(), tol=1e-8, progress=False)
+    assert g.device.startswith("cuda") and xg.is_cuda and g.converged
+    assert abs(g.iterations - c.iterations) <= 2
+    np.testing.assert_allclose(xg.cpu().numpy(), xc, rtol=0, atol=1e-6 * np.abs(xc).max())
+    _, dc = DCDM("pretrained").solve(A, b, tol=1e-6, progress=False)
+    xd, dg = DCDM("pretrained", device="cuda").solve(A, b, tol=1e-6, progress=False)
+    assert dg.converged and dg.device.startswith("cuda") and abs(dg.iterations - dc.iterations) <= 3
+    assert np.linalg.norm(A @ np.asarray(xd) - b) <= 1e-6 * np.linalg.norm(b)
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_writes_a_cpu_loadable_model(tmp_path):
+    from nncert.solvers.train import TrainConfig, train
+
+    out = str(tmp_path / "m.pt")
+    train(TrainConfig(grid=6, layouts=2, ritz=20, channels=2, steps=4, batch=2, device="cuda"), out,
+          progress=False, log=lambda *a: None)
+    A = poisson3d(7, "random", seed=1)
+    _, info = DCDM(model=out).solve(A, np.ones(A.shape[0]), progress=False)
+    assert info.converged
+
+
+def test_torch_cg_honours_its_time_limit(system):
+    from nncert.solvers._operator import prepare
+    from nncert.solvers.torch_solvers import torch_cg
+
+    A, b = system
+    x, raw, _ = torch_cg(prepare(A), b, None, 1e-12, 1000, None, torch.device("cpu"), time_limit=0.0)
+    assert raw["reason"] == "time_limit" and raw["iterations"] == 0

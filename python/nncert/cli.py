@@ -87,6 +87,9 @@ def _add_dcdm_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--device", default=d.device, help="where to train: cpu, cuda or cuda:k (default cpu)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="seconds; write the model trained so far when reached (resume continues it)")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing OUT.ckpt checkpoint")
     p.add_argument("--out", required=True, help="model file to write (.pt)")
     p.add_argument("--json", action="store_true")
@@ -97,8 +100,9 @@ def cmd_dcdm_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(grid=args.grid, dim=args.dim, obstacles=args.obstacles, layouts=args.layouts, ritz=args.ritz,
                       channels=args.channels, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
-                      threads=args.threads)
-    meta = train(cfg, args.out, resume=not args.no_resume, log=(lambda *a: None) if args.json else print)
+                      threads=args.threads, device=args.device)
+    meta = train(cfg, args.out, resume=not args.no_resume, log=(lambda *a: None) if args.json else print,
+                 time_limit=args.time_limit)
     if args.json:
         print(json.dumps({"out": args.out, **meta}))
     return 0

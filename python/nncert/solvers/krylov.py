@@ -85,7 +85,8 @@ def cg(A: Any, b: Any, tol: float = 1e-6, maxiter: int | None = None, precond: s
         raise InvalidInputError(f"maxiter must be >= 0, got {maxiter}")
     if dev.type == "cuda":
         from .torch_solvers import torch_cg
-        x, raw, secs = torch_cg(op, bb, xx, inner_tol, maxiter, precond, dev.torch(), recompute_every)
+        x, raw, secs = torch_cg(op, bb, xx, inner_tol, maxiter, precond, dev.torch(), recompute_every,
+                                 time_limit)
         return as_output(x, b), finish(op, b_orig, x, raw, tol, projected, device=str(dev), seconds=secs)
     if op.csr is None:
         if precond not in (None, "none"):

@@ -129,7 +129,8 @@ def torch_dcdm(op: Operator, b: np.ndarray, x0: np.ndarray | None, oracle: Calla
 
 
 def torch_cg(op: Operator, b: np.ndarray, x0: np.ndarray | None, tol: float, maxiter: int, precond: str | None,
-             dev: Any, recompute_every: int = 50) -> tuple[np.ndarray, dict, float]:
+             dev: Any, recompute_every: int = 50, time_limit: float | None = None
+             ) -> tuple[np.ndarray, dict, float]:
     """CG on the device. With q = M^{-1} r A-orthogonalised against the previous direction this is
     (P)CG in exact arithmetic, so it reuses the conjugate-direction loop with k = 1."""
     import torch
@@ -144,6 +145,6 @@ def torch_cg(op: Operator, b: np.ndarray, x0: np.ndarray | None, tol: float, max
         oracle = lambda r: inv * r  # noqa: E731
     else:
         oracle = lambda r: r  # noqa: E731
-    x, raw, secs = torch_dcdm(op, b, x0, oracle, 1, tol, maxiter, dev, recompute_every)
+    x, raw, secs = torch_dcdm(op, b, x0, oracle, 1, tol, maxiter, dev, recompute_every, time_limit)
     raw["method"] = "cg-torch" if precond in (None, "none") else f"pcg-{precond}-torch"
     return x, raw, secs

@@ -34,6 +34,7 @@ class TrainConfig:
     lr: float = 2e-3
     seed: int = 0
     threads: int = 2
+    device: str = "cpu"  # where the network and the training matrices live ("cuda" trains on the GPU)
 
 
 def ritz_vectors(A: Any, m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -47,16 +48,16 @@ def ritz_vectors(A: Any, m: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
 
 
 class _Problem:
-    def __init__(self, A: Any, m: int, seed: int) -> None:
+    def __init__(self, A: Any, m: int, seed: int, device: Any = "cpu") -> None:
         import torch
 
         self.grid = grid_of(A)
         _, vecs = ritz_vectors(A, m, seed)
-        self.ritz = torch.from_numpy(vecs.T.copy()).float()  # (k, n)
+        self.ritz = torch.from_numpy(vecs.T.copy()).float().to(device)  # (k, n)
         coo = A.tocoo()
-        self.A = torch.sparse_coo_tensor(np.vstack([coo.row, coo.col]), coo.data, A.shape).float().coalesce()
-        self.index = torch.from_numpy(self.grid.index)
-        self.mask = torch.from_numpy(self.grid.fluid).float()[None, None]
+        self.A = torch.sparse_coo_tensor(np.vstack([coo.row, coo.col]), coo.data, A.shape).float().coalesce().to(device)
+        self.index = torch.from_numpy(self.grid.index).to(device)
+        self.mask = torch.from_numpy(self.grid.fluid).float()[None, None].to(device)
         self.n = A.shape[0]
 
     def rhs(self, batch: int, gen: Any) -> Any:
@@ -65,16 +66,22 @@ class _Problem:
         k = self.ritz.shape[0]
         w = torch.ones(k)
         w[: k // 2] = 9.0
-        c = torch.randn(batch, k, generator=gen) * w
+        # drawn on the CPU generator (reproducible on any device, and part of the checkpoint)
+        c = (torch.randn(batch, k, generator=gen) * w).to(self.ritz.device)
         b = c @ self.ritz
         return b / b.norm(dim=1, keepdim=True)
 
     def to_grid(self, v: Any) -> Any:
         import torch
 
-        g = torch.zeros(v.shape[0], int(np.prod(self.grid.shape)), dtype=v.dtype)
+        g = torch.zeros(v.shape[0], int(np.prod(self.grid.shape)), dtype=v.dtype, device=v.device)
         g[:, self.index] = v
         return g.view(v.shape[0], 1, *self.grid.shape)
+
+
+def _semantic(config: dict) -> dict:
+    """The configuration without where it runs: a checkpoint resumes on any device."""
+    return {k: v for k, v in config.items() if k not in ("device", "threads")}
 
 
 def dcdm_loss(model: Any, prob: _Problem, b: Any) -> Any:
@@ -87,30 +94,35 @@ def dcdm_loss(model: Any, prob: _Problem, b: Any) -> Any:
     return ((b - alpha[:, None] * Aq) ** 2).sum(1).mean()
 
 
-def train(cfg: TrainConfig, out: str, resume: bool = True, progress: bool = True, log: Any = print) -> dict:
+def train(cfg: TrainConfig, out: str, resume: bool = True, progress: bool = True, log: Any = print,
+          time_limit: float | None = None) -> dict:
     """Trains a :class:`~nncert.solvers.model.DCDMNet` and writes ``out`` (state dict + config).
-    A checkpoint ``out + '.ckpt'`` is written every 25 steps and picked up again when ``resume``."""
+    A checkpoint ``out + '.ckpt'`` is written every 25 steps and picked up again when ``resume``.
+    time_limit: seconds; when reached the model trained so far is written (``meta["stopped_at"]`` says at
+    which step) and a later call with ``resume`` continues from the checkpoint."""
     import torch
     from tqdm.auto import tqdm
 
+    from ..devices import resolve_device
     from .model import DCDMNet
 
+    dev = resolve_device(cfg.device).torch()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     make = poisson3d if cfg.dim == 3 else poisson2d
     t0 = time.perf_counter()
     probs = [_Problem(make(cfg.grid, None if (i == 0 or cfg.obstacles == "none") else "random", seed=1000 + i),
-                      cfg.ritz, cfg.seed + i) for i in range(cfg.layouts)]
+                      cfg.ritz, cfg.seed + i, dev) for i in range(cfg.layouts)]
     log(f"built {len(probs)} training matrices with Ritz vectors in {time.perf_counter() - t0:.1f}s")
-    model = DCDMNet(cfg.dim, cfg.channels)
+    model = DCDMNet(cfg.dim, cfg.channels).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
     gen = torch.Generator().manual_seed(cfg.seed)
     step, history = 0, []
     ckpt = out + ".ckpt"
     if resume and os.path.exists(ckpt):
-        state = torch.load(ckpt, weights_only=False)
-        if state["config"] != asdict(cfg):
+        state = torch.load(ckpt, weights_only=False, map_location=dev)
+        if _semantic(state["config"]) != _semantic(asdict(cfg)):
             raise InvalidInputError(f"{ckpt} was written with a different configuration; remove it or match it")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
@@ -119,7 +131,11 @@ def train(cfg: TrainConfig, out: str, resume: bool = True, progress: bool = True
         step, history = state["step"], state["history"]
         log(f"resumed from {ckpt} at step {step}")
     bar = tqdm(total=cfg.steps, initial=step, desc="dcdm-train", disable=not progress)
+    stopped_at = None
     while step < cfg.steps:
+        if time_limit is not None and time.perf_counter() - t0 > time_limit:
+            stopped_at = step
+            break
         prob = probs[step % len(probs)]
         loss = dcdm_loss(model, prob, prob.rhs(cfg.batch, gen))
         opt.zero_grad()
@@ -130,13 +146,15 @@ def train(cfg: TrainConfig, out: str, resume: bool = True, progress: bool = True
         history.append(float(loss.detach()))
         bar.update(1)
         bar.set_postfix_str(f"loss {np.mean(history[-20:]):.4f}", refresh=False)
-        if step % 25 == 0 or step == cfg.steps:
+        if step % 25 == 0 or step == cfg.steps or (time_limit is not None and time.perf_counter() - t0 > time_limit):
             torch.save({"config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
                         "sched": sched.state_dict(), "gen": gen.get_state(), "step": step, "history": history},
                        ckpt)
     bar.close()
     meta = {"train_config": asdict(cfg), "final_loss": float(np.mean(history[-20:])) if history else None,
-            "seconds": time.perf_counter() - t0}
-    torch.save({"config": model.config(), "state_dict": model.state_dict(), "meta": meta}, out)
-    log(f"wrote {out} (loss {meta['final_loss']})")
+            "seconds": time.perf_counter() - t0, "stopped_at": stopped_at}
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
+    torch.save({"config": model.config(), "state_dict": state, "meta": meta}, out)
+    log(f"wrote {out} (loss {meta['final_loss']})" + ("" if stopped_at is None else
+        f"; stopped by the time limit at step {stopped_at} of {cfg.steps}"))
     return meta

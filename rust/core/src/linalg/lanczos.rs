@@ -1,8 +1,9 @@
 //! Lanczos with full reorthogonalisation: Ritz pairs of a symmetric operator (DCDM's training data).
 
-use faer::{Mat, Side};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, Par, Side};
 
-use super::vecops::{axpy, dot, norm2};
+use super::vecops::{dot, norm2};
 use super::LinOp;
 use crate::error::{invalid_err, shape_err, Error, Result};
 
@@ -28,28 +29,36 @@ pub fn lanczos(a: &dyn LinOp, v0: &[f64], m: usize) -> Result<RitzPairs> {
     if !(nv > 0.0) || !nv.is_finite() {
         return Err(invalid_err!("v0 must be finite and nonzero"));
     }
-    let mut basis: Vec<Vec<f64>> = vec![v0.iter().map(|v| v / nv).collect()];
+    // the basis as the columns of one matrix: reorthogonalisation and the Ritz vectors are then
+    // matrix products (parallel, blocked) instead of m scalar dot/axpy sweeps each
+    let mut basis = Mat::<f64>::zeros(n, m);
+    for (b, v) in basis.col_as_slice_mut(0).iter_mut().zip(v0) {
+        *b = v / nv;
+    }
+    let par = if n >= 1 << 15 { Par::rayon(0) } else { Par::Seq };
     let (mut alpha, mut beta) = (Vec::with_capacity(m), Vec::with_capacity(m));
-    let mut w = vec![0.0; n];
+    let mut w = Mat::<f64>::zeros(n, 1);
+    let mut c = Mat::<f64>::zeros(m, 1);
     let mut last_beta = 0.0;
     for j in 0..m {
-        a.apply(&basis[j], &mut w);
-        let aj = dot(&w, &basis[j]);
+        a.apply(basis.col_as_slice(j), w.col_as_slice_mut(0));
+        let aj = dot(w.col_as_slice(0), basis.col_as_slice(j));
         alpha.push(aj);
         // full reorthogonalisation, twice (classical Gram-Schmidt is unstable once)
+        let v = basis.as_ref().subcols(0, j + 1);
         for _ in 0..2 {
-            for v in &basis {
-                let c = dot(&w, v);
-                axpy(-c, v, &mut w);
-            }
+            matmul(c.as_mut().subrows_mut(0, j + 1), Accum::Replace, v.transpose(), w.as_ref(), 1.0, par);
+            matmul(w.as_mut(), Accum::Add, v, c.as_ref().subrows(0, j + 1), -1.0, par);
         }
-        let bj = norm2(&w);
+        let bj = norm2(w.col_as_slice(0));
         last_beta = bj;
         if j + 1 == m || bj <= 1e-12 * aj.abs().max(1.0) {
             break;
         }
         beta.push(bj);
-        basis.push(w.iter().map(|v| v / bj).collect());
+        for (b, x) in basis.col_as_slice_mut(j + 1).iter_mut().zip(w.col_as_slice(0)) {
+            *b = x / bj;
+        }
     }
     let k = alpha.len();
     let t = Mat::<f64>::from_fn(k, k, |i, j| {
@@ -66,7 +75,8 @@ pub fn lanczos(a: &dyn LinOp, v0: &[f64], m: usize) -> Result<RitzPairs> {
     let eig = t.self_adjoint_eigen(Side::Lower).map_err(|e| Error::Solver(format!("tridiagonal eigensolver: {e:?}")))?;
     let s = eig.U();
     let values: Vec<f64> = (0..k).map(|i| eig.S()[i]).collect();
-    let vectors = Mat::<f64>::from_fn(n, k, |row, col| (0..k).map(|j| basis[j][row] * s[(j, col)]).sum());
+    let mut vectors = Mat::<f64>::zeros(n, k);
+    matmul(vectors.as_mut(), Accum::Replace, basis.as_ref().subcols(0, k), s, 1.0, par);
     let residuals = (0..k).map(|i| (last_beta * s[(k - 1, i)]).abs()).collect();
     Ok(RitzPairs { values, vectors, residuals })
 }
