@@ -61,8 +61,6 @@ def _output_vector(net: Network, output: Any) -> np.ndarray | None:
 
 def _solver(solver: str | None, chain: dict[str, Any], norm: str) -> str:
     """None: nncert's own interior-point solver (``ipm``) where it applies (chains of grouped layers), else SCS."""
-    import cvxpy as cp
-
     from . import ipm
 
     if solver is None:
@@ -75,6 +73,10 @@ def _solver(solver: str | None, chain: dict[str, Any], norm: str) -> str:
             raise UnsupportedModelError("solver='IPM' handles chains of plain grouped layers (MaxMin, GroupSort, "
                                         "Householder) only; use SCS, CLARABEL or MOSEK for this network")
         return name
+    if name == "SCS":  # SCS is a dependency; its direct path needs no cvxpy (the cvxpy backend imports it itself)
+        return name
+    import cvxpy as cp
+
     if name not in cp.installed_solvers():
         raise InvalidInputError(f"solver {name} is not installed (installed: {', '.join(cp.installed_solvers())})")
     return name
