@@ -31,7 +31,7 @@ $PY -c "import torch, numpy, scipy, nncert; print('torch', torch.__version__, to
 'numpy', numpy.__version__, 'scipy', scipy.__version__, 'nncert', nncert.__version__)"
 
 # 1. training in the background (model A: the shipped architecture on a larger grid; model B: wider, larger grid)
-TRAIN_LIMIT=${TRAIN_LIMIT:-150}
+TRAIN_LIMIT=${TRAIN_LIMIT:-140}
 $PY -m nncert.cli dcdm-train --device cuda --grid 32 --layouts 8 --ritz 400 --channels 12 --steps 3000 \
     --batch 16 --threads 8 --time-limit "$TRAIN_LIMIT" --out /tmp/dcdm_a.pt > /tmp/train_a.log 2>&1 &
 TA=$!
@@ -40,7 +40,7 @@ $PY -m nncert.cli dcdm-train --device cuda --grid 48 --layouts 6 --ritz 300 --ch
 TB=$!
 
 # 2. the GPU tests (concurrently with the training: correctness only, no timings)
-step gpu-tests 170 $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_torch_lipschitz.py \
+step gpu-tests 150 $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_torch_lipschitz.py \
     tests/test_torch_bounds.py tests/test_network.py tests/test_torch_convex.py tests/test_torch_verify.py \
     tests/test_solvers_dcdm.py tests/test_solvers.py
 

