@@ -5,16 +5,14 @@
 #   3. solvers at 128^3: our CG on the CPU and on the device, DCDM on the device, PyAMG on the CPU;
 #   4. the freshly trained models against the shipped one (DCDM on the device at 64^3 and 128^3);
 #   5. bench/gpu_bench.py: bounds, Lipschitz, verification and convex training, core vs torch.
-# usage: NNCERT_DATA=... bench/gpu_session.sh OUTDIR
+# usage: NNCERT_DATA=... bench/gpu_session.sh OUTDIR 2>&1 | tee OUTDIR/session.log
 # Every step runs under its own time limit, so one slow step cannot eat the others; OUTDIR gets
-# session.log, the solver JSONs and the trained models.
+# the solver JSONs and the trained models.
 set -u
 OUT=${1:?usage: gpu_session.sh OUTDIR}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONPATH=python${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-LOG="$OUT/session.log"
-exec > >(tee -a "$LOG") 2>&1
 
 step() {  # step NAME SECONDS CMD...
     local name=$1 limit=$2 t=$SECONDS
