@@ -127,26 +127,26 @@ def test_pretrained_beats_cg_on_held_out_problems():
         _, c = cg(A, b, tol=1e-6, progress=False)
         x, d = solver.solve(A, b, tol=1e-6, progress=False)
         assert d.converged and np.linalg.norm(A @ x - b) <= 1e-6 * np.linalg.norm(b)
-        assert d.iterations <= 0.5 * c.iterations, (d.iterations, c.iterations)
+        assert d.iterations <= 0.25 * c.iterations, (d.iterations, c.iterations)
 
 
 @pytest.mark.slow
 def test_pretrained_generalises_to_a_larger_grid_slow():
-    A, b = _held_out(32, 8)
+    A, b = _held_out(48, 8)
     _, c = cg(A, b, tol=1e-6, progress=False)
     _, d = DCDM("pretrained").solve(A, b, tol=1e-6, progress=False)
-    assert d.converged and d.iterations <= 0.4 * c.iterations
+    assert d.converged and d.iterations <= 0.2 * c.iterations
 
 
 def test_pretrained_generalises_to_a_larger_grid():
-    # trained at 16^3; a 24^3 grid with an unseen layout and a smooth (hard for CG) right-hand side
-    A = poisson3d(24, "random", seed=9)
+    # trained at 32^3; a 40^3 grid with an unseen layout and a smooth (hard for CG) right-hand side
+    A = poisson3d(40, "random", seed=9)
     g = grid_of(A)
-    xs = np.indices(g.shape).reshape(3, -1)[:, g.index] / 24.0
+    xs = np.indices(g.shape).reshape(3, -1)[:, g.index] / 40.0
     b = np.sin(np.pi * xs[0]) * np.sin(2 * np.pi * xs[1]) + xs[2]
     _, c = cg(A, b, tol=1e-6, progress=False)
     _, d = DCDM("pretrained").solve(A, b, tol=1e-6, progress=False)
-    assert d.converged and d.iterations <= 0.4 * c.iterations, (d.iterations, c.iterations)
+    assert d.converged and d.iterations <= 0.2 * c.iterations, (d.iterations, c.iterations)
 
 
 def test_training_writes_a_loadable_model_and_resumes(tmp_path):
@@ -247,3 +247,36 @@ def test_torch_cg_honours_its_time_limit(system):
     A, b = system
     x, raw, _ = torch_cg(prepare(A), b, None, 1e-12, 1000, None, torch.device("cpu"), time_limit=0.0)
     assert raw["reason"] == "time_limit" and raw["iterations"] == 0
+
+
+def test_torch_cg_blocks_stop_where_the_core_stops(system):
+    # the device CG reads residuals back once per block; the blocks must still end on the converging iteration
+    from nncert.solvers._operator import prepare
+    from nncert.solvers.torch_solvers import torch_cg
+
+    A, b = system
+    op = prepare(A)
+    x0 = np.random.default_rng(2).standard_normal(A.shape[0])
+    for tol, start in ((1e-4, None), (1e-8, None), (1e-10, x0)):
+        x, raw, _ = torch_cg(op, b, start, tol, 5000, None, torch.device("cpu"))
+        _, info = cg(A, b, tol=tol, x0=start, progress=False)
+        assert raw["reason"] == "converged" and abs(raw["iterations"] - info.iterations) <= 1, (tol, raw, info)
+        assert len(raw["residuals"]) == raw["iterations"] + 1 and raw["residuals"][-1] <= tol
+        assert np.linalg.norm(A @ x - b) <= tol * np.linalg.norm(b)
+        assert raw["bytes_per_matvec"] > 12 * A.nnz
+
+
+def test_torch_cg_rejects_an_indefinite_matrix():
+    import scipy.sparse as sp
+
+    from nncert.solvers._operator import prepare
+    from nncert.solvers.torch_solvers import torch_cg
+
+    A = sp.diags(np.r_[np.ones(20), -np.ones(5)]).tocsr()
+    with pytest.raises(nncert.InvalidInputError, match="not positive definite"):
+        torch_cg(prepare(A), np.ones(25), None, 1e-10, 100, None, torch.device("cpu"))
+    B = sp.eye(5, format="csr")
+    op = prepare(B)
+    op.csr.indices[2] = 9  # corrupted after the user built it: must not reach the device unchecked
+    with pytest.raises(nncert.InvalidInputError, match="not a valid CSR"):
+        torch_cg(op, np.ones(5), None, 1e-10, 100, None, torch.device("cpu"))
