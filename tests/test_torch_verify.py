@@ -155,3 +155,28 @@ def test_vnncomp_test_instances_on_cuda(onnx, vnnlib, expected):
     prop = Property.from_vnnlib(data_path("vnncomp2021", "test", vnnlib))
     r = nncert.verify(net, prop, timeout=30, device="cuda")
     assert r.status == expected and r.stats["device"].startswith("cuda")
+
+
+def test_lookahead_splits_the_side_that_matters():
+    # y = relu(x0) - relu(x0 - 0.5) (x0 clipped to [0, 0.5]) on [-1, 1]^3: is y >= 0.6 anywhere? No, but the
+    # chord of relu(x0) over [-1, 1] cannot show it; splitting x0 at 0 stabilises units, x1 and x2 do nothing
+    from nncert.devices import CPU
+    from nncert.torch_backend.bab import _lookahead, bab
+    from nncert.torch_backend.propagate import objective, propagate
+
+    net = nncert.Network([nncert.Dense(np.array([[1.0, 0, 0], [1.0, 0, 0]]), np.array([0.0, -0.5])), nncert.ReLU(),
+                          nncert.Dense(np.array([[1.0, -1.0]]), np.zeros(1))])
+    f64 = dict(dtype=torch.float64)
+    lo, hi = -torch.ones((1, 3), **f64), torch.ones((1, 3), **f64)
+    a_y, a_x, c = -torch.ones((1, 1, 1), **f64), torch.zeros((1, 1, 3), **f64), torch.full((1, 1), -0.6, **f64)
+    lb, _ = objective(propagate(net, lo, hi), a_y, a_x)
+    score = (lb - c).max(1).values
+    assert float(score) < 0  # not proved on the whole box
+    for heuristic in (1, 2):  # whatever side the coefficient heuristic proposes
+        dim, _ = _lookahead(net, lo, hi, a_y, a_x, c, score, torch.tensor([heuristic]), torch.tensor([0]),
+                            2 * torch.ones((1, 3), **f64), 1e-8, 1e-7)
+        assert int(dim) == 0
+    problems = [(-np.ones(3), np.ones(3), -np.ones((1, 1)), np.zeros((1, 3)), np.array([-0.6]))]
+    on, off = (bab(net, problems, CPU, time_limit=30, lookahead=look) for look in (True, False))
+    assert on["outcome"] == off["outcome"] == "holds"
+    assert on["stats"]["nodes"] <= 5 and on["stats"]["nodes"] <= off["stats"]["nodes"]

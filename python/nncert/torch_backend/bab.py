@@ -83,11 +83,55 @@ def _split_dims(lo: Any, hi: Any, lam_best: Any, w0: Any, min_width: float) -> A
     return torch.where(pick, widest, dim)
 
 
+# the core's lookahead constants (rust/core/src/bounds/bab.rs): only up to this many inputs, and at most this
+# many splits in a row that leave the worse half no better than its parent
+LOOKAHEAD_MAX_DIM, MAX_SLICES = 16, 2
+
+
+def _lookahead(net: Any, lo: Any, hi: Any, a_y: Any, a_x: Any, c: Any, node_m: Any, dim: Any, slices: Any,
+               w0: Any, margin: float, min_width: float) -> tuple[Any, Any]:
+    """The side to split for each of the S boxes (lo, hi), as the core picks it: bound both halves along every
+    side (one batch of 2 n S boxes) and keep the side whose halves leave the least total gap (a proved half
+    counts as no gap); the heuristic's ``dim`` wins ties. Returns (dims, the children's slice counters)."""
+    import torch
+
+    S, n = lo.shape
+    eye = torch.eye(n, dtype=torch.bool, device=lo.device)
+    mid = 0.5 * (lo + hi)  # (S, n)
+    # children (S, n, 2, n): half 0 keeps [lo, mid] on side j, half 1 [mid, hi]
+    c_lo = lo[:, None, None, :].expand(S, n, 2, n).clone()
+    c_hi = hi[:, None, None, :].expand(S, n, 2, n).clone()
+    c_hi[:, :, 0] = torch.where(eye, mid[:, None, :], c_hi[:, :, 0])
+    c_lo[:, :, 1] = torch.where(eye, mid[:, None, :], c_lo[:, :, 1])
+    rep = lambda v: v[:, None].expand(S, 2 * n, *v.shape[1:]).reshape(S * 2 * n, *v.shape[1:])  # noqa: E731
+    q = propagate(net, c_lo.reshape(-1, n), c_hi.reshape(-1, n))
+    lb, _ = objective(q, rep(a_y), rep(a_x))
+    m = (lb - rep(c) - margin).max(1).values  # -gap of each half
+    m = torch.where(q.infeasible, torch.zeros_like(m), m).reshape(S, n, 2)
+    left = m.clamp(max=0).sum(2)
+    worse = m.min(2).values
+    widths = hi - lo
+    left = torch.where(widths >= min_width, left, torch.full_like(left, -float("inf")))
+    best = left.max(1).values
+    # the heuristic's side first: it wins ties
+    pick = torch.where(left.gather(1, dim[:, None])[:, 0] >= best, dim, left.argmax(1))
+    better = worse.gather(1, pick[:, None])[:, 0] > node_m + 1e-12 * (1 + node_m.abs())
+    take = better | (slices < MAX_SLICES)
+    out = torch.where(take, pick, dim)
+    kid_slices = torch.where(better | ~take, torch.zeros_like(slices), slices + 1)
+    # however good a side looks, slicing it while another stays far wider (relative to the root) stalls
+    rel = torch.where(w0 > 0, widths / torch.where(w0 > 0, w0, torch.ones_like(w0)), torch.zeros_like(widths))
+    widest = _last_argmax(rel)
+    far = rel.gather(1, widest[:, None])[:, 0] > 32 * rel.gather(1, out[:, None])[:, 0]
+    return torch.where(far, widest, out), kid_slices
+
+
 def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, max_nodes: int | None = None,
         margin: float = 1e-8, batch: int | None = None, min_width: float = 1e-7, max_leaves: int = 10000,
-        dtype: Any = None) -> dict[str, Any]:
+        dtype: Any = None, lookahead: bool = True) -> dict[str, Any]:
     """Branch and bound over ``problems`` (a list of (lo, hi, a_y, a_x, c): is some x in the box with
-    a_y f(x) + a_x x <= c?) on the torch ``device`` (a :class:`~nncert.devices.Device`)."""
+    a_y f(x) + a_x x <= c?) on the torch ``device`` (a :class:`~nncert.devices.Device`). lookahead: choose
+    each split side as the core does, by bounding both halves along every side (inputs up to 16)."""
     import torch
 
     t0 = time.monotonic()
@@ -128,6 +172,8 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
         q_pr = torch.arange(len(P), device=dev)
         q_sc = torch.full((len(P),), -float("inf"), dtype=dtype, device=dev)
         q_dp = torch.zeros(len(P), dtype=torch.long, device=dev)
+        q_sl = torch.zeros(len(P), dtype=torch.long, device=dev)  # lookahead slices in a row
+        look = lookahead and net.input_dim <= LOOKAHEAD_MAX_DIM
         per_box = 0.0  # seconds per box of the recent batches (sizes the next batch near the deadline)
         cap = max(len(P), 8)
         while q_lo.shape[0] > 0:
@@ -143,8 +189,8 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
             tb = time.monotonic()
             order = torch.argsort(q_sc, stable=True)
             sel, rest = order[:take], order[take:]
-            b_lo, b_hi, b_pr, b_dp = q_lo[sel], q_hi[sel], q_pr[sel], q_dp[sel]
-            q_lo, q_hi, q_pr, q_sc, q_dp = q_lo[rest], q_hi[rest], q_pr[rest], q_sc[rest], q_dp[rest]
+            b_lo, b_hi, b_pr, b_dp, b_sl = q_lo[sel], q_hi[sel], q_pr[sel], q_dp[sel], q_sl[sel]
+            q_lo, q_hi, q_pr, q_sc, q_dp, q_sl = (v[rest] for v in (q_lo, q_hi, q_pr, q_sc, q_dp, q_sl))
             stats["nodes"] += take
             stats["max_depth"] = max(stats["max_depth"], int(b_dp.max()))
             kids = None
@@ -187,15 +233,20 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                     lo_s, hi_s = b_lo[sp], b_hi[sp]
                     lam_best = lam[sp, best[sp]]
                     dim = _split_dims(lo_s, hi_s, lam_best, W0[b_pr[sp]], min_width)
+                    kid_sl = torch.zeros_like(b_sl[sp])
+                    if look:
+                        dim, kid_sl = _lookahead(net, lo_s, hi_s, a_y[sp], a_x[sp], c[sp], score[sp], dim,
+                                                 b_sl[sp], W0[b_pr[sp]], margin, min_width)
                     mid = 0.5 * (lo_s.gather(1, dim[:, None]) + hi_s.gather(1, dim[:, None]))
                     hi1, lo2 = hi_s.clone(), lo_s.clone()
                     hi1.scatter_(1, dim[:, None], mid)
                     lo2.scatter_(1, dim[:, None], mid)
                     kids = (torch.cat([lo_s, lo2]), torch.cat([hi1, hi_s]), b_pr[sp].repeat(2), score[sp].repeat(2),
-                            b_dp[sp].repeat(2) + 1)
+                            b_dp[sp].repeat(2) + 1, kid_sl.repeat(2))
             dt = (time.monotonic() - tb) / take
             per_box = dt if per_box == 0 else 0.5 * (per_box + dt)
             if kids is not None:
-                q_lo, q_hi, q_pr, q_sc, q_dp = (torch.cat([q, k]) for q, k in zip((q_lo, q_hi, q_pr, q_sc, q_dp), kids))
+                q_lo, q_hi, q_pr, q_sc, q_dp, q_sl = (torch.cat([q, k]) for q, k in
+                                                      zip((q_lo, q_hi, q_pr, q_sc, q_dp, q_sl), kids))
             stats["max_queue"] = max(stats["max_queue"], q_lo.shape[0])
     return finish("undecided" if leaves else "holds")
