@@ -280,3 +280,16 @@ def test_torch_cg_rejects_an_indefinite_matrix():
     op.csr.indices[2] = 9  # corrupted after the user built it: must not reach the device unchecked
     with pytest.raises(nncert.InvalidInputError, match="not a valid CSR"):
         torch_cg(op, np.ones(5), None, 1e-10, 100, None, torch.device("cpu"))
+
+
+def test_torch_dcdm_checks_the_oracle_and_the_matrix_at_the_end_of_its_blocks(system):
+    # the device iteration reads nothing back inside a block; its error checks must still fire
+    A, b = system
+    with pytest.raises(nncert.SolverError, match="non-finite"):
+        DCDM(model=lambda r: np.full_like(r, np.nan)).solve(A, b, progress=False, backend="torch")
+    with pytest.raises(nncert.ShapeError, match="values, expected"):  # as the core path
+        DCDM(model=lambda r: r[:-1]).solve(A, b, progress=False, backend="torch")
+    import scipy.sparse as sp
+    M = sp.diags(np.r_[np.ones(20), -np.ones(5)]).tocsr()
+    with pytest.raises(nncert.InvalidInputError, match="not positive definite"):
+        DCDM(model=lambda r: np.zeros_like(r)).solve(M, np.ones(25), progress=False, backend="torch")

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import InvalidInputError, SolverError
+from ..errors import InvalidInputError, ShapeError, SolverError
 from ._operator import Operator
 
 # the stall guard of rust/core/src/linalg/dcdm.rs
@@ -47,12 +47,17 @@ def _raw(method: str, it: int, res: list, matvecs: int, reason: str, false_conv:
 
 
 def torch_dcdm(op: Operator, b: np.ndarray, x0: np.ndarray | None, oracle: Callable, k: int, tol: float,
-               maxiter: int, dev: Any, recompute_every: int = 50, time_limit: float | None = None
-               ) -> tuple[np.ndarray, dict, float]:
+               maxiter: int, dev: Any, recompute_every: int = 50, time_limit: float | None = None,
+               max_block: int = 16) -> tuple[np.ndarray, dict, float]:
+    """The core's DCDM iteration (rust/core/src/linalg/dcdm.rs) with its decisions taken on the device: every
+    iteration computes both the learned and the residual direction (one extra SpMV, small next to the
+    network) and keeps one with ``torch.where``, so nothing is read back inside a block of iterations; the
+    residuals, fallback count and error flags come back at the block's end. Blocks are sized as in
+    :func:`torch_cg`, so the iteration stops where the core's does."""
     import torch
 
     t0 = time.perf_counter()
-    A, _ = _matrix(op, dev)
+    A, matvec_bytes = _matrix(op, dev)
     mv = lambda v: A @ v  # noqa: E731
     bt = torch.from_numpy(b).to(dev)
     bnorm = float(torch.linalg.vector_norm(bt))
@@ -66,28 +71,33 @@ def torch_dcdm(op: Operator, b: np.ndarray, x0: np.ndarray | None, oracle: Calla
         matvecs += 1
     else:
         r = bt.clone()
-    rnorm = float(torch.linalg.vector_norm(r))
-    r_true, it, false_conv, fallbacks, reason = True, 0, 0, 0, "maxiter"
-    residual_until = 0
+    rnorm = torch.linalg.vector_norm(r)
+    r_true, it, false_conv, reason, block = True, 0, 0, "maxiter", 1
     hist: deque = deque(maxlen=max(k, 1))
-    res = [rnorm / bnorm]
+    res = [float(rnorm) / bnorm]
+    norms = [rnorm / bnorm]  # device scalars: the stall guard looks back STALL_WINDOW of them
+    until = torch.zeros((), dtype=torch.long, device=dev)  # residual (CG-like) steps until this iteration
+    fallbacks = torch.zeros((), dtype=torch.long, device=dev)
+    zero = torch.zeros((), dtype=torch.float64, device=dev)
 
-    def conjugate(q: Any) -> tuple[Any, Any, float]:
+    def conjugate(q: Any) -> tuple[Any, Any, Any]:
         aq = mv(q)
         for p, ap, pap in (hist if k > 0 else ()):
             c = torch.dot(aq, p) / pap
             q = q - c * p
             aq = aq - c * ap
-        return q, aq, float(torch.dot(q, aq))
+        return q, aq, torch.dot(q, aq)
 
     while True:
-        if rnorm / bnorm <= tol:
+        if res[-1] <= tol:
             if not r_true:
                 matvecs += 1
                 r = bt - mv(x)
-                rnorm = float(torch.linalg.vector_norm(r))
+                rnorm = torch.linalg.vector_norm(r)
                 r_true = True
-                if rnorm / bnorm > tol:
+                res[-1] = float(rnorm) / bnorm
+                norms[-1] = rnorm / bnorm
+                if res[-1] > tol:
                     false_conv += 1
                     continue
             reason = "converged"
@@ -97,49 +107,61 @@ def torch_dcdm(op: Operator, b: np.ndarray, x0: np.ndarray | None, oracle: Calla
         if time_limit is not None and time.perf_counter() - t0 > time_limit:
             reason = "time_limit"
             break
-        rhat = r / rnorm
-        if it >= STALL_WINDOW and it >= residual_until + STALL_WINDOW and res[it] > STALL_FACTOR * res[it - STALL_WINDOW]:
-            residual_until = it + STALL_WINDOW
-        learned = None
-        if it >= residual_until:
+        steps = min(block, maxiter - it)
+        block_norms, bad_q, bad_a, bad_pap = [], torch.zeros((), dtype=torch.bool, device=dev), None, None
+        for _ in range(steps):
+            rhat = r / rnorm
+            if it >= STALL_WINDOW:
+                stall = (it >= until + STALL_WINDOW) & (norms[-1] > STALL_FACTOR * norms[-1 - STALL_WINDOW])
+                until = torch.where(stall, torch.full_like(until, it + STALL_WINDOW), until)
+            allowed = it >= until
             q = oracle(rhat).to(device=dev, dtype=torch.float64).reshape(-1)
             if q.shape[0] != n:
-                raise InvalidInputError(f"the direction oracle returned {q.shape[0]} values, expected {n}")
-            if not bool(torch.isfinite(q).all()):
-                raise SolverError(f"the direction oracle returned a non-finite value at iteration {it}")
-            q, aq, pap = conjugate(q)
-            matvecs += 1
-            qr = float(torch.dot(q, r))
-            if pap > 0 and abs(qr) > 1e-12 * float(torch.linalg.vector_norm(q)) * rnorm:
-                learned = (q, aq, pap, qr)
-        if learned is None:
-            fallbacks += 1
-            q, aq, pap = conjugate(rhat.clone())
-            matvecs += 1
-            qr = float(torch.dot(q, r))
-            if not pap > 0:
-                raise InvalidInputError(f"the matrix is not positive definite: r^T A r = {pap:.3e} at iteration {it}")
-        else:
-            q, aq, pap, qr = learned
-        alpha = qr / pap
-        x += alpha * q
-        r -= alpha * aq
-        it += 1
-        r_true = False
-        if recompute_every > 0 and it % recompute_every == 0:
-            matvecs += 1
-            r = bt - mv(x)
-            r_true = True
-        rnorm = float(torch.linalg.vector_norm(r))
-        if not np.isfinite(rnorm):
-            raise SolverError(f"DCDM residual became non-finite at iteration {it}")
-        if k > 0:
-            hist.append((q, aq, pap))
-        res.append(rnorm / bnorm)
-    if not r_true:
-        matvecs += 1
+                raise ShapeError(f"the direction oracle returned {q.shape[0]} values, expected {n}")
+            finite = torch.isfinite(q).all()
+            bad_q = bad_q | (allowed & ~finite)
+            ql, aql, papl = conjugate(torch.where(finite, q, zero))
+            qrl = torch.dot(ql, r)
+            learned = allowed & (papl > 0) & (qrl.abs() > 1e-12 * torch.linalg.vector_norm(ql) * rnorm)
+            qf, aqf, papf = conjugate(rhat)
+            qrf = torch.dot(qf, r)
+            matvecs += 2
+            fallbacks = fallbacks + (~learned).long()
+            bad = ~learned & ~(papf > 0)
+            bad_pap = papf if bad_pap is None else torch.where(bad_pap > 0, papf, bad_pap)
+            bad_a = bad if bad_a is None else bad_a | bad
+            q, aq = torch.where(learned, ql, qf), torch.where(learned, aql, aqf)
+            pap, qr = torch.where(learned, papl, papf), torch.where(learned, qrl, qrf)
+            alpha = qr / pap
+            x.add_(alpha * q)
+            r = r - alpha * aq
+            it += 1
+            r_true = False
+            if recompute_every > 0 and it % recompute_every == 0:
+                matvecs += 1
+                r = bt - mv(x)
+                r_true = True
+            rnorm = torch.linalg.vector_norm(r)
+            if k > 0:
+                hist.append((q, aq, pap))
+            norms.append(rnorm / bnorm)
+            block_norms.append(norms[-1])
+            del norms[:-(STALL_WINDOW + 1)]
+        flags = torch.stack([bad_q, bad_a]).cpu().numpy()  # the block's one host round trip, with the residuals
+        block_res = torch.stack(block_norms).cpu().numpy()
+        if flags[0]:
+            raise SolverError(f"the direction oracle returned a non-finite value by iteration {it}")
+        if flags[1]:
+            raise InvalidInputError(f"the matrix is not positive definite: r^T A r = {float(bad_pap):.3e} "
+                                    f"by iteration {it}")
+        if not np.all(np.isfinite(block_res)):
+            raise SolverError(f"DCDM residual became non-finite by iteration {it}")
+        res.extend(block_res.tolist())
+        block = _next_block(res, tol, max_block)
     secs = time.perf_counter() - t0
-    return x.cpu().numpy(), _raw("dcdm-torch", it, res, matvecs, reason, false_conv, fallbacks), secs
+    raw = _raw("dcdm-torch", it, res, matvecs, reason, false_conv, int(fallbacks))
+    raw["bytes_per_matvec"] = matvec_bytes
+    return x.cpu().numpy(), raw, secs
 
 
 def torch_cg(op: Operator, b: np.ndarray, x0: np.ndarray | None, tol: float, maxiter: int, precond: str | None,
