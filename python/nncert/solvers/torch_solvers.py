@@ -1,9 +1,9 @@
 """CG and DCDM as torch ops, for data on a CUDA device: the matrix (torch sparse CSR), the vectors and
 the model stay on the device. Same algorithms as the Rust core (rust/core/src/linalg/{cg,dcdm}.rs):
 true-residual replacement every ``recompute_every`` iterations and confirmation of every claimed
-convergence. DCDM reads a few scalars back per iteration (its safeguards need them; the network dominates
-its time). CG keeps its scalars on the device and reads the residuals back once per block of iterations,
-the block sized from the observed convergence rate so that it ends on the converging iteration."""
+convergence. Both keep their scalars on the device and read the residuals (and error flags) back once per
+block of iterations, the block sized from the observed convergence rate so that it ends on the converging
+iteration: no host round trip per iteration."""
 
 from __future__ import annotations
 
