@@ -217,3 +217,23 @@ def test_relu_splitting_agrees_with_oracle():
         decided.add(r.status)
         n += 1
     assert n >= 25 and decided == {"holds", "violated"}
+
+
+@pytest.mark.parametrize("act", ["relu", "maxmin"])
+def test_torch_branch_and_bound_agrees_with_oracle(act):
+    """The torch path (the GPU's, here on CPU torch, lookahead splitting included), attacks off."""
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(17 if act == "relu" else 18)
+    seen = set()
+    for case in range(30):
+        net, prop = random_case(rng, act)
+        truth = milp_margin(net, prop)
+        if abs(truth) < 1e-6:
+            continue
+        r = nncert.verify(net, prop, timeout=20.0, attack=False, device="cpu", backend="torch")
+        assert r.status == ("holds" if truth > 0 else "violated"), (case, r, truth)
+        if r.status == "violated":
+            x, y = r.counterexample
+            assert np.allclose(y, net(x)) and prop.in_region(0, x)
+        seen.add(r.status)
+    assert seen == {"holds", "violated"}
