@@ -8,6 +8,10 @@
 #   4. the freshly trained model (DCDM on the device at 64^3 and 128^3), to compare with the shipped one;
 #   5. bench/gpu_bench.py: bounds, Lipschitz, verification and convex training, core vs torch.
 # usage: NNCERT_DATA=... bench/gpu_session.sh OUTDIR 2>&1 | tee OUTDIR/session.log
+# Needs: the built package (python/nncert/_core*.so), torch with CUDA, numpy, scipy, onnx, tqdm, pytest,
+# hypothesis, z3-solver, scs and pyamg (cvxpy is not needed). The benchmark data subset it reads: ACAS Xu nets
+# 1_1, 2_1, 3_3, 1_9, 4_5 with props 1-4 and 7, MNIST 256x2 and 256x6 with 4 props, lipschitz/8fc_128, and
+# vnncomp2021/test.
 # Every step runs under its own time limit, so one slow step cannot eat the others; OUTDIR gets
 # the solver JSONs and the trained models.
 set -u
