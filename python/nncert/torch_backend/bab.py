@@ -229,11 +229,15 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                     if len(leaves) >= max_leaves:
                         return finish("node_limit")
                 sp = o[~is_leaf]
+                if sp.numel() and stats["nodes"] >= max_nodes:  # undecided boxes left: never "holds"
+                    return finish("node_limit")  # (and no children to bound past the limit)
                 if sp.numel():
                     lo_s, hi_s = b_lo[sp], b_hi[sp]
                     lam_best = lam[sp, best[sp]]
                     dim = _split_dims(lo_s, hi_s, lam_best, W0[b_pr[sp]], min_width)
                     kid_sl = torch.zeros_like(b_sl[sp])
+                    if look and time.monotonic() >= deadline:  # the lookahead costs 2n bound passes a box
+                        return finish("timeout")
                     if look:
                         dim, kid_sl = _lookahead(net, lo_s, hi_s, a_y[sp], a_x[sp], c[sp], score[sp], dim,
                                                  b_sl[sp], W0[b_pr[sp]], margin, min_width)

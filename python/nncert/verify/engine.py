@@ -97,7 +97,8 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
                          lookahead: bool = True) -> dict[str, Any]:
         if on_torch and mode == "input":
             from ..torch_backend.bab import bab
-            return bab(net, _problems(prop), dev, time_limit=time_limit, max_nodes=max_nodes, max_leaves=max_leaves)
+            return bab(net, _problems(prop), dev, time_limit=time_limit, max_nodes=max_nodes, max_leaves=max_leaves,
+                       lookahead=lookahead)
         from .. import _core
         return _core.branch_and_bound(net._core, _problems(prop), mode=mode, time_limit=time_limit,
                                       max_nodes=max_nodes, max_leaves=max_leaves, opt_iters=bound_iters,
