@@ -11,7 +11,7 @@ import numpy as np
 from ..devices import require_torch, resolve_device
 from ..errors import InvalidInputError, ShapeError, UnsupportedModelError
 from ..layers import Dense, GroupSort, LeakyReLU, ReLU, Residual, reject_implicit, walk
-from .attack import deepen, falsify, replay
+from .attack import deepen, falsify, falsify_boxes, replay
 from .property import Property
 from .result import VerifyResult
 
@@ -20,6 +20,14 @@ METHODS = ("auto", "bab", "smt")
 BACKENDS = ("auto", "core", "torch")
 #: Inputs up to this many dimensions are split by input box; larger ones by ReLU phase.
 INPUT_SPLIT_MAX_DIM = 12
+#: Input splitting in the core runs this share of the timeout (at least GUIDED_MIN seconds) first; if
+#: that does not decide, falsification samples the boxes it left open and the search resumes from them.
+GUIDED_SHARE = 0.03
+GUIDED_MIN = 1.0
+#: Open boxes falsification searches (most undecided first), and its starting points in all (at most
+#: 32 per box).
+GUIDED_BOXES = 2048
+GUIDED_POINTS = 8192
 
 
 def _check(net, prop) -> Property:
@@ -94,14 +102,59 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     stats["device"] = f"{dev} (torch)" if on_torch else "cpu (Rust core)"
 
     def branch_and_bound(mode: str, time_limit: float, max_nodes: int | None = None,
-                         lookahead: bool = True) -> dict[str, Any]:
+                         lookahead: bool = True, problems: list | None = None, keep_open: bool = False,
+                         relu_below: int | None = None) -> dict[str, Any]:
         if on_torch and mode == "input":
             from ..torch_backend.bab import bab
             return bab(net, _problems(prop), dev, time_limit=time_limit, max_nodes=max_nodes, max_leaves=max_leaves)
         from .. import _core
-        return _core.branch_and_bound(net._core, _problems(prop), mode=mode, time_limit=time_limit,
-                                      max_nodes=max_nodes, max_leaves=max_leaves, opt_iters=bound_iters,
-                                      lookahead=lookahead)
+        return _core.branch_and_bound(net._core, _problems(prop) if problems is None else problems, mode=mode,
+                                      time_limit=time_limit, max_nodes=max_nodes, max_leaves=max_leaves,
+                                      opt_iters=bound_iters, lookahead=lookahead, keep_open=keep_open,
+                                      **({"relu_below": relu_below} if relu_below else {}))
+
+    def guided(time_limit: float) -> dict[str, Any]:
+        """Input splitting in the core, with one pause for falsification in the boxes it left open
+        (see GUIDED_SHARE), then resumed from them; the result of the whole, in the root problems' numbering."""
+        first = branch_and_bound("input", min(time_limit, max(GUIDED_MIN, GUIDED_SHARE * timeout)), keep_open=True)
+        if first["outcome"] != "timeout" or time.monotonic() >= deadline or not first["open"]:
+            return first
+        tf = time.monotonic()
+        # One box per open node (ReLU-split siblings share theirs), most undecided first.
+        boxes, seen = [], set()
+        for k, lo, hi, _, _ in first["open"]:
+            key = (k, lo.tobytes(), hi.tobytes())
+            if key not in seen:
+                seen.add(key)
+                boxes.append((k, lo, hi))
+        budget = min(deadline, tf + min(0.01 * timeout, 1.5))
+        some = boxes[:GUIDED_BOXES]
+        x = falsify_boxes(net, prop, some, budget, rng, per_box=max(1, min(32, GUIDED_POINTS // len(some))))
+        stats["phase_seconds"]["attack"] += time.monotonic() - tf
+        if x is not None:
+            return {"outcome": "falsified", "x": x, "stats": first["stats"], "leaves": []}
+        base = _problems(prop)
+        # Resumed from the open boxes (a node's ReLU splits are dropped: its whole box is searched again).
+        # The hybrid keeps the first run's threshold (a share of the root's unstable units, not of a box's).
+        rest = branch_and_bound("input", max(0.0, deadline - time.monotonic()),
+                                problems=[(lo, hi) + base[k][2:] for k, lo, hi in boxes],
+                                relu_below=first["stats"]["relu_below"])
+        s1, s2 = first["stats"], rest["stats"]
+        st = dict(s2)
+        for key in ("nodes", "pruned", "infeasible", "leaves"):
+            st[key] = s1[key] + s2[key]
+        for key in ("max_depth", "max_queue"):
+            st[key] = max(s1[key], s2[key])
+        st["stable"], st["unstable"] = s1["stable"], s1["unstable"]
+        st.pop("proved_volume", None)  # the two runs' shares do not add up
+        out = dict(rest, stats=st)
+        # The first run's undecided leaves stay undecided: "holds" needs them decided too.
+        out["leaves"] = first["leaves"] + [(boxes[leaf[0]][0],) + tuple(leaf[1:]) for leaf in rest["leaves"]]
+        if out["outcome"] == "holds" and out["leaves"]:
+            out["outcome"] = "undecided"
+        if "problem" in rest:
+            out["problem"] = boxes[rest["problem"]][0]
+        return out
 
     def done(status, how, x=None, message=""):
         ce, info = None, None
@@ -149,8 +202,17 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     tb = time.monotonic()
     log.info("verify: falsification found nothing in %.2f s; branch and bound (%s split, %.1f s left)",
              stats["phase_seconds"]["attack"], mode, deadline - tb)
-    r = branch_and_bound(mode, max(0.0, deadline - tb))
-    stats["phase_seconds"]["bab"] = time.monotonic() - tb
+    if mode == "input" and not on_torch and attack:
+        ta0 = stats["phase_seconds"]["attack"]
+        r = guided(max(0.0, deadline - tb))
+        stats["phase_seconds"]["bab"] = time.monotonic() - tb - (stats["phase_seconds"]["attack"] - ta0)
+        if r["outcome"] == "falsified":
+            stats.update({k: r["stats"][k] for k in ("nodes", "pruned", "max_depth", "max_queue", "stable", "unstable")})
+            stats["split"] = mode
+            return done("violated", "bab+attack", r["x"])
+    else:
+        r = branch_and_bound(mode, max(0.0, deadline - tb))
+        stats["phase_seconds"]["bab"] = time.monotonic() - tb
     stats.update({k: r["stats"][k] for k in ("nodes", "pruned", "max_depth", "max_queue", "stable", "unstable")})
     stats["split"] = mode
     stats["bab_leaves"] = len(r["leaves"])
