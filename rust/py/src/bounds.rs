@@ -104,7 +104,8 @@ fn output_bounds<'py>(
     Ok(d)
 }
 
-/// Branch and bound over `problems` (a list of (lo, hi, a_y, a_x, c)). Returns a dict with
+/// Branch and bound over `problems` (a list of (lo, hi, a_y, a_x, c), optionally with a sixth item: the
+/// side lengths input splitting measures the box against, e.g. the original root's when resuming). Returns a dict with
 /// outcome ("holds" | "candidate" | "undecided" | "timeout" | "node_limit"), x / problem for a
 /// candidate, leaves (problem, lo, hi, splits, pre) and stats. opt_iters: gradient steps of the
 /// optimised slopes / split multipliers per objective row and node (None: the default, 20; 0: off);
@@ -148,19 +149,28 @@ fn branch_and_bound<'py>(
     let crown = method == "crown";
     let mut probs = Vec::with_capacity(problems.len());
     for item in problems.iter() {
+        // (lo, hi, a_y, a_x, c) or (lo, hi, a_y, a_x, c, scale)
+        let scale: Option<Vec<f64>> = if item.len()? == 6 {
+            let s: PyReadonlyArray1<f64> = item.get_item(5)?.extract()?;
+            Some(s.as_array().to_vec())
+        } else {
+            None
+        };
         let (lo, hi, a_y, a_x, c): (
             PyReadonlyArray1<f64>,
             PyReadonlyArray1<f64>,
             PyReadonlyArray2<f64>,
             PyReadonlyArray2<f64>,
             PyReadonlyArray1<f64>,
-        ) = item.extract()?;
+        ) = (item.get_item(0)?.extract()?, item.get_item(1)?.extract()?, item.get_item(2)?.extract()?,
+             item.get_item(3)?.extract()?, item.get_item(4)?.extract()?);
         probs.push(bounds::Problem {
             lo: lo.as_array().to_vec(),
             hi: hi.as_array().to_vec(),
             a_y: numpy_to_mat(&a_y),
             a_x: numpy_to_mat(&a_x),
             c: c.as_array().to_vec(),
+            scale,
         });
     }
     let opts = BabOptions {
