@@ -99,7 +99,7 @@ def deepen(net, prop, x: np.ndarray, deadline: float) -> np.ndarray | None:
 
 
 def falsify_boxes(net, prop, boxes, deadline: float, rng: np.random.Generator, per_box: int = 8,
-                  steps: int = 20, step0: float = 0.2) -> np.ndarray | None:
+                  steps: int = 15, step0: float = 0.2) -> np.ndarray | None:
     """Falsification guided by a branch and bound: projected sign-gradient descent of the violation from
     ``per_box`` random points in each of ``boxes`` (a list of (pair index, lo, hi), sub-boxes of the pair's
     region that bounds could not prove), each point kept in its own box with steps scaled to that box.

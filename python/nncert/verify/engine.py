@@ -21,13 +21,14 @@ BACKENDS = ("auto", "core", "torch")
 #: Inputs up to this many dimensions are split by input box; larger ones by ReLU phase.
 INPUT_SPLIT_MAX_DIM = 12
 #: Input splitting in the core runs this share of the timeout (at least GUIDED_MIN seconds) first; if
-#: that does not decide, falsification samples the boxes it left open and the search resumes from them.
-GUIDED_SHARE = 0.03
-GUIDED_MIN = 1.0
+#: that does not decide, falsification searches the boxes it left open and the search resumes from them
+#: for twice as long, and so on.
+GUIDED_SHARE = 0.01
+GUIDED_MIN = 0.5
 #: Open boxes falsification searches (most undecided first), and its starting points in all (at most
 #: 32 per box).
 GUIDED_BOXES = 2048
-GUIDED_POINTS = 8192
+GUIDED_POINTS = 2048
 
 
 def _check(net, prop) -> Property:
@@ -103,7 +104,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
 
     def branch_and_bound(mode: str, time_limit: float, max_nodes: int | None = None,
                          lookahead: bool = True, problems: list | None = None, keep_open: bool = False,
-                         relu_below: int | None = None) -> dict[str, Any]:
+                         relu_below: int | None = None, max_leaves: int = max_leaves) -> dict[str, Any]:
         if on_torch and mode == "input":
             from ..torch_backend.bab import bab
             return bab(net, _problems(prop), dev, time_limit=time_limit, max_nodes=max_nodes, max_leaves=max_leaves)
@@ -114,47 +115,63 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
                                       **({"relu_below": relu_below} if relu_below else {}))
 
     def guided(time_limit: float) -> dict[str, Any]:
-        """Input splitting in the core, with one pause for falsification in the boxes it left open
-        (see GUIDED_SHARE), then resumed from them; the result of the whole, in the root problems' numbering."""
-        first = branch_and_bound("input", min(time_limit, max(GUIDED_MIN, GUIDED_SHARE * timeout)), keep_open=True)
-        if first["outcome"] != "timeout" or time.monotonic() >= deadline or not first["open"]:
-            return first
-        tf = time.monotonic()
-        # One box per open node (ReLU-split siblings share theirs), most undecided first.
-        boxes, seen = [], set()
-        for k, lo, hi, _, _ in first["open"]:
-            key = (k, lo.tobytes(), hi.tobytes())
-            if key not in seen:
-                seen.add(key)
-                boxes.append((k, lo, hi))
-        budget = min(deadline, tf + min(0.01 * timeout, 1.5))
-        some = boxes[:GUIDED_BOXES]
-        x = falsify_boxes(net, prop, some, budget, rng, per_box=max(1, min(32, GUIDED_POINTS // len(some))))
-        stats["phase_seconds"]["attack"] += time.monotonic() - tf
-        if x is not None:
-            return {"outcome": "falsified", "x": x, "stats": first["stats"], "leaves": []}
+        """Input splitting in the core in rounds: each round searches for a time (GUIDED_SHARE of the
+        timeout, doubling every round); if it does not decide, falsification searches the boxes it left
+        open (and its undecided leaves), then the next round resumes from the open boxes. The result of
+        the whole, in the root problems' numbering."""
         base = _problems(prop)
-        # Resumed from the open boxes (a node's ReLU splits are dropped: its whole box is searched again).
-        # The hybrid keeps the first run's threshold (a share of the root's unstable units, not of a box's).
-        rest = branch_and_bound("input", max(0.0, deadline - time.monotonic()),
-                                problems=[(lo, hi) + base[k][2:] for k, lo, hi in boxes],
-                                relu_below=first["stats"]["relu_below"])
-        s1, s2 = first["stats"], rest["stats"]
-        st = dict(s2)
-        for key in ("nodes", "pruned", "infeasible", "leaves"):
-            st[key] = s1[key] + s2[key]
-        for key in ("max_depth", "max_queue"):
-            st[key] = max(s1[key], s2[key])
-        st["stable"], st["unstable"] = s1["stable"], s1["unstable"]
-        st.pop("proved_volume", None)  # the two runs' shares do not add up
-        out = dict(rest, stats=st)
-        # The first run's undecided leaves stay undecided: "holds" needs them decided too.
-        out["leaves"] = first["leaves"] + [(boxes[leaf[0]][0],) + tuple(leaf[1:]) for leaf in rest["leaves"]]
-        if out["outcome"] == "holds" and out["leaves"]:
-            out["outcome"] = "undecided"
-        if "problem" in rest:
-            out["problem"] = boxes[rest["problem"]][0]
-        return out
+        end = time.monotonic() + time_limit
+        stage = max(GUIDED_MIN, GUIDED_SHARE * timeout)
+        problems, origin, relu_below = None, list(range(len(base))), None
+        leaves: list = []
+        total: dict[str, Any] = {}
+        while True:
+            r = branch_and_bound("input", max(0.0, min(end - time.monotonic(), stage)), problems=problems,
+                                 keep_open=True, relu_below=relu_below, max_leaves=max(1, max_leaves - len(leaves)))
+            s = r["stats"]
+            if not total:
+                total = dict(s)
+            else:
+                for key in ("nodes", "pruned", "infeasible", "leaves"):
+                    total[key] += s[key]
+                for key in ("max_depth", "max_queue"):
+                    total[key] = max(total[key], s[key])
+                total.pop("proved_volume", None)  # the rounds' shares do not add up
+            leaves += [(origin[leaf[0]],) + tuple(leaf[1:]) for leaf in r["leaves"]]
+            out = dict(r, stats=total, leaves=leaves)
+            if "problem" in r:
+                out["problem"] = origin[r["problem"]]
+            if r["outcome"] == "holds" and leaves:
+                out["outcome"] = "undecided"  # an earlier round's leaves are still undecided
+            if r["outcome"] not in ("timeout", "node_limit") or time.monotonic() >= end:
+                return out
+            tf = time.monotonic()
+            # One box per open node (ReLU-split siblings share theirs), most undecided first; then the leaves.
+            boxes, seen = [], set()
+            for k, lo, hi, _, _ in r.get("open", []):
+                key = (origin[k], lo.tobytes(), hi.tobytes())
+                if key not in seen:
+                    seen.add(key)
+                    boxes.append((origin[k], lo, hi))
+            some = boxes[:GUIDED_BOXES] + [(leaf[0], leaf[1], leaf[2]) for leaf in leaves[:GUIDED_BOXES]]
+            x = None
+            if some:
+                budget = min(end, tf + min(0.005 * timeout, 1.0))
+                x = falsify_boxes(net, prop, some, budget, rng, per_box=max(1, min(32, GUIDED_POINTS // len(some))))
+            stats["phase_seconds"]["attack"] += time.monotonic() - tf
+            if x is not None:
+                return {"outcome": "falsified", "x": x, "stats": total, "leaves": []}
+            if r["outcome"] == "node_limit" or not boxes:
+                return out
+            # The next round resumes from the open boxes (a node's ReLU splits are dropped: its whole box is
+            # searched again), with the first round's hybrid threshold (a share of the root's unstable units).
+            if relu_below is None:
+                relu_below = s["relu_below"]
+            # Sides measured against the original root's, so that the split choice (its guards against
+            # slicing) is that of an uninterrupted search.
+            problems = [(lo, hi) + tuple(base[k][2:5]) + (base[k][1] - base[k][0],) for k, lo, hi in boxes]
+            origin = [k for k, _, _ in boxes]
+            stage *= 2
 
     def done(status, how, x=None, message=""):
         ce, info = None, None
