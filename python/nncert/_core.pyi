@@ -48,11 +48,17 @@ def branch_and_bound(net: Network, problems: list[tuple], mode: str = "input", t
                      max_nodes: int | None = None, margin: float = 1e-8, method: str = "crown",
                      slopes_: str = "adaptive", batch: int = 0, min_width: float = 1e-7,
                      max_leaves: int = 10000, opt_iters: int | None = None,
-                     opt_gate: float | None = None, lookahead: bool = True) -> dict:
-    """Best-first parallel BaB over (lo, hi, a_y, a_x, c) problems; keys outcome, x, problem, leaves, stats.
+                     opt_gate: float | None = None, lookahead: bool = True, keep_open: bool = False,
+                     relu_share: float | None = None, relu_below: int | None = None) -> dict:
+    """Best-first parallel BaB over (lo, hi, a_y, a_x, c[, scale]) problems (scale: the side lengths input
+    splitting measures the box against, e.g. the original root's when resuming); keys outcome, x, problem,
+    leaves, stats (nodes, pruned, ..., proved_volume, relu_below) and, with keep_open, open: the nodes left
+    after a timeout or node limit as (problem, lo, hi, splits, score), most undecided first.
     opt_iters: optimised-bound steps per row and node (None: the default, 20; 0: off). opt_gate: optimise a
     node only when its gap is at most opt_gate times the last gain on its path (None: 1 for input splits,
-    every node for ReLU splits). lookahead: input splitting picks the side whose worse half bounds best."""
+    every node for ReLU splits). lookahead: input splitting picks the side whose worse half bounds best.
+    relu_share: input splitting hands a node whose unstable ReLUs are at most this share of its root's to
+    ReLU splitting (None: 0.2; 0: never); relu_below: that unit count given directly."""
 
 # --- sparse matrices and Krylov solvers (rust/py/src/linalg.rs) ---
 # CSR arguments are scipy's (indptr, indices, data, ncols): int32 or int64 indices (both the same type),

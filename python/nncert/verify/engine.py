@@ -11,7 +11,7 @@ import numpy as np
 from ..devices import require_torch, resolve_device
 from ..errors import InvalidInputError, ShapeError, UnsupportedModelError
 from ..layers import Dense, GroupSort, LeakyReLU, ReLU, Residual, reject_implicit, walk
-from .attack import deepen, falsify, replay
+from .attack import deepen, falsify, falsify_boxes, replay
 from .property import Property
 from .result import VerifyResult
 
@@ -20,6 +20,15 @@ METHODS = ("auto", "bab", "smt")
 BACKENDS = ("auto", "core", "torch")
 #: Inputs up to this many dimensions are split by input box; larger ones by ReLU phase.
 INPUT_SPLIT_MAX_DIM = 12
+#: Input splitting in the core runs this share of the timeout (at least GUIDED_MIN seconds) first; if
+#: that does not decide, falsification searches the boxes it left open and the search resumes from them
+#: for twice as long, and so on.
+GUIDED_SHARE = 0.01
+GUIDED_MIN = 0.5
+#: Open boxes falsification searches (most undecided first), and its starting points in all (at most
+#: 32 per box).
+GUIDED_BOXES = 2048
+GUIDED_POINTS = 2048
 
 
 def _check(net, prop) -> Property:
@@ -57,7 +66,8 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     """Decides whether ``prop`` holds for ``net``; see :class:`VerifyResult`.
 
     method: "auto" (falsification, then bound-propagation branch and bound in the Rust core, then Z3
-    on the leaves it cannot decide), "bab" (the same without Z3), or "smt" (one plain Z3 encoding of the
+    on the leaves it cannot decide; input splitting in the core runs in rounds, 1% of the timeout and
+    doubling, with falsification in the boxes each round left open), "bab" (the same without Z3), or "smt" (one plain Z3 encoding of the
     whole network per (box, conjunction); small networks only). ``timeout`` (seconds) is a hard
     wall-clock limit for the whole call. ``split``: "input" or "relu" (default: input for at most
     12 inputs). ``bound_iters``: gradient steps per node and objective row of the optimised bounds
@@ -94,15 +104,76 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     stats["device"] = f"{dev} (torch)" if on_torch else "cpu (Rust core)"
 
     def branch_and_bound(mode: str, time_limit: float, max_nodes: int | None = None,
-                         lookahead: bool = True) -> dict[str, Any]:
+                         lookahead: bool = True, problems: list | None = None, keep_open: bool = False,
+                         relu_below: int | None = None, max_leaves: int = max_leaves) -> dict[str, Any]:
         if on_torch and mode == "input":
             from ..torch_backend.bab import bab
             return bab(net, _problems(prop), dev, time_limit=time_limit, max_nodes=max_nodes, max_leaves=max_leaves,
                        lookahead=lookahead)
         from .. import _core
-        return _core.branch_and_bound(net._core, _problems(prop), mode=mode, time_limit=time_limit,
-                                      max_nodes=max_nodes, max_leaves=max_leaves, opt_iters=bound_iters,
-                                      lookahead=lookahead)
+        return _core.branch_and_bound(net._core, _problems(prop) if problems is None else problems, mode=mode,
+                                      time_limit=time_limit, max_nodes=max_nodes, max_leaves=max_leaves,
+                                      opt_iters=bound_iters, lookahead=lookahead, keep_open=keep_open,
+                                      **({"relu_below": relu_below} if relu_below else {}))
+
+    def guided(time_limit: float) -> dict[str, Any]:
+        """Input splitting in the core in rounds: each round searches for a time (GUIDED_SHARE of the
+        timeout, doubling every round); if it does not decide, falsification searches the boxes it left
+        open (and its undecided leaves), then the next round resumes from the open boxes. The result of
+        the whole, in the root problems' numbering."""
+        base = _problems(prop)
+        end = time.monotonic() + time_limit
+        stage = max(GUIDED_MIN, GUIDED_SHARE * timeout)
+        problems, origin, relu_below = None, list(range(len(base))), None
+        leaves: list = []
+        total: dict[str, Any] = {}
+        while True:
+            r = branch_and_bound("input", max(0.0, min(end - time.monotonic(), stage)), problems=problems,
+                                 keep_open=True, relu_below=relu_below, max_leaves=max(1, max_leaves - len(leaves)))
+            s = r["stats"]
+            if not total:
+                total = dict(s)
+            else:
+                for key in ("nodes", "pruned", "infeasible", "leaves"):
+                    total[key] += s[key]
+                for key in ("max_depth", "max_queue"):
+                    total[key] = max(total[key], s[key])
+                total.pop("proved_volume", None)  # the rounds' shares do not add up
+            leaves += [(origin[leaf[0]],) + tuple(leaf[1:]) for leaf in r["leaves"]]
+            out = dict(r, stats=total, leaves=leaves)
+            if "problem" in r:
+                out["problem"] = origin[r["problem"]]
+            if r["outcome"] == "holds" and leaves:
+                out["outcome"] = "undecided"  # an earlier round's leaves are still undecided
+            if r["outcome"] not in ("timeout", "node_limit") or time.monotonic() >= end:
+                return out
+            tf = time.monotonic()
+            # One box per open node (ReLU-split siblings share theirs), most undecided first; then the leaves.
+            boxes, seen = [], set()
+            for k, lo, hi, _, _ in r.get("open", []):
+                key = (origin[k], lo.tobytes(), hi.tobytes())
+                if key not in seen:
+                    seen.add(key)
+                    boxes.append((origin[k], lo, hi))
+            some = boxes[:GUIDED_BOXES] + [(leaf[0], leaf[1], leaf[2]) for leaf in leaves[:GUIDED_BOXES]]
+            x = None
+            if some:
+                budget = min(end, tf + min(0.005 * timeout, 1.0))
+                x = falsify_boxes(net, prop, some, budget, rng, per_box=max(1, min(32, GUIDED_POINTS // len(some))))
+            stats["phase_seconds"]["attack"] += time.monotonic() - tf
+            if x is not None:
+                return {"outcome": "falsified", "x": x, "stats": total, "leaves": []}
+            if r["outcome"] == "node_limit" or not boxes:
+                return out
+            # The next round resumes from the open boxes (a node's ReLU splits are dropped: its whole box is
+            # searched again), with the first round's hybrid threshold (a share of the root's unstable units).
+            if relu_below is None:
+                relu_below = s["relu_below"]
+            # Sides measured against the original root's, so that the split choice (its guards against
+            # slicing) is that of an uninterrupted search.
+            problems = [(lo, hi) + tuple(base[k][2:5]) + (base[k][1] - base[k][0],) for k, lo, hi in boxes]
+            origin = [k for k, _, _ in boxes]
+            stage *= 2
 
     def done(status, how, x=None, message=""):
         ce, info = None, None
@@ -150,8 +221,17 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     tb = time.monotonic()
     log.info("verify: falsification found nothing in %.2f s; branch and bound (%s split, %.1f s left)",
              stats["phase_seconds"]["attack"], mode, deadline - tb)
-    r = branch_and_bound(mode, max(0.0, deadline - tb))
-    stats["phase_seconds"]["bab"] = time.monotonic() - tb
+    if mode == "input" and not on_torch and attack:
+        ta0 = stats["phase_seconds"]["attack"]
+        r = guided(max(0.0, deadline - tb))
+        stats["phase_seconds"]["bab"] = time.monotonic() - tb - (stats["phase_seconds"]["attack"] - ta0)
+        if r["outcome"] == "falsified":
+            stats.update({k: r["stats"][k] for k in ("nodes", "pruned", "max_depth", "max_queue", "stable", "unstable")})
+            stats["split"] = mode
+            return done("violated", "bab+attack", r["x"])
+    else:
+        r = branch_and_bound(mode, max(0.0, deadline - tb))
+        stats["phase_seconds"]["bab"] = time.monotonic() - tb
     stats.update({k: r["stats"][k] for k in ("nodes", "pruned", "max_depth", "max_queue", "stable", "unstable")})
     stats["split"] = mode
     stats["bab_leaves"] = len(r["leaves"])

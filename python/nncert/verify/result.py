@@ -15,7 +15,8 @@ class VerifyResult:
     """``status``: "holds" (proved: no input of the region reaches the unsafe set), "violated" (a
     counterexample was found and replayed through the network in float64 and float32), "timeout" or
     "unknown" (neither). ``counterexample`` is ``(x, y)`` when violated. ``method`` says what decided it
-    ("attack", "bab", "bab+z3", "smt"); ``stats`` has nodes, leaves sent to Z3, stable/unstable units
+    ("attack", "bab", "bab+attack": falsification in the boxes a branch and bound left open, "bab+z3",
+    "smt"); ``stats`` has nodes, leaves sent to Z3, stable/unstable units
     at the root, and seconds per phase."""
 
     status: str

@@ -104,17 +104,22 @@ fn output_bounds<'py>(
     Ok(d)
 }
 
-/// Branch and bound over `problems` (a list of (lo, hi, a_y, a_x, c)). Returns a dict with
+/// Branch and bound over `problems` (a list of (lo, hi, a_y, a_x, c), optionally with a sixth item: the
+/// side lengths input splitting measures the box against, e.g. the original root's when resuming). Returns a dict with
 /// outcome ("holds" | "candidate" | "undecided" | "timeout" | "node_limit"), x / problem for a
 /// candidate, leaves (problem, lo, hi, splits, pre) and stats. opt_iters: gradient steps of the
 /// optimised slopes / split multipliers per objective row and node (None: the default, 20; 0: off);
 /// opt_gate: optimise a node only when its gap is at most opt_gate times the gain of the last
 /// optimisation on its path (None: the mode's default, 1 for input splits, always for ReLU splits);
-/// lookahead: input splitting picks the side by bounding both halves along every side.
+/// lookahead: input splitting picks the side by bounding both halves along every side. keep_open:
+/// after a timeout or node limit, "open" lists the nodes left (problem, lo, hi, splits, score),
+/// most undecided first. relu_share: input splitting hands nodes whose unstable ReLUs are at most
+/// this share of the root box's to ReLU splitting (None: the default, 0.2; 0: never); relu_below: that
+/// count given directly (e.g. when resuming from sub-boxes).
 #[pyfunction]
 #[pyo3(signature = (net, problems, mode="input", time_limit=60.0, max_nodes=None, margin=1e-8,
                     method="crown", slopes_="adaptive", batch=0, min_width=1e-7, max_leaves=10000, opt_iters=None,
-                    opt_gate=None, lookahead=true))]
+                    opt_gate=None, lookahead=true, keep_open=false, relu_share=None, relu_below=None))]
 #[allow(clippy::too_many_arguments)]
 fn branch_and_bound<'py>(
     py: Python<'py>,
@@ -132,6 +137,9 @@ fn branch_and_bound<'py>(
     opt_iters: Option<usize>,
     opt_gate: Option<f64>,
     lookahead: bool,
+    keep_open: bool,
+    relu_share: Option<f64>,
+    relu_below: Option<usize>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let mode = match mode {
         "input" => SplitMode::Input,
@@ -141,19 +149,28 @@ fn branch_and_bound<'py>(
     let crown = method == "crown";
     let mut probs = Vec::with_capacity(problems.len());
     for item in problems.iter() {
+        // (lo, hi, a_y, a_x, c) or (lo, hi, a_y, a_x, c, scale)
+        let scale: Option<Vec<f64>> = if item.len()? == 6 {
+            let s: PyReadonlyArray1<f64> = item.get_item(5)?.extract()?;
+            Some(s.as_array().to_vec())
+        } else {
+            None
+        };
         let (lo, hi, a_y, a_x, c): (
             PyReadonlyArray1<f64>,
             PyReadonlyArray1<f64>,
             PyReadonlyArray2<f64>,
             PyReadonlyArray2<f64>,
             PyReadonlyArray1<f64>,
-        ) = item.extract()?;
+        ) = (item.get_item(0)?.extract()?, item.get_item(1)?.extract()?, item.get_item(2)?.extract()?,
+             item.get_item(3)?.extract()?, item.get_item(4)?.extract()?);
         probs.push(bounds::Problem {
             lo: lo.as_array().to_vec(),
             hi: hi.as_array().to_vec(),
             a_y: numpy_to_mat(&a_y),
             a_x: numpy_to_mat(&a_x),
             c: c.as_array().to_vec(),
+            scale,
         });
     }
     let opts = BabOptions {
@@ -166,6 +183,9 @@ fn branch_and_bound<'py>(
         min_width,
         max_leaves,
         lookahead,
+        keep_open,
+        relu_share: relu_share.unwrap_or(BabOptions::default().relu_share),
+        relu_below,
         opt: OptOptions {
             gate: opt_gate.unwrap_or_else(|| bounds::default_gate(mode)),
             ..opt_options(opt_iters)
@@ -198,6 +218,14 @@ fn branch_and_bound<'py>(
         ))?;
     }
     d.set_item("leaves", leaves)?;
+    if keep_open {
+        let open = PyList::empty(py);
+        for o in &r.open {
+            let splits: Vec<(usize, usize, bool)> = o.splits.iter().map(|s: &Split| (s.act, s.unit, s.active)).collect();
+            open.append((o.problem, PyArray1::from_slice(py, &o.lo), PyArray1::from_slice(py, &o.hi), splits, o.score))?;
+        }
+        d.set_item("open", open)?;
+    }
     let s = &r.stats;
     let st = PyDict::new(py);
     st.set_item("nodes", s.nodes)?;
@@ -209,6 +237,8 @@ fn branch_and_bound<'py>(
     st.set_item("stable", s.root_stable)?;
     st.set_item("unstable", s.root_unstable)?;
     st.set_item("seconds", s.seconds)?;
+    st.set_item("proved_volume", s.proved_volume)?;
+    st.set_item("relu_below", s.relu_below)?;
     d.set_item("stats", st)?;
     Ok(d)
 }

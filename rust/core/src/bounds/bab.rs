@@ -28,6 +28,10 @@ pub struct Problem {
     /// (k, input_dim)
     pub a_x: Mat<f64>,
     pub c: Vec<f64>,
+    /// The side lengths input splitting measures its boxes against (None: this box's). A search
+    /// resumed from sub-boxes passes the original root's, so that it splits as the first one would
+    /// (its guards against slicing compare sides relative to the root).
+    pub scale: Option<Vec<f64>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -55,6 +59,20 @@ pub struct BabOptions {
     /// Optimised slopes (alpha-CROWN) and split multipliers (beta-CROWN, ReLU splits) for the
     /// objective rows; `iters: 0` keeps the fixed slopes of `prop`. Needs `prop.crown`.
     pub opt: OptOptions,
+    /// Input splitting: a node whose unstable units are at most this share of its root box's (all
+    /// activations ReLU or LeakyReLU) is split on ReLU phases instead, and so is everything below it
+    /// (0: never). Small boxes deep in an input-split search keep a few units unstable whose
+    /// relaxation the halving of sides removes only slowly; split multipliers remove it directly
+    /// (ACAS Xu property 2 on 3_3 and 4_2: timeouts after 116 s and 240k-466k nodes before;
+    /// bench/README.md). A share of all units instead switched too early on the small boxes of
+    /// properties 3 and 4 (1_1 / property 4: 0.6 s -> 27 s).
+    pub relu_share: f64,
+    /// The unstable-unit count for the hybrid above, given directly instead of as `relu_share` of each
+    /// root's (e.g. when a search resumes from sub-boxes of the original root); needs `relu_share > 0`.
+    pub relu_below: Option<usize>,
+    /// On a timeout or node limit, return the nodes still to search ([`BabResult::open`]), e.g. to
+    /// look for counterexamples in them and resume the search from them.
+    pub keep_open: bool,
 }
 
 impl Default for BabOptions {
@@ -70,6 +88,9 @@ impl Default for BabOptions {
             max_leaves: 10_000,
             lookahead: true,
             opt: OptOptions { gate: default_gate(SplitMode::Input), ..OptOptions::default() },
+            keep_open: false,
+            relu_share: 0.2,
+            relu_below: None,
         }
     }
 }
@@ -108,6 +129,23 @@ pub struct BabStats {
     pub root_stable: usize,
     pub root_unstable: usize,
     pub seconds: f64,
+    /// Share of the root domains proved so far (each split halves a node's share; averaged over the
+    /// problems): progress of an unfinished search. With input splitting alone it is the share of
+    /// the boxes' volume.
+    pub proved_volume: f64,
+    /// The first problem's unstable-unit count below which the hybrid split on ReLU phases (0: off).
+    pub relu_below: usize,
+}
+
+/// A node not yet searched when the search stopped early ([`BabOptions::keep_open`]).
+#[derive(Clone, Debug)]
+pub struct OpenNode {
+    pub problem: usize,
+    pub lo: Vec<f64>,
+    pub hi: Vec<f64>,
+    pub splits: Vec<Split>,
+    /// The lower bound of its parent's closest row minus its c (negative: undecided).
+    pub score: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -115,6 +153,9 @@ pub struct BabResult {
     pub outcome: Outcome,
     pub leaves: Vec<Leaf>,
     pub stats: BabStats,
+    /// With [`BabOptions::keep_open`], after a timeout or node limit: the nodes left, most
+    /// undecided (lowest score) first; together with `leaves` they cover what is not proved.
+    pub open: Vec<OpenNode>,
 }
 
 struct Node {
@@ -129,6 +170,8 @@ struct Node {
     gain: Option<f64>,
     /// Consecutive lookahead splits on the path that left the worse half no better.
     slices: u8,
+    /// Its share of the root problem's domain (halved by every split).
+    weight: f64,
     depth: usize,
     score: f64,
     seq: u64,
@@ -154,10 +197,12 @@ impl Ord for Node {
 
 enum Eval {
     /// Not evaluated: the deadline passed first.
-    Skipped,
+    Skipped(Node),
     Safe { infeasible: bool },
     Candidate(Vec<f64>),
-    Children(Vec<Node>),
+    /// The children to search, and the share of the root box's volume in children the split's
+    /// lookahead already proved (they are not searched again), with their number.
+    Children { kids: Vec<Node>, proved: usize, proved_volume: f64 },
     Leaf(Leaf),
 }
 
@@ -233,6 +278,11 @@ pub fn default_gate(mode: SplitMode) -> f64 {
     }
 }
 
+/// Every activation layer is a ReLU or LeakyReLU (the units ReLU splitting branches on).
+fn all_relu(acts: &[&Layer]) -> bool {
+    acts.iter().all(|a| matches!(a, Layer::ReLU | Layer::LeakyReLU { .. }))
+}
+
 /// Input splitting chooses its side by lookahead only up to this many inputs.
 const LOOKAHEAD_MAX_DIM: usize = 16;
 
@@ -244,20 +294,27 @@ fn gap(lb: &[f64], p: &Problem, margin: f64) -> f64 {
     lb.iter().zip(&p.c).map(|(l, c)| c + margin - l).fold(f64::INFINITY, f64::min)
 }
 
-fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts: &BabOptions, deadline: Instant) -> Result<Eval> {
+/// `relu_below`: per problem, the unstable-unit count at or below which an input-split node is split
+/// on ReLU phases instead (0: never).
+fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], relu_below: &[usize], node: Node, opts: &BabOptions,
+            deadline: Instant) -> Result<Eval> {
     if Instant::now() >= deadline {
-        return Ok(Eval::Skipped);
+        return Ok(Eval::Skipped(node));
     }
     let p = &probs[node.problem];
     let prop = propagate(net, &node.lo, &node.hi, opts.prop, &node.splits, node.prior.as_deref())?;
     if prop.infeasible {
         return Ok(Eval::Safe { infeasible: true });
     }
+    // A node with ReLU splits (ReLU splitting, or the hybrid's below a node of input splitting) is
+    // treated as in ReLU splitting: split multipliers optimised on every node, and the optimised
+    // coefficients used.
+    let node_relu = opts.mode == SplitMode::Relu || !node.splits.is_empty();
     let (mut lb, mut lam) = prop.objective(&p.a_y, &p.a_x, opts.prop.crown);
     let proved = lb.iter().zip(&p.c).any(|(l, c)| l - c > opts.margin);
     // Optimise only where the improvement the ancestors saw could close this node's gap.
     let close = match node.gain {
-        Some(g) if opts.opt.gate.is_finite() => gap(&lb, p, opts.margin) <= opts.opt.gate * g,
+        Some(g) if opts.opt.gate.is_finite() && !node_relu => gap(&lb, p, opts.margin) <= opts.opt.gate * g,
         _ => true,
     };
     let mut gain = node.gain;
@@ -271,7 +328,7 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts:
         // the optimised ones it took more nodes on ACAS Xu (bench/README.md).
         gain = Some(before - gap(&l2, p, opts.margin));
         lb = l2;
-        if opts.mode == SplitMode::Relu {
+        if node_relu {
             lam = lam2;
         }
         warm = Some(Arc::new(params));
@@ -305,13 +362,22 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts:
         gain,
         slices: 0,
         depth: node.depth + 1,
+        weight: 0.5 * node.weight,
         score,
         seq: 0,
     };
     let leaf = |pre: Vec<Interval>| {
         Eval::Leaf(Leaf { problem: node.problem, lo: node.lo.clone(), hi: node.hi.clone(), splits: node.splits.clone(), pre })
     };
-    match opts.mode {
+    // Hybrid: input splitting hands a node with few unstable ReLUs left to ReLU splitting.
+    // Once every unit of a hybrid node is fixed, its box is halved instead (keeping the splits): the
+    // bound over the box then converges, where a leaf would go to the exact solver (ACAS Xu 1_1 /
+    // property 5: 8.6 s -> 66 s with such leaves decided by Z3).
+    let split_relu = opts.mode == SplitMode::Relu || {
+        let unstable = if node_relu || relu_below[node.problem] > 0 { stability(acts, &prop.pre).1 } else { 0 };
+        (node_relu || unstable <= relu_below[node.problem]) && unstable > 0
+    };
+    match if split_relu { SplitMode::Relu } else { SplitMode::Input } {
         SplitMode::Input => {
             let n = node.lo.len();
             let widths: Vec<f64> = (0..n).map(|j| node.hi[j] - node.lo[j]).collect();
@@ -332,7 +398,7 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts:
             // Never let one side stay far wider (relative to the root box) than the chosen one: the
             // relaxation error depends on every side, not only on those with large coefficients.
             let rel = |j: usize| {
-                let w0 = p.hi[j] - p.lo[j];
+                let w0 = p.scale.as_ref().and_then(|s| s.get(j).copied()).unwrap_or(p.hi[j] - p.lo[j]);
                 if w0 > 0.0 { widths[j] / w0 } else { 0.0 }
             };
             let widest = (0..n).max_by(|&a, &b| rel(a).total_cmp(&rel(b))).unwrap();
@@ -340,6 +406,9 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts:
                 dim = widest;
             }
             let mut slices = 0;
+            // Per side the lookahead bounded, per half: proved, and the half's own pre-activation bounds.
+            type Halves = Vec<(bool, Vec<Interval>)>;
+            let mut looked: Vec<Option<Halves>> = vec![None; n];
             // 2n extra bound passes per node: only for low-dimensional inputs.
             if opts.lookahead && n <= LOOKAHEAD_MAX_DIM {
                 // Bound both halves along every side and keep the side that leaves the least total
@@ -353,6 +422,7 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts:
                 for j in order.into_iter().filter(|&j| widths[j] >= opts.min_width) {
                     let mid = 0.5 * (node.lo[j] + node.hi[j]);
                     let (mut left, mut worse) = (0.0, f64::INFINITY);
+                    let mut halves = Vec::with_capacity(2);
                     for half in 0..2 {
                         let (mut lo, mut hi) = (node.lo.clone(), node.hi.clone());
                         if half == 0 { hi[j] = mid } else { lo[j] = mid }
@@ -365,7 +435,10 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts:
                         };
                         left += m.min(0.0);
                         worse = worse.min(m);
+                        // Proved exactly as `evaluate` would prove it: a row's bound beyond the margin.
+                        halves.push((q.infeasible || m > 0.0, q.pre));
                     }
+                    looked[j] = Some(halves);
                     if left > best_m {
                         best_m = left;
                         pick = (j, worse > score + 1e-12 * (1.0 + score.abs()));
@@ -391,13 +464,25 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts:
             hi1[dim] = mid;
             lo2[dim] = mid;
             // The parent's bounds hold on both halves: intersected in, they mark the units already
-            // stable, which then need no back-substitution.
-            let pre = Some(prop.pre.clone());
-            let mut kids = vec![child(node.lo.clone(), hi1, vec![], pre.clone()), child(lo2, node.hi.clone(), vec![], pre)];
-            for k in &mut kids {
+            // stable, which then need no back-substitution. A half the lookahead bounded brings its
+            // own (tighter) bounds instead, and is dropped when they proved it.
+            let mut seen = looked.get_mut(dim).and_then(|l| l.take()).map(|h| h.into_iter());
+            let (mut kids, mut proved, mut proved_volume) = (Vec::with_capacity(2), 0, 0.0);
+            for (lo, hi) in [(node.lo.clone(), hi1), (lo2, node.hi.clone())] {
+                let pre = match seen.as_mut().and_then(|h| h.next()) {
+                    Some((true, _)) => {
+                        proved += 1;
+                        proved_volume += 0.5 * node.weight;
+                        continue;
+                    }
+                    Some((false, pre)) => pre,
+                    None => prop.pre.clone(),
+                };
+                let mut k = child(lo, hi, node.splits.clone(), Some(pre));
                 k.slices = slices;
+                kids.push(k);
             }
-            Ok(Eval::Children(kids))
+            Ok(Eval::Children { kids, proved, proved_volume })
         }
         SplitMode::Relu => {
             // Branch on the unit whose upper (chord) relaxation costs the binding row's bound most:
@@ -434,7 +519,7 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], node: Node, opts:
                 s.push(Split { act: a, unit: k, active });
                 kids.push(child(node.lo.clone(), node.hi.clone(), s, Some(prop.pre.clone())));
             }
-            Ok(Eval::Children(kids))
+            Ok(Eval::Children { kids, proved: 0, proved_volume: 0.0 })
         }
     }
 }
@@ -455,51 +540,87 @@ pub fn bab(net: &Network, problems: &[Problem], opts: &BabOptions) -> Result<Bab
         stats.root_stable = s;
         stats.root_unstable = u;
     }
+    let hybrid = opts.mode == SplitMode::Input && opts.relu_share > 0.0 && all_relu(&acts);
+    let relu_below: Vec<usize> = match opts.relu_below {
+        _ if !hybrid => vec![0; problems.len()],
+        Some(t) => vec![t; problems.len()],
+        None => problems
+            .iter()
+            .map(|p| {
+                let root = propagate(net, &p.lo, &p.hi, opts.prop, &[], None)?;
+                Ok((opts.relu_share * stability(&acts, &root.pre).1 as f64) as usize)
+            })
+            .collect::<Result<_>>()?,
+    };
+    stats.relu_below = relu_below.first().copied().unwrap_or(0);
     let mut heap = BinaryHeap::new();
     let mut seq = 0u64;
     for (i, p) in problems.iter().enumerate() {
-        heap.push(Node { problem: i, lo: p.lo.clone(), hi: p.hi.clone(), splits: vec![], prior: None, warm: None, gain: None, slices: 0, depth: 0, score: f64::NEG_INFINITY, seq });
+        heap.push(Node { problem: i, lo: p.lo.clone(), hi: p.hi.clone(), splits: vec![], prior: None, warm: None, gain: None, slices: 0, weight: 1.0, depth: 0, score: f64::NEG_INFINITY, seq });
         seq += 1;
     }
     // Small batches for the expensive ReLU-split nodes keep the deadline tight.
     let per_thread = if opts.mode == SplitMode::Relu { 2 } else { 8 };
     let batch = if opts.batch > 0 { opts.batch } else { per_thread * rayon::current_num_threads().max(1) };
     let mut leaves = Vec::new();
-    let finish = |outcome, leaves, mut stats: BabStats| {
+    let finish = |outcome, leaves, mut stats: BabStats, heap: BinaryHeap<Node>| {
         stats.seconds = t0.elapsed().as_secs_f64();
-        Ok(BabResult { outcome, leaves, stats })
+        let open = if opts.keep_open && matches!(outcome, Outcome::Timeout | Outcome::NodeLimit) {
+            heap.into_sorted_vec()
+                .into_iter()
+                .rev()
+                .map(|n| OpenNode { problem: n.problem, lo: n.lo, hi: n.hi, splits: n.splits, score: n.score })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(BabResult { outcome, leaves, stats, open })
     };
     while !heap.is_empty() {
         if Instant::now() >= deadline {
-            return finish(Outcome::Timeout, leaves, stats);
+            return finish(Outcome::Timeout, leaves, stats, heap);
         }
         if stats.nodes >= opts.max_nodes {
-            return finish(Outcome::NodeLimit, leaves, stats);
+            return finish(Outcome::NodeLimit, leaves, stats, heap);
         }
         let take = batch.min(heap.len()).min(opts.max_nodes - stats.nodes);
         let nodes: Vec<Node> = (0..take).map(|_| heap.pop().unwrap()).collect();
         stats.nodes += nodes.len();
-        let results: Vec<(usize, usize, Result<Eval>)> = nodes
+        let results: Vec<(usize, usize, f64, Result<Eval>)> = nodes
             .into_par_iter()
-            .map(|n| (n.problem, n.depth, evaluate(net, &acts, problems, n, opts, deadline)))
+            .map(|n| (n.problem, n.depth, n.weight, evaluate(net, &acts, problems, &relu_below, n, opts, deadline)))
             .collect();
-        for (problem, depth, r) in results {
-            stats.max_depth = stats.max_depth.max(depth);
-            match r? {
-                Eval::Skipped => return finish(Outcome::Timeout, leaves, stats),
+        let mut timed_out = false;
+        for (problem, depth, vol, r) in results {
+            let r = r?;
+            if !matches!(r, Eval::Skipped(_)) {
+                stats.max_depth = stats.max_depth.max(depth);
+            }
+            match r {
+                Eval::Skipped(n) => {
+                    // Back to the queue (the rest of the batch is still recorded), then stop.
+                    stats.nodes -= 1;
+                    timed_out = true;
+                    heap.push(n);
+                }
                 Eval::Safe { infeasible } => {
                     stats.pruned += 1;
+                    stats.proved_volume += vol / problems.len() as f64;
                     stats.infeasible += infeasible as usize;
                 }
-                Eval::Candidate(x) => return finish(Outcome::Candidate { x, problem }, leaves, stats),
+                Eval::Candidate(x) => return finish(Outcome::Candidate { x, problem }, leaves, stats, heap),
                 Eval::Leaf(l) => {
                     stats.leaves += 1;
                     leaves.push(l);
                     if leaves.len() >= opts.max_leaves {
-                        return finish(Outcome::NodeLimit, leaves, stats);
+                        return finish(Outcome::NodeLimit, leaves, stats, heap);
                     }
                 }
-                Eval::Children(kids) => {
+                Eval::Children { kids, proved, proved_volume } => {
+                    // Bounded (by the lookahead) and proved: counted as searched nodes.
+                    stats.nodes += proved;
+                    stats.pruned += proved;
+                    stats.proved_volume += proved_volume / problems.len() as f64;
                     for mut k in kids {
                         k.seq = seq;
                         seq += 1;
@@ -509,9 +630,12 @@ pub fn bab(net: &Network, problems: &[Problem], opts: &BabOptions) -> Result<Bab
             }
         }
         stats.max_queue = stats.max_queue.max(heap.len());
+        if timed_out {
+            return finish(Outcome::Timeout, leaves, stats, heap);
+        }
     }
     let outcome = if leaves.is_empty() { Outcome::Holds } else { Outcome::Undecided };
-    finish(outcome, leaves, stats)
+    finish(outcome, leaves, stats, heap)
 }
 
 #[cfg(test)]
@@ -534,6 +658,7 @@ mod tests {
             a_y: Mat::from_fn(1, 1, |_, _| s),
             a_x: Mat::zeros(1, 2),
             c: vec![s * c],
+            scale: None,
         }
     }
 
@@ -553,6 +678,31 @@ mod tests {
             }
             // y <= -0.1 is infeasible (y >= 0)
             assert_eq!(bab(&net, &[problem(-0.1, true)], &opts).unwrap().outcome, Outcome::Holds);
+        }
+    }
+
+    #[test]
+    fn hybrid_and_resumed_searches_decide_as_the_plain_one() {
+        let net = net_xor();
+        for (c, lower) in [(2.5, false), (1.5, false), (-0.1, true), (0.5, true)] {
+            let plain = BabOptions { relu_share: 0.0, time_limit: 10.0, ..Default::default() };
+            let want = bab(&net, &[problem(c, lower)], &plain).unwrap().outcome;
+            let is_cand = |o: &Outcome| matches!(o, Outcome::Candidate { .. });
+            // ReLU splitting from the root on (both units unstable there).
+            let hybrid = BabOptions { relu_below: Some(2), ..plain };
+            let got = bab(&net, &[problem(c, lower)], &hybrid).unwrap().outcome;
+            assert!(got == want || (is_cand(&got) && is_cand(&want)), "{c}: {got:?} vs {want:?}");
+            // Stopped after one node, then resumed from the open nodes' boxes.
+            let first = bab(&net, &[problem(c, lower)], &BabOptions { max_nodes: 1, keep_open: true, ..plain }).unwrap();
+            if first.outcome == Outcome::NodeLimit {
+                assert!(!first.open.is_empty());
+                let rest: Vec<Problem> =
+                    first.open.iter().map(|o| Problem { lo: o.lo.clone(), hi: o.hi.clone(), ..problem(c, lower) }).collect();
+                let got = bab(&net, &rest, &plain).unwrap().outcome;
+                assert!(got == want || (is_cand(&got) && is_cand(&want)), "{c} resumed: {got:?} vs {want:?}");
+            } else {
+                assert!(first.open.is_empty());
+            }
         }
     }
 

@@ -5,7 +5,7 @@ pub mod optimize;
 pub mod propagate;
 pub mod relax;
 
-pub use bab::{bab, default_gate, BabOptions, BabResult, Leaf, Outcome, Problem, SplitMode};
+pub use bab::{bab, default_gate, BabOptions, BabResult, Leaf, OpenNode, Outcome, Problem, SplitMode};
 pub use optimize::{optimise_rows, OptOptions, RowParams};
 pub use propagate::{activation_layers, propagate, PropOptions, Propagation, Split};
 pub use relax::Slopes;
