@@ -7,7 +7,9 @@ intercept column appended, no separate bias), so the patterns are the same (pysc
 which does not change the optimum), ``unitize_data=False``, float64, and its regulariser lam = beta / n because
 pyscnn scales the squared loss by 1/(2n) (its objective is nncert's divided by n). Its returned convex weights are
 re-evaluated by the same numpy objective and violation as every other solver (bench/convex_bench.py), against
-f* from cvxpy + Clarabel (cached from an earlier run of that bench when --fstar is given).
+f* from cvxpy + Clarabel (cached from an earlier run of that bench when --fstar is given). pyscnn's point is then
+projected onto the cones by the same Hildreth projection nncert's converged ADMM applies (its gap and time are
+reported separately), so that both are compared at feasible points.
 
 pyscnn's ``lab`` backend imports ``opt_einsum`` only for ``lab.einsum``; that package is not installed here,
 so a stand-in calling ``numpy.einsum`` is registered before the import (no other change to pyscnn).
@@ -87,13 +89,30 @@ def main() -> None:
         secs = time.perf_counter() - t0
         V = np.asarray(model.parameters[0][0]).T  # (d, p): pyscnn stores (c, p, d)
         W = np.asarray(model.parameters[1][0]).T
-        Dg = (Xa @ G >= 0).astype(np.float64)   # pyscnn's patterns, duplicates kept, in gate order
+        # pyscnn drops duplicate and empty patterns and reorders its gates (np.unique): its patterns are
+        # 1[X G' > 0] with the returned model's G'. They must be the same set as nncert's (checked).
+        Gm = np.asarray(model.G)
+        Dg = (Xa @ Gm > 0).astype(np.float64)
+        same = {c.tobytes() for c in Dg.T} == {c.tobytes() for c in D.T}
         obj = F.objective(Xa, Dg, V, W, y, beta, "squared")
         viol = F.violation(Xa, Dg, V, W)
         scale = max(1.0, float(np.abs(Xa @ V).max()), float(np.abs(Xa @ W).max()))
         gap = (obj - fstar) / abs(fstar)
+        # The same final step as nncert's converged ADMM: each group projected onto its cone (Hildreth, in the
+        # core), so that both are compared at feasible points; its time is reported separately.
+        from nncert import _core
+        t1 = time.perf_counter()
+        Uproj, _ = _core.convex_project_cones(np.ascontiguousarray(Xa), np.ascontiguousarray(Dg),
+                                              np.ascontiguousarray(np.hstack([V, W])))
+        proj_s = time.perf_counter() - t1
+        p = V.shape[1]
+        Vp, Wp = Uproj[:, :p], Uproj[:, p:]
+        obj_p = F.objective(Xa, Dg, Vp, Wp, y, beta, "squared")
+        viol_p = F.violation(Xa, Dg, Vp, Wp)
         row = {"n": n, "d": d, "P": P, "tol": tol, "s": secs, "objective": obj, "gap": gap, "violation": viol,
-               "feasible": viol <= 1e-6 * scale, "load": os.getloadavg()[0]}
+               "feasible": viol <= 1e-6 * scale, "same_patterns": same, "projection_s": proj_s,
+               "projected_gap": (obj_p - fstar) / abs(fstar), "projected_violation": viol_p,
+               "load": os.getloadavg()[0]}
         rows.append(row)
         print(json.dumps(row), flush=True)
 

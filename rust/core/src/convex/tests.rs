@@ -339,7 +339,10 @@ fn anderson_solves_a_linear_fixed_point_fast() {
 }
 
 #[test]
-fn anderson_admm_same_optimum_fewer_iterations() {
+fn anderson_admm_same_optimum() {
+    // Same optimum and exact feasibility with and without acceleration. Fewer iterations is not asserted: with the
+    // core's default rho = 1 on this tiny problem the accelerated squared-loss run needs 5,421 iterations against
+    // 4,427 (at the estimator's rho it needs fewer; see tests/test_convex.py and bench/README.md).
     for loss in [Loss::Squared, Loss::Hinge] {
         let (x, dm, mut y) = problem(40, 4, 8, 9);
         if loss == Loss::Hinge {
@@ -354,6 +357,5 @@ fn anderson_admm_same_optimum_fewer_iterations() {
         assert!((a.objective - b.objective).abs() < 1e-7 * a.objective, "{loss:?}: {} vs {}", a.objective, b.objective);
         assert!(b.history.last().unwrap().violation < 1e-12);
         assert!(b.anderson_accepted > 0 && a.anderson_accepted == 0);
-        assert!(b.iterations < a.iterations, "{loss:?}: {} vs {}", b.iterations, a.iterations);
     }
 }
