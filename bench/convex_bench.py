@@ -2,8 +2,8 @@
 
 Synthetic regression data (a random teacher two-layer ReLU net plus noise), the same sampled
 activation patterns for every solver, squared loss. The optimum f* is Clarabel's (interior point,
-default tolerances). "ADMM time to 1e-4": ConvexReLU(solver="admm") is run at tol 1e-5, then 1e-6, then
-1e-7, each run from scratch, until the returned weights (projected onto their cones, re-evaluated in
+default tolerances). "ADMM time to 1e-4": ConvexReLU(solver="admm") is run at tol 1e-5, then 3e-6, 1e-6,
+1e-7 (--tols), each run from scratch, once per Anderson memory (--anderson; 0 is the plain ADMM), until the returned weights (projected onto their cones, re-evaluated in
 numpy) are within 1e-4 relative of f* with cone-constraint violation below 1e-6 * max|X v|; the time of
 that whole fit (factorisation and projection included) is reported. SCS is run at eps 1e-5 and its
 returned weights are evaluated by the same numpy objective. The SCP (solver="scp", the same random gates,
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 
 import numpy as np
@@ -36,20 +37,33 @@ def problem(n: int, d: int, seed: int = 0):
     return X, y
 
 
-def run(n: int, d: int, P: int, beta: float, scs: bool, clarabel: bool) -> dict:
+def run(n: int, d: int, P: int, beta: float, scs: bool, clarabel: bool, anderson=(0, 10), tols=(1e-5, 3e-6, 1e-6, 1e-7),
+        clarabel_time_limit: float | None = None, admm_time_limit: float | None = None, scp: bool = True,
+        fstar_given: float | None = None) -> dict:
     X, y = problem(n, d)
     Xa = np.hstack([X, np.ones((n, 1))])
     D = sample_patterns(Xa, P, 0)
     row = {"n": n, "d": d, "P": int(D.shape[1]), "beta": beta}
     print(f"\n--- n = {n}, d = {d}, P = {D.shape[1]} ---", flush=True)
 
-    fstar = None
-    if clarabel:
-        ref = solve_reference(Xa, y, D, beta, "squared")
-        fstar = F.objective(Xa, D, ref.V, ref.W, y, beta, "squared")
-        row["clarabel_s"] = ref.seconds
-        row["clarabel_objective"] = fstar
-        print(f"cvxpy+Clarabel: {ref.seconds:.2f} s, objective {fstar:.8g}", flush=True)
+    fstar = fstar_given
+    if fstar is not None:
+        row["fstar_given"] = fstar
+        print(f"f* given (from an earlier Clarabel run of the same problem): {fstar:.8g}", flush=True)
+    elif clarabel:
+        opts = {} if clarabel_time_limit is None else {"time_limit": float(clarabel_time_limit)}
+        t0 = time.perf_counter()
+        try:
+            ref = solve_reference(Xa, y, D, beta, "squared", **opts)
+            fstar = F.objective(Xa, D, ref.V, ref.W, y, beta, "squared")
+            row["clarabel_s"] = ref.seconds
+            row["clarabel_objective"] = fstar
+            row["clarabel_status"] = ref.status
+            print(f"cvxpy+Clarabel: {ref.seconds:.2f} s ({ref.status}), objective {fstar:.8g}, "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+        except nncert.SolverError as e:
+            row["clarabel_error"] = f"{e} after {time.perf_counter() - t0:.1f} s (time limit {clarabel_time_limit})"
+            print("cvxpy+Clarabel:", row["clarabel_error"], flush=True)
     if scs:
         t0 = time.perf_counter()
         try:
@@ -61,22 +75,33 @@ def run(n: int, d: int, P: int, beta: float, scs: bool, clarabel: bool) -> dict:
                   f"violation {row['scs_violation']:.1e}", flush=True)
         except nncert.SolverError as e:
             row["scs_error"] = str(e)
-    for tol in (1e-5, 1e-6, 1e-7):
-        t0 = time.perf_counter()
-        m = nncert.ConvexReLU(patterns=D, beta=beta, tol=tol, max_iter=50000).fit(X, y)
-        secs = time.perf_counter() - t0
-        scale = max(1.0, float(np.abs(Xa @ m.V_[0]).max(initial=0)), float(np.abs(Xa @ m.W_[0]).max(initial=0)))
-        gap = (m.objective_ - fstar) / abs(fstar) if fstar is not None else float("nan")
-        ok = gap <= 1e-4 and m.constraint_violation_ <= 1e-6 * scale
-        print(f"admm tol {tol:.0e} ({m.u_solver_}): {secs:.2f} s, {m.n_iter_} iterations, {m.status_}, "
-              f"gap {gap:.2e}, violation {m.constraint_violation_:.1e}", flush=True)
-        row.setdefault("admm_runs", []).append({"tol": tol, "s": secs, "iters": int(m.n_iter_), "gap": gap,
-                                                "violation": m.constraint_violation_})
-        row["admm_u_solver"] = m.u_solver_
-        if ok or fstar is None:
-            row["admm_time_to_1e-4_s"] = secs
-            row["admm_iters_to_1e-4"] = int(m.n_iter_)
-            break
+    for mem in anderson:
+        # Without a reference (f* unknown) one run at the last tolerance of the sweep, within the time limit.
+        for tol in (tols if fstar is not None else tols[-1:]):
+            t0 = time.perf_counter()
+            m = nncert.ConvexReLU(patterns=D, beta=beta, tol=tol, max_iter=50000, anderson=mem,
+                                  time_limit=admm_time_limit).fit(X, y)
+            secs = time.perf_counter() - t0
+            scale = max(1.0, float(np.abs(Xa @ m.V_[0]).max(initial=0)), float(np.abs(Xa @ m.W_[0]).max(initial=0)))
+            gap = (m.objective_ - fstar) / abs(fstar) if fstar is not None else float("nan")
+            ok = gap <= 1e-4 and m.constraint_violation_ <= 1e-6 * scale
+            print(f"admm anderson {mem} tol {tol:.0e} ({m.u_solver_}): {secs:.2f} s, {m.n_iter_} iterations, "
+                  f"{m.status_}, objective {m.objective_:.8g}, gap {gap:.2e}, violation {m.constraint_violation_:.1e}, "
+                  f"accelerated steps {m.anderson_['accepted']} (rejected {m.anderson_['rejected']}), "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+            key = f"admm{mem}"
+            row.setdefault(f"{key}_runs", []).append({"tol": tol, "s": secs, "iters": int(m.n_iter_), "gap": gap,
+                                                      "objective": m.objective_, "status": m.status_,
+                                                      "violation": m.constraint_violation_,
+                                                      "load": os.getloadavg()[0]})
+            row["admm_u_solver"] = m.u_solver_
+            if ok:
+                row[f"{key}_time_to_1e-4_s"] = secs
+                row[f"{key}_iters_to_1e-4"] = int(m.n_iter_)
+                break
+    if not scp:
+        print(json.dumps(row), flush=True)
+        return row
     t0 = time.perf_counter()
     s = nncert.ConvexReLU(solver="scp", n_patterns=P, beta=beta, tol=1e-6, max_iter=50000).fit(X, y)
     row["scp_s"] = time.perf_counter() - t0
@@ -86,8 +111,9 @@ def run(n: int, d: int, P: int, beta: float, scs: bool, clarabel: bool) -> dict:
         row["scp_excess"] = (s.objective_ - fstar) / abs(fstar)
     print(f"scp: {row['scp_s']:.2f} s, {s.n_iter_} iterations, {s.status_}, objective {s.objective_:.8g}", flush=True)
     for k in ("clarabel_s", "scs_s"):
-        if k in row and "admm_time_to_1e-4_s" in row:
-            row[k.replace("_s", "_over_admm")] = row[k] / row["admm_time_to_1e-4_s"]
+        for mem in anderson:
+            if k in row and f"admm{mem}_time_to_1e-4_s" in row:
+                row[k.replace("_s", f"_over_admm{mem}")] = row[k] / row[f"admm{mem}_time_to_1e-4_s"]
     print(json.dumps(row), flush=True)
     return row
 
@@ -100,20 +126,31 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=1.0)
     ap.add_argument("--no-scs", action="store_true")
     ap.add_argument("--no-clarabel", action="store_true")
+    ap.add_argument("--anderson", type=int, nargs="+", default=[0, 10],
+                    help="Anderson memories to compare (0: the plain ADMM with over-relaxation 1.6)")
+    ap.add_argument("--tols", type=float, nargs="+", default=[1e-5, 3e-6, 1e-6, 1e-7],
+                    help="the ADMM tolerance sweep (each run from scratch; the first feasible 1e-4 point counts)")
+    ap.add_argument("--clarabel-time-limit", type=float, default=None, help="Clarabel's time_limit (seconds)")
+    ap.add_argument("--admm-time-limit", type=float, default=None, help="time_limit of each ADMM fit (seconds)")
+    ap.add_argument("--no-scp", action="store_true")
+    ap.add_argument("--fstar", type=float, default=None,
+                    help="f* of the same problem from an earlier Clarabel run (then Clarabel is not run)")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args()
     logging.getLogger("nncert.convex").setLevel(logging.ERROR)
-    rows = [run(n, args.d, P, args.beta, not args.no_scs, not args.no_clarabel)
+    rows = [run(n, args.d, P, args.beta, not args.no_scs, not args.no_clarabel, args.anderson, args.tols,
+                args.clarabel_time_limit, args.admm_time_limit, not args.no_scp, args.fstar)
             for n in args.sizes for P in args.patterns]
-    print("\n| n | d | P | ADMM u-step | ADMM to 1e-4 (s) | iters | Clarabel (s) | SCS (s) | Clarabel/ADMM | SCS/ADMM "
-          "| SCP (s) | SCP objective / f* - 1 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| n | d | P | ADMM u-step | Anderson memory | ADMM to 1e-4 (s) | iters | Clarabel (s) | SCS (s) | "
+          "Clarabel/ADMM | SCS/ADMM | SCP (s) | SCP objective / f* - 1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         f = lambda k, fmt="{:.2f}": fmt.format(r[k]) if k in r else "-"  # noqa: E731
-        print(f"| {r['n']} | {r['d']} | {r['P']} | {r['admm_u_solver']} | {f('admm_time_to_1e-4_s')} | "
-              f"{r.get('admm_iters_to_1e-4', '-')} | {f('clarabel_s')} | {f('scs_s')} | "
-              f"{f('clarabel_over_admm', '{:.1f}x')} | {f('scs_over_admm', '{:.1f}x')} | {f('scp_s')} | "
-              f"{f('scp_excess', '{:.2e}')} |")
+        for mem in args.anderson:
+            print(f"| {r['n']} | {r['d']} | {r['P']} | {r.get('admm_u_solver', '-')} | {mem} | "
+                  f"{f(f'admm{mem}_time_to_1e-4_s')} | {r.get(f'admm{mem}_iters_to_1e-4', '-')} | {f('clarabel_s')} | "
+                  f"{f('scs_s')} | {f(f'clarabel_over_admm{mem}', '{:.1f}x')} | {f(f'scs_over_admm{mem}', '{:.1f}x')} | "
+                  f"{f('scp_s')} | {f('scp_excess', '{:.2e}')} |")
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(rows, fh, indent=1)

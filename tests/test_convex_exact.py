@@ -60,7 +60,8 @@ def test_exact_optimum_lower_bounds_every_trained_network():
     y = np.sin(2 * X[:, 0]) * X[:, 1]
     beta = 0.05
     exact = nncert.ConvexReLU(patterns="all", beta=beta, solver="cvxpy").fit(X, y)
-    admm = nncert.ConvexReLU(patterns="all", beta=beta, max_iter=60000, tol=1e-6).fit(X, y)
+    # tol 1e-8: the Anderson-accelerated ADMM (default) gets there in ~4,300 iterations (plain: ~39,000).
+    admm = nncert.ConvexReLU(patterns="all", beta=beta, max_iter=60000, tol=1e-8).fit(X, y)
     sampled = nncert.ConvexReLU(n_patterns=5, beta=beta, solver="cvxpy").fit(X, y)
     assert admm.objective_ == pytest.approx(exact.objective_, rel=1e-6)
     assert exact.objective_ <= sampled.objective_ + 1e-9

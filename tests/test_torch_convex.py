@@ -38,7 +38,8 @@ CASES = {
 
 
 def both(X, y, **kw):
-    kw = dict(n_patterns=6, **kw)
+    # The torch path mirrors the plain ADMM; Anderson acceleration (on by default in the core) is core-only.
+    kw = dict(n_patterns=6, anderson=0, **kw)
     core = nncert.ConvexReLU(backend="core", **kw).fit(X, y)
     dev = nncert.ConvexReLU(backend="torch", device="cpu", **kw).fit(X, y)
     return core, dev
@@ -104,7 +105,7 @@ def test_several_outputs_and_admm_approx():
 def test_float32_within_1e4(loss):
     X, y = data(5)
     target = y if loss == "squared" else np.where(y > 0, 1, -1)
-    kw = dict(n_patterns=6, loss=loss, beta=1e-2, tol=1e-12, max_iter=300)  # a fixed number of iterations
+    kw = dict(n_patterns=6, loss=loss, beta=1e-2, tol=1e-12, max_iter=300, anderson=0)  # a fixed number of iterations
     core = nncert.ConvexReLU(**kw).fit(X, target)
     f32 = nncert.ConvexReLU(backend="torch", dtype="float32", **kw).fit(X, target)
     assert f32.n_iter_ == core.n_iter_ == 300
@@ -114,7 +115,7 @@ def test_float32_within_1e4(loss):
 
 def test_torch_tensor_inputs_on_the_torch_path():
     X, y = data(6)
-    ref = nncert.ConvexReLU(n_patterns=6, beta=1e-2, max_iter=200).fit(X, y)
+    ref = nncert.ConvexReLU(n_patterns=6, beta=1e-2, max_iter=200, anderson=0).fit(X, y)
     m = nncert.ConvexReLU(n_patterns=6, beta=1e-2, max_iter=200, backend="torch").fit(torch.from_numpy(X),
                                                                                         torch.from_numpy(y))
     assert m.objective_ == pytest.approx(ref.objective_, rel=1e-8)
@@ -187,7 +188,7 @@ def test_project_cones_binding():
 @pytest.mark.gpu
 def test_cuda_matches_the_core():
     X, y = data(11, n=200, d=5)
-    kw = dict(n_patterns=20, beta=1e-2, tol=1e-6, max_iter=500)
+    kw = dict(n_patterns=20, beta=1e-2, tol=1e-6, max_iter=500, anderson=0)
     core = nncert.ConvexReLU(**kw).fit(X, y)
     gpu = nncert.ConvexReLU(device="cuda", **kw).fit(X, y)
     assert gpu.device_.startswith("cuda")
@@ -196,3 +197,12 @@ def test_cuda_matches_the_core():
     gpu32 = nncert.ConvexReLU(device="cuda", dtype="float32", **dict(kw, tol=1e-12, max_iter=200)).fit(X, y)
     core200 = nncert.ConvexReLU(**dict(kw, tol=1e-12, max_iter=200)).fit(X, y)
     assert gpu32.objective_ == pytest.approx(core200.objective_, rel=1e-4)
+
+
+def test_anderson_is_core_only():
+    X, y = data(12)
+    with pytest.raises(nncert.UnsupportedModelError, match="anderson"):
+        nncert.ConvexReLU(n_patterns=6, anderson=5, backend="torch", device="cpu").fit(X, y)
+    # The default (None) runs the plain ADMM on the torch path.
+    m = nncert.ConvexReLU(n_patterns=6, beta=1e-2, max_iter=50, backend="torch", device="cpu").fit(X, y)
+    assert m.anderson_["memory"] == 0

@@ -95,10 +95,12 @@ def convex_admm(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], patterns
                 eps_abs: float = 1e-7, eps_rel: float = 1e-6, u_solver: str = "auto", pcg_tol: float = 1e-10,
                 memory_limit: float = 4294967296.0, time_limit: float = ..., callback: object | None = None,
                 callback_every: int = 50, adapt_every: int = 25, relaxation: float = 1.6,
-                z_weight: float = 1.0, project: bool = True) -> list[dict]:
+                z_weight: float = 1.0, project: bool = True, anderson: int = 0,
+                anderson_safeguard: float = 1.0) -> list[dict]:
     """ADMM for each column of y (n, C), sharing one u-step factorisation; project: a converged run's groups are
-    projected onto their cones (the last history row is after the projection). Each dict has v, w (d, P),
-    objective, iterations, status, u_solver, factor_seconds, solve_seconds and history (k, 7): iter,
+    projected onto their cones (the last history row is after the projection); anderson: memory of the safeguarded
+    type-II Anderson acceleration (0: off). Each dict has v, w (d, P),
+    objective, iterations, status, anderson_accepted, anderson_rejected, u_solver, factor_seconds, solve_seconds and history (k, 7): iter,
     objective, primal_residual, dual_residual, violation, seconds, inner_iterations."""
 def convex_admm_robust(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], patterns: npt.NDArray[np.float64],
                        feat: list[bool], eps: float, beta: float, loss: str = "squared", rho: float = 1.0,

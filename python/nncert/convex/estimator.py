@@ -25,6 +25,9 @@ ADVERSARIAL_SOLVERS = ("admm", "cvxpy")
 # problem, squared loss, eps = 0.05, beta = 0.05: 2,535 iterations to tol 1e-10 against 42,461 with rho = 1).
 ROBUST_ADAPT_EVERY = 25
 BACKENDS = ("auto", "core", "torch")
+# Default memory and safeguard of the Anderson-accelerated ADMM (core path, anderson=None); see bench/README.md.
+ANDERSON_MEMORY = 10
+ANDERSON_SAFEGUARD = 2.0
 HISTORY_FIELDS = ("iter", "objective", "primal_residual", "dual_residual", "violation", "seconds",
                   "inner_iterations")
 
@@ -88,9 +91,17 @@ class ConvexReLU:
     ``"scp"`` always run on the CPU (a device is then noted in the log, not an error). The fitted weights and
     predictions are numpy arrays whatever the device (torch inputs are accepted everywhere).
 
+    ``anderson``: memory of the safeguarded type-II Anderson acceleration of the ADMM fixed-point iteration
+    (``"admm"``/``"admm-approx"`` in the Rust core; None: 10 on the core, off on the torch path; 0: the plain ADMM
+    with over-relaxation 1.6, as before). An accelerated point whose fixed-point residual is more than twice that
+    of the point it came from is rejected and the memory cleared; the returned point is always a plain ADMM step's
+    output, projected onto the cones when the run converged. Not available on the torch path (an explicit
+    ``anderson > 0`` there raises ``UnsupportedModelError``) nor for ``adversarial_eps > 0`` (ignored).
+
     Fitted attributes: ``objective_`` (re-evaluated in numpy from the returned weights), ``n_iter_``,
     ``history_`` (dict of per-iteration arrays), ``patterns_`` (n, P), ``V_``/``W_`` (outputs, d, P; the
     last row is the bias when ``fit_intercept``), ``constraint_violation_``, ``status_``, ``u_solver_``,
+    ``anderson_`` (ADMM: dict of memory, accepted and rejected accelerated points),
     ``classes_`` (classification), ``fit_seconds_``, ``device_`` (where the solver ran),
     ``robust_patterns_`` (``adversarial_eps > 0`` with ``solver="admm"``: which patterns' robust cones are not {0};
     the others' groups are zero in every feasible point and are left out of the solve),
@@ -104,7 +115,7 @@ class ConvexReLU:
                  fit_intercept: bool = True, standardize: bool = False, max_iter: int = 10000, tol: float = 1e-6,
                  rho: float | None = None, u_solver: str = "auto", time_limit: float | None = None,
                  memory_limit: float | None = None, verbose: bool = False, device: Any = None,
-                 backend: str = "auto", dtype: str = "float64"):
+                 backend: str = "auto", dtype: str = "float64", anderson: int | None = None):
         self.n_patterns = n_patterns
         self.beta = beta
         self.loss = loss
@@ -124,6 +135,7 @@ class ConvexReLU:
         self.device = device
         self.backend = backend
         self.dtype = dtype
+        self.anderson = anderson
 
     # ------------------------------------------------------------------ scikit-learn protocol
     @classmethod
@@ -178,6 +190,9 @@ class ConvexReLU:
             raise InvalidInputError(f"max_iter must be a positive integer, got {self.max_iter!r}")
         if not (np.isfinite(self.tol) and self.tol > 0):
             raise InvalidInputError(f"tol must be positive, got {self.tol!r}")
+        a = self.anderson
+        if a is not None and (isinstance(a, bool) or not isinstance(a, (int, np.integer)) or a < 0):
+            raise InvalidInputError(f"anderson must be None or an integer >= 0 (0: plain ADMM), got {a!r}")
         if self.rho is not None and not (np.isfinite(self.rho) and self.rho > 0):
             raise InvalidInputError(f"rho must be positive, got {self.rho!r}")
         if self.standardize and not self.fit_intercept:
@@ -382,6 +397,16 @@ class ConvexReLU:
             n = Xa.shape[0]
             fits = _core.convex_ustep_memory("woodbury", n, Xa.shape[1], D.shape[1]) <= budget
             u_solver = "woodbury" if fits else self.u_solver
+        # Anderson acceleration (core only; the torch path mirrors the plain iteration). With it the ADMM runs
+        # without over-relaxation, which accelerates better (bench/README.md, "Convex training").
+        if self._on_torch:
+            if self.anderson:
+                raise UnsupportedModelError("anderson > 0 (Anderson-accelerated ADMM) runs in the Rust core only; "
+                                            "use backend='core' or anderson=0 on the torch path")
+            accel = {}
+        else:
+            mem = ANDERSON_MEMORY if self.anderson is None else int(self.anderson)
+            accel = dict(anderson=mem, anderson_safeguard=ANDERSON_SAFEGUARD, relaxation=1.0) if mem > 0 else {}
         kw = dict(loss=self.loss, rho=rho, max_iter=int(self.max_iter), eps_abs=0.1 * float(self.tol),
                   eps_rel=float(self.tol), u_solver=u_solver, memory_limit=float(budget),
                   time_limit=float(self.time_limit) if self.time_limit is not None else float("inf"),
@@ -394,13 +419,16 @@ class ConvexReLU:
                 results = convex_admm(Xa, np.ascontiguousarray(Y), D, float(self.beta), device=self._device,
                                       dtype=self.dtype, **kw)
             else:
-                results = _core.convex_admm(Xa, np.ascontiguousarray(Y), D, float(self.beta), **kw)
+                results = _core.convex_admm(Xa, np.ascontiguousarray(Y), D, float(self.beta), **kw, **accel)
         finally:
             if bar is not None:
                 bar.close()
         for c, r in enumerate(results):
             V[c], W[c] = r["v"], r["w"]
         self._record(results, "ADMM")
+        self.anderson_ = {"memory": accel.get("anderson", 0),
+                          "accepted": sum(int(r.get("anderson_accepted", 0)) for r in results),
+                          "rejected": sum(int(r.get("anderson_rejected", 0)) for r in results)}
         self.u_solver_ = results[0]["u_solver"]
         self.device_ = f"{self._device} (torch, {self.dtype})" if self._on_torch else "cpu (Rust core)"
 

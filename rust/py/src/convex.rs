@@ -36,7 +36,7 @@ fn per_output<R>(
 #[pyo3(signature = (x, y, patterns, beta, loss="squared", rho=1.0, max_iter=10000, eps_abs=1e-7, eps_rel=1e-6,
                     u_solver="auto", pcg_tol=1e-10, memory_limit=4294967296.0, time_limit=f64::INFINITY,
                     callback=None, callback_every=50, adapt_every=25, relaxation=1.6, z_weight=1.0,
-                    project=true))]
+                    project=true, anderson=0, anderson_safeguard=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn convex_admm<'py>(
     py: Python<'py>,
@@ -59,12 +59,14 @@ fn convex_admm<'py>(
     relaxation: f64,
     z_weight: f64,
     project: bool,
+    anderson: usize,
+    anderson_safeguard: f64,
 ) -> PyResult<Vec<Bound<'py, PyDict>>> {
     let loss = run_detached(py, || Loss::parse(loss))?;
     let u_solver = run_detached(py, || USolve::parse(u_solver))?;
     let settings = AdmmSettings {
         rho, max_iter, eps_abs, eps_rel, u_solver, pcg_tol, memory_limit, time_limit, adapt_every, relaxation,
-        z_weight, project,
+        z_weight, project, anderson, anderson_safeguard,
         ..AdmmSettings::default()
     };
     admm_columns(py, &x, &y, &patterns, beta, loss, &settings, &callback, callback_every, |xv, pv| {
@@ -141,6 +143,8 @@ fn admm_dict(py: Python<'_>, r: AdmmResult) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("objective", r.objective)?;
     d.set_item("iterations", r.iterations)?;
     d.set_item("status", r.status)?;
+    d.set_item("anderson_accepted", r.anderson_accepted)?;
+    d.set_item("anderson_rejected", r.anderson_rejected)?;
     d.set_item("u_solver", r.u_solver.name())?;
     d.set_item("factor_seconds", r.factor_seconds)?;
     d.set_item("solve_seconds", r.solve_seconds)?;

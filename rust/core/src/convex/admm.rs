@@ -152,6 +152,12 @@ pub struct AdmmSettings {
     /// Project the returned groups onto their cones when the run converged (see [`super::project`]); the last
     /// history record then holds the objective and violation after the projection.
     pub project: bool,
+    /// Memory of the safeguarded type-II Anderson acceleration of the ADMM fixed-point iteration (see
+    /// [`Anderson`]); 0 runs the plain ADMM. Standard ADMM only (the robust ADMM ignores it).
+    pub anderson: usize,
+    /// An accelerated point is rejected (and the memory cleared) when its fixed-point residual exceeds this
+    /// factor times the residual of the point it was extrapolated from.
+    pub anderson_safeguard: f64,
 }
 
 impl Default for AdmmSettings {
@@ -170,6 +176,8 @@ impl Default for AdmmSettings {
             z_weight: 1.0,
             relaxation: 1.6,
             project: true,
+            anderson: 0,
+            anderson_safeguard: 1.0,
         }
     }
 }
@@ -218,6 +226,9 @@ pub struct AdmmResult {
     pub iterations: usize,
     /// "converged", "max_iter", "time_limit" or "interrupted".
     pub status: &'static str,
+    /// Anderson-accelerated points taken, and rejected by the safeguard (0 and 0 without acceleration).
+    pub anderson_accepted: usize,
+    pub anderson_rejected: usize,
     pub history: Vec<Record>,
     pub u_solver: USolve,
     pub factor_seconds: f64,
@@ -297,6 +308,10 @@ impl<'a> AdmmProblem<'a> {
         let mut history = Vec::new();
         let mut status = "max_iter";
         let mut iters = 0;
+        // Anderson acceleration on the state t = (Zc + Lam, S + Nu, q + mu), from which one iteration's inputs
+        // follow (Zc = group shrink of its block, S = its positive part, q = the loss prox; the duals are the rest).
+        let state_len = d * m + n * m + if self.squared { 0 } else { n };
+        let mut accel = (settings.anderson > 0).then(|| AccelState::new(settings.anderson, state_len));
 
         for it in 1..=settings.max_iter {
             iters = it;
@@ -417,6 +432,11 @@ impl<'a> AdmmProblem<'a> {
                 status = why;
                 break;
             }
+            if let Some(acc) = accel.as_mut() {
+                let thr = beta / (rho * cw);
+                acc.after_iteration(settings.anderson_safeguard, thr, y, loss, rho, &mut zc, &mut lam, &mut s,
+                                    &mut nu, &mut q, &mut mu);
+            }
             if settings.adapt_every > 0 && it % settings.adapt_every == 0 && refactors < settings.max_refactor {
                 // With the loss split off (q = F U) the u-step has no smooth term, so rho A^T y equals the
                 // dual residual and cannot normalise it; those losses use the unnormalised rule.
@@ -441,6 +461,9 @@ impl<'a> AdmmProblem<'a> {
                     }
                     // Convergence needs rho fixed eventually, whether or not it costs a refactorisation.
                     refactors += 1;
+                    if let Some(acc) = accel.as_mut() {
+                        acc.restart(&zc, &lam, &s, &nu, &q, &mu);
+                    }
                 }
             }
         }
@@ -458,12 +481,15 @@ impl<'a> AdmmProblem<'a> {
         let objective = history.last().map(|r| r.objective).unwrap_or(f64::NAN);
         let v = zc.as_ref().subcols(0, p).to_owned();
         let w = zc.as_ref().subcols(p, p).to_owned();
+        let (anderson_accepted, anderson_rejected) = accel.map(|a| (a.accepted, a.rejected)).unwrap_or((0, 0));
         Ok(AdmmResult {
             v,
             w,
             objective,
             iterations: iters,
             status,
+            anderson_accepted,
+            anderson_rejected,
             history,
             u_solver: self.usolver.kind(),
             factor_seconds: self.factor_seconds + factor_seconds,
@@ -490,6 +516,365 @@ impl<'a> AdmmProblem<'a> {
             }
         }
         (loss.value(fu, y) + beta * reg, viol)
+    }
+}
+
+/// Safeguarded type-II Anderson acceleration of a fixed-point iteration x <- T(x) (Walker & Ni 2011; the
+/// safeguard as in SCS 3 and Zhang, O'Donoghue & Boyd 2020): from the last `mem` pairs (x_k, g_k = T(x_k) - x_k)
+/// the next point is x + g - (S + Y) gamma, gamma = argmin ||g - Y gamma||^2 + reg ||gamma||^2, where S and Y hold
+/// the differences of consecutive x and g. The caller evaluates T at that point next and rejects it (going back
+/// to the plain step T(x_k) and clearing the memory) if its residual grew (see [`AdmmSettings::anderson_safeguard`]).
+pub(crate) struct Anderson {
+    mem: usize,
+    /// Ring buffers: y_i = g_{k+1} - g_k and z_i = s_i + y_i = T(x_{k+1}) - T(x_k) (only S + Y enters the step).
+    y: Vec<Vec<f64>>,
+    z: Vec<Vec<f64>>,
+    /// Gram matrix Y^T Y over the ring positions.
+    gram: Vec<f64>,
+    /// T(x) = x + g and g of the previous pair.
+    t_prev: Vec<f64>,
+    g_prev: Vec<f64>,
+    have_prev: bool,
+    next: usize,
+    len: usize,
+}
+
+const CHUNK: usize = 1 << 15;
+const PAR_MIN: usize = 1 << 22;
+
+/// (a.b, a.c) in one pass over a.
+fn dot2(a: &[f64], b: &[f64], c: &[f64]) -> (f64, f64) {
+    let (mut s, mut t) = ([0.0f64; 8], [0.0f64; 8]);
+    let (a8, b8, c8) = (a.chunks_exact(8), b.chunks_exact(8), c.chunks_exact(8));
+    let (ra, rb, rc) = (a8.remainder(), b8.remainder(), c8.remainder());
+    for ((x, y), z) in a8.zip(b8).zip(c8) {
+        for l in 0..8 {
+            s[l] += x[l] * y[l];
+            t[l] += x[l] * z[l];
+        }
+    }
+    let (mut s1, mut t1) = (s.iter().sum::<f64>(), t.iter().sum::<f64>());
+    for ((x, y), z) in ra.iter().zip(rb).zip(rc) {
+        s1 += x * y;
+        t1 += x * z;
+    }
+    (s1, t1)
+}
+
+type DiffChunk<'a> = (((&'a mut [f64], &'a mut [f64]), (&'a mut [f64], &'a mut [f64])), (&'a [f64], &'a [f64]));
+
+impl Anderson {
+    pub(crate) fn new(mem: usize, len: usize) -> Self {
+        Self {
+            mem,
+            y: (0..mem).map(|_| vec![0.0; len]).collect(),
+            z: (0..mem).map(|_| vec![0.0; len]).collect(),
+            gram: vec![0.0; mem * mem],
+            t_prev: vec![0.0; len],
+            g_prev: vec![0.0; len],
+            have_prev: false,
+            next: 0,
+            len: 0,
+        }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.have_prev = false;
+        self.len = 0;
+        self.next = 0;
+    }
+
+    /// Records the pair (x, g = T(x) - x) and writes the extrapolated point into `out`; returns false (and
+    /// writes x + g) when there is nothing to extrapolate from yet or the least-squares problem is degenerate.
+    pub(crate) fn step(&mut self, x: &[f64], g: &[f64], out: &mut [f64]) -> bool {
+        use rayon::prelude::*;
+        let mem = self.mem;
+        // Serial below ~4M entries: on a loaded machine every parallel call can wait for a descheduled thread.
+        let par = x.len() > PAR_MIN;
+        // One pass: the new differences into the ring slot (when there is a previous pair); this pair becomes
+        // the previous one.
+        let slot = self.next;
+        let record = self.have_prev;
+        {
+            let body = |(((yv, zv), (tp, gp)), (x, g)): DiffChunk<'_>| {
+                if record {
+                    for ((((yv, zv), tp), gp), (x, g)) in
+                        yv.iter_mut().zip(zv.iter_mut()).zip(tp.iter_mut()).zip(gp.iter_mut()).zip(x.iter().zip(g))
+                    {
+                        let t = x + g;
+                        *yv = g - *gp;
+                        *zv = t - *tp;
+                        *tp = t;
+                        *gp = *g;
+                    }
+                } else {
+                    for ((tp, gp), (x, g)) in tp.iter_mut().zip(gp.iter_mut()).zip(x.iter().zip(g)) {
+                        *tp = x + g;
+                        *gp = *g;
+                    }
+                }
+            };
+            let (yv, zv) = (&mut self.y[slot], &mut self.z[slot]);
+            if par {
+                yv.par_chunks_mut(CHUNK)
+                    .zip(zv.par_chunks_mut(CHUNK))
+                    .zip(self.t_prev.par_chunks_mut(CHUNK).zip(self.g_prev.par_chunks_mut(CHUNK)))
+                    .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+                    .for_each(body);
+            } else {
+                body((((&mut yv[..], &mut zv[..]), (&mut self.t_prev[..], &mut self.g_prev[..])), (x, g)));
+            }
+        }
+        self.have_prev = true;
+        if !record {
+            out.copy_from_slice(&self.t_prev);
+            return false;
+        }
+        self.next = (slot + 1) % mem;
+        self.len = (self.len + 1).min(mem);
+        let m = self.len;
+        // The ring holds m columns at positions 0..m (m < mem) or all of them. One pass over each column gives
+        // its product with the new column (the Gram matrix) and with g.
+        // Chunk by chunk, so that the new column's and g's chunks stay in cache over the m columns.
+        let ys = &self.y;
+        let chunk_dots = |c: usize| -> Vec<f64> {
+            let off = c * CHUNK;
+            let end = (off + CHUNK).min(g.len());
+            let mut acc = vec![0.0; 2 * m];
+            for k in 0..m {
+                let (gk, bk) = dot2(&ys[k][off..end], &ys[slot][off..end], &g[off..end]);
+                acc[2 * k] = gk;
+                acc[2 * k + 1] = bk;
+            }
+            acc
+        };
+        let nchunks = g.len().div_ceil(CHUNK);
+        let add = |mut p: Vec<f64>, q: Vec<f64>| {
+            p.iter_mut().zip(&q).for_each(|(a, b)| *a += b);
+            p
+        };
+        let sums = if par {
+            (0..nchunks).into_par_iter().map(chunk_dots).reduce(|| vec![0.0; 2 * m], add)
+        } else {
+            (0..nchunks).map(chunk_dots).fold(vec![0.0; 2 * m], add)
+        };
+        let mut b = vec![0.0; m];
+        for k in 0..m {
+            self.gram[slot * mem + k] = sums[2 * k];
+            self.gram[k * mem + slot] = sums[2 * k];
+            b[k] = sums[2 * k + 1];
+        }
+        let mut a = vec![0.0; m * m];
+        let mut tr = 0.0;
+        for i in 0..m {
+            for j in 0..m {
+                a[i * m + j] = self.gram[i * mem + j];
+            }
+            tr += a[i * m + i];
+        }
+        // Tikhonov regularisation relative to the scale of Y^T Y.
+        let reg = 1e-10 * tr.max(f64::MIN_POSITIVE);
+        for i in 0..m {
+            a[i * m + i] += reg;
+        }
+        if cholesky_solve(&mut a, &mut b, m).is_none() || b.iter().any(|v| !v.is_finite()) {
+            out.copy_from_slice(&self.t_prev);
+            return false;
+        }
+        // out = x + g - Z gamma, chunk by chunk (each chunk of out stays in cache over the m columns).
+        let zs = &self.z;
+        let body = |(c, (o, t)): (usize, (&mut [f64], &[f64]))| {
+            o.copy_from_slice(t);
+            let off = c * CHUNK;
+            for (k, gk) in b.iter().enumerate() {
+                let len = o.len();
+                for (oi, zi) in o.iter_mut().zip(&zs[k][off..off + len]) {
+                    *oi -= gk * zi;
+                }
+            }
+        };
+        if par {
+            out.par_chunks_mut(CHUNK).zip(self.t_prev.par_chunks(CHUNK)).enumerate().for_each(body);
+        } else {
+            body((0, (out, &self.t_prev[..])));
+        }
+        true
+    }
+}
+
+/// Solves the small SPD system a z = b in place (b becomes z); None when a is not numerically SPD.
+fn cholesky_solve(a: &mut [f64], b: &mut [f64], m: usize) -> Option<()> {
+    for j in 0..m {
+        let mut d = a[j * m + j];
+        for k in 0..j {
+            d -= a[j * m + k] * a[j * m + k];
+        }
+        if !(d > 0.0) {
+            return None;
+        }
+        let d = d.sqrt();
+        a[j * m + j] = d;
+        for i in j + 1..m {
+            let mut v = a[i * m + j];
+            for k in 0..j {
+                v -= a[i * m + k] * a[j * m + k];
+            }
+            a[i * m + j] = v / d;
+        }
+    }
+    for i in 0..m {
+        let mut v = b[i];
+        for k in 0..i {
+            v -= a[i * m + k] * b[k];
+        }
+        b[i] = v / a[i * m + i];
+    }
+    for i in (0..m).rev() {
+        let mut v = b[i];
+        for k in i + 1..m {
+            v -= a[k * m + i] * b[k];
+        }
+        b[i] = v / a[i * m + i];
+    }
+    Some(())
+}
+
+/// The ADMM's side of the acceleration: packs the iterate into the fixed-point state, calls [`Anderson`], applies
+/// the safeguard and unpacks the chosen point back into the iterate.
+struct AccelState {
+    aa: Anderson,
+    /// The point the last iteration started from, its image T(t_in), the candidate, and the plain step T(x) of the
+    /// last point whose extrapolation is being tried (where a rejected candidate falls back to).
+    t_in: Vec<f64>,
+    t_out: Vec<f64>,
+    g: Vec<f64>,
+    cand: Vec<f64>,
+    fallback: Vec<f64>,
+    /// Fixed-point residual ||T(x) - x|| at the point the current candidate was extrapolated from.
+    gref: f64,
+    last_was_aa: bool,
+    /// The next pair straddles a change of rho (its t_in is not a state of the new map): do not record it.
+    skip_pair: bool,
+    accepted: usize,
+    rejected: usize,
+}
+
+impl AccelState {
+    fn new(mem: usize, len: usize) -> Self {
+        Self {
+            aa: Anderson::new(mem, len),
+            t_in: vec![0.0; len],
+            t_out: vec![0.0; len],
+            g: vec![0.0; len],
+            cand: vec![0.0; len],
+            fallback: vec![0.0; len],
+            gref: f64::INFINITY,
+            last_was_aa: false,
+            skip_pair: false,
+            accepted: 0,
+            rejected: 0,
+        }
+    }
+
+    fn pack(t: &mut [f64], zc: &Mat<f64>, lam: &Mat<f64>, s: &Mat<f64>, nu: &Mat<f64>, q: &[f64], mu: &[f64]) {
+        let (d, m, n) = (zc.nrows(), zc.ncols(), s.nrows());
+        let mut o = 0;
+        for j in 0..m {
+            for c in 0..d {
+                t[o] = zc[(c, j)] + lam[(c, j)];
+                o += 1;
+            }
+        }
+        for j in 0..m {
+            let (sj, nj) = (s.col_as_slice(j), nu.col_as_slice(j));
+            for (tk, (a, b)) in t[o..o + n].iter_mut().zip(sj.iter().zip(nj)) {
+                *tk = a + b;
+            }
+            o += n;
+        }
+        for k in o..t.len() {
+            t[k] = q[k - o] + mu[k - o];
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn unpack(t: &[f64], thr: f64, y: &[f64], loss: Loss, rho: f64, zc: &mut Mat<f64>, lam: &mut Mat<f64>,
+              s: &mut Mat<f64>, nu: &mut Mat<f64>, q: &mut [f64], mu: &mut [f64]) {
+        let (d, m, n) = (zc.nrows(), zc.ncols(), s.nrows());
+        let mut o = 0;
+        for j in 0..m {
+            let col = &t[o..o + d];
+            let nrm = col.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let shrink = if nrm > thr { 1.0 - thr / nrm } else { 0.0 };
+            for c in 0..d {
+                zc[(c, j)] = shrink * col[c];
+                lam[(c, j)] = col[c] - zc[(c, j)];
+            }
+            o += d;
+        }
+        for j in 0..m {
+            let (sj, nj) = (s.col_as_slice_mut(j), nu.col_as_slice_mut(j));
+            for ((&v, a), b) in t[o..o + n].iter().zip(sj.iter_mut()).zip(nj.iter_mut()) {
+                *a = v.max(0.0);
+                *b = v - *a;
+            }
+            o += n;
+        }
+        for k in 0..t.len() - o {
+            let v = t[o + k];
+            q[k] = loss.prox(v, y[k], 1.0 / rho);
+            mu[k] = v - q[k];
+        }
+    }
+
+    /// After an iteration that started from `t_in` and produced the iterate given: safeguard, then extrapolate.
+    #[allow(clippy::too_many_arguments)]
+    fn after_iteration(&mut self, safeguard: f64, thr: f64, y: &[f64], loss: Loss, rho: f64, zc: &mut Mat<f64>,
+                       lam: &mut Mat<f64>, s: &mut Mat<f64>, nu: &mut Mat<f64>, q: &mut [f64], mu: &mut [f64]) {
+        Self::pack(&mut self.t_out, zc, lam, s, nu, q, mu);
+        let mut g2 = 0.0;
+        for ((g, a), b) in self.g.iter_mut().zip(&self.t_out).zip(&self.t_in) {
+            *g = a - b;
+            g2 += *g * *g;
+        }
+        let gnorm = g2.sqrt();
+        if self.last_was_aa && !(gnorm <= safeguard * self.gref) {
+            // The extrapolated point did worse than the point it came from: take that point's plain step instead.
+            self.rejected += 1;
+            self.aa.reset();
+            self.last_was_aa = false;
+            self.t_in.copy_from_slice(&self.fallback);
+            Self::unpack(&self.t_in, thr, y, loss, rho, zc, lam, s, nu, q, mu);
+            return;
+        }
+        if self.last_was_aa {
+            self.accepted += 1;
+        }
+        self.gref = gnorm;
+        self.fallback.copy_from_slice(&self.t_out);
+        if self.skip_pair {
+            self.skip_pair = false;
+            self.last_was_aa = false;
+            std::mem::swap(&mut self.t_in, &mut self.t_out);
+            return;
+        }
+        if self.aa.step(&self.t_in, &self.g, &mut self.cand) {
+            std::mem::swap(&mut self.t_in, &mut self.cand);
+            Self::unpack(&self.t_in, thr, y, loss, rho, zc, lam, s, nu, q, mu);
+            self.last_was_aa = true;
+        } else {
+            std::mem::swap(&mut self.t_in, &mut self.t_out);
+            self.last_was_aa = false;
+        }
+    }
+
+    /// After a change of rho (the duals were rescaled): forget the history and restart from the iterate.
+    fn restart(&mut self, zc: &Mat<f64>, lam: &Mat<f64>, s: &Mat<f64>, nu: &Mat<f64>, q: &[f64], mu: &[f64]) {
+        self.aa.reset();
+        self.last_was_aa = false;
+        self.skip_pair = true;
+        self.gref = f64::INFINITY;
+        Self::pack(&mut self.t_in, zc, lam, s, nu, q, mu);
     }
 }
 

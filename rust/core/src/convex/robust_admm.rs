@@ -247,6 +247,8 @@ impl<'a> RobustAdmmProblem<'a> {
             objective,
             iterations: iters,
             status,
+            anderson_accepted: 0,
+            anderson_rejected: 0,
             history,
             u_solver: self.usolver.kind(),
             factor_seconds: self.factor_seconds,
