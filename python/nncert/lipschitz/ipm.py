@@ -45,8 +45,51 @@ MAX_NEWTON = 500
 
 
 def applies(chain: dict[str, Any], norm: str) -> bool:
-    """True when every stage is a plain (non-residual) grouped stage: the chain this solver handles."""
-    return bool(chain["stages"]) and all(st["kind"] == "groups" and not st["residual"] for st in chain["stages"])
+    """True for chains of grouped stages (plain or residual) and linear stages: the chains this solver handles."""
+    return bool(chain["stages"]) and all(st["kind"] in ("groups", "linear") for st in chain["stages"])
+
+
+def is_plain(chain: dict[str, Any]) -> bool:
+    """Every stage a plain grouped stage (the decoupled NSR chain: no free interface multipliers)."""
+    return all(st["kind"] == "groups" and not st["residual"] for st in chain["stages"])
+
+
+def _svec_index(o: int):
+    """(rows a, cols b, weights) of the orthonormal svec basis of symmetric o x o matrices: entry (a, b), a >= b,
+    is the coefficient of B_ab = E_aa (a == b) or (E_ab + E_ba) / sqrt(2), so <svec A, svec B> = tr(AB)."""
+    a, b = np.tril_indices(o)
+    w = np.where(a == b, 1.0, np.sqrt(2.0))
+    return a, b, w
+
+
+def svec(M: np.ndarray) -> np.ndarray:
+    """svec of the last two axes of M (symmetric)."""
+    a, b, w = _svec_index(M.shape[-1])
+    return M[..., a, b] * w
+
+
+def smat(x: np.ndarray, o: int) -> np.ndarray:
+    a, b, w = _svec_index(o)
+    M = np.zeros((o, o))
+    M[a, b] = x / w
+    M[b, a] = x / w
+    return M
+
+
+def skron(K: np.ndarray) -> np.ndarray:
+    """The matrix of dX -> K dX K^T between symmetric matrices in the svec bases: entry (alpha, beta) =
+    tr(B_alpha K B_beta K^T) = 2 c_alpha c_beta (K_ac K_bd + K_ad K_bc) for alpha = (a, b), beta = (c, d), with
+    c = 1/2 on the diagonal and 1/sqrt(2) off it (the symmetrised Kronecker product K (x)_s K)."""
+    o1, o2 = K.shape
+    a, b, wa = _svec_index(o1)
+    c, d, wc = _svec_index(o2)
+    Ka, Kb = K[a], K[b]
+    T = Ka[:, c] * Kb[:, d]
+    T += Ka[:, d] * Kb[:, c]
+    # 2 c_alpha c_beta with c = w / 2 (w = 1 diagonal, sqrt 2 off): = w_alpha w_beta / 2
+    T *= (0.5 * wa)[:, None]
+    T *= wc[None, :]
+    return T
 
 
 class _Lmi:
@@ -54,9 +97,11 @@ class _Lmi:
 
     def __init__(self, C: np.ndarray, ids: np.ndarray, U: np.ndarray, D: np.ndarray,
                  dense_ids: list[int] | None = None, dense: list[np.ndarray] | None = None,
-                 fac: np.ndarray | None = None):
+                 fac: np.ndarray | None = None, mats: list[tuple[int, np.ndarray, float]] | None = None):
         """U: (p, N, r) factors, one per variable, or (q, N, r) distinct factors with ``fac`` (p,) saying which
-        one each variable uses (lambda_j and gamma_j share W_g^T)."""
+        one each variable uses (lambda_j and gamma_j share W_g^T). ``mats``: free symmetric matrix variables
+        entering as sign V X V^T, each (offset of svec(X) in y, V (N, o), sign)."""
+        self.mats = [(int(off), np.asarray(V, dtype=np.float64), float(sg)) for off, V, sg in (mats or [])]
         self.C, self.ids, self.N = C, np.asarray(ids, dtype=np.int64), C.shape[0]
         q, N, r = U.shape
         p = len(self.ids)
@@ -75,12 +120,61 @@ class _Lmi:
         F = self.C + UD.transpose(1, 0, 2).reshape(N, q * r) @ self.Ucat.T
         for j, A in zip(self.dense_ids, self.dense):
             F = F + y[j] * A
+        for off, V, sg in self.mats:
+            o = V.shape[1]
+            F = F + sg * (V @ smat(y[off:off + o * (o + 1) // 2], o) @ V.T)
         return 0.5 * (F + F.T)
 
     def derivs(self, P: np.ndarray):
         """(gradient of log det F, Hessian of -log det F) restricted to this LMI's variables, with P = F^{-1}:
         d log det / dy_i = tr(P A_i), d^2 (-log det) / dy_i dy_j = tr(P A_i P A_j)."""
+        ids, g, H = self._scalar_derivs(P)
+        if not self.mats:
+            return ids, g, H
+        return self._matrix_derivs(P, ids, g, H)
+
+    def _matrix_derivs(self, P: np.ndarray, ids: np.ndarray, g: np.ndarray, H: np.ndarray):
+        """Adds the free symmetric matrix variables X_t (entering as s_t V_t X_t V_t^T) in svec coordinates:
+        gradient s_t svec(V_t^T P V_t); Hessian block (t, u) s_t s_u skron(V_t^T P V_u) (tr(B_a K B_b K^T));
+        with a scalar y_i (coefficient U_i D_i U_i^T) s_t svec(Y D_i Y^T), Y = V_t^T P U_i; with a dense one (A)
+        s_t svec(V_t^T P A P V_t)."""
+        sizes = [V.shape[1] * (V.shape[1] + 1) // 2 for _, V, _ in self.mats]
+        ns = len(ids)
+        tot = ns + sum(sizes)
+        G = np.zeros(tot)
+        HH = np.zeros((tot, tot))
+        G[:ns], HH[:ns, :ns] = g, H
+        starts = np.concatenate([[ns], ns + np.cumsum(sizes)])
+        PV = [P @ V for _, V, _ in self.mats]
         p, q, r = self.p, self.q, self.r
+        for t, (_, V, sg) in enumerate(self.mats):
+            o = V.shape[1]
+            a0, a1 = starts[t], starts[t + 1]
+            G[a0:a1] = sg * svec(V.T @ PV[t])
+            for u in range(t, len(self.mats)):
+                _, V2, sg2 = self.mats[u]
+                blk = (sg * sg2) * skron(V.T @ PV[u])
+                b0, b1 = starts[u], starts[u + 1]
+                HH[a0:a1, b0:b1] = blk
+                if u != t:
+                    HH[b0:b1, a0:a1] = blk.T
+            if p:
+                Y = (PV[t].T @ self.Ucat).reshape(o, q, r).transpose(1, 0, 2)[self.fac]  # (p, o, r)
+                Z = np.matmul(np.matmul(Y, self.D), Y.transpose(0, 2, 1))  # (p, o, o)
+                cr = sg * svec(Z)
+                HH[:p, a0:a1] = cr
+                HH[a0:a1, :p] = cr.T
+            for k, A in enumerate(self.dense):
+                cr = sg * svec(PV[t].T @ A @ PV[t])
+                HH[p + k, a0:a1] = cr
+                HH[a0:a1, p + k] = cr
+        mids = np.concatenate([np.arange(off, off + sz) for (off, _, _), sz in zip(self.mats, sizes)])
+        return np.concatenate([ids, mids]), G, HH
+
+    def _scalar_derivs(self, P: np.ndarray):
+        p, q, r = self.p, self.q, self.r
+        if p == 0 and not self.dense:
+            return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros((0, 0))
         Mq = (self.Ucat.T @ (P @ self.Ucat)).reshape(q, r, q, r)  # blocks U_f^T P U_g of the distinct factors
         M4 = Mq[self.fac][:, :, self.fac] if q != p or np.any(self.fac != np.arange(p)) else Mq
         M = M4.reshape(p * r, p * r)  # blocks M_ij = U_i^T P U_j
@@ -220,6 +314,226 @@ def build(chain: dict[str, Any], norm: str, Ws: list[np.ndarray], R: np.ndarray,
     return lmis, Glin, nv, decoder, decode, d
 
 
+class _In:
+    """The incoming interface X_k of a stage, as parts of an n x n block: low-rank scalar terms (ids, distinct factors
+    U (q, n, r), D (p, r, r), factor of each id (p,)), dense scalar terms (ids, mats) and free matrix variables
+    (offset, V (n, o), sign)."""
+
+    def __init__(self, n: int, lr=None, dense=None, mats=None):
+        self.n = n
+        self.lr = lr if lr is not None else (np.zeros(0, dtype=np.int64), np.zeros((0, n, 1)), np.zeros((0, 1, 1)),
+                                             np.zeros(0, dtype=np.int64))
+        self.dense = dense if dense is not None else ([], [])
+        self.mats = mats or []
+
+
+def _lmi_from(N: int, C: np.ndarray, inc: _In, own_ids, own_U, own_D, own_fac, own_mats) -> _Lmi:
+    """An LMI of size N: the incoming X_k on its leading n x n block, plus the stage's own terms (factors already
+    N rows tall)."""
+    n = inc.n
+    xi, xU, xD, xf = inc.lr
+    emb = np.zeros((xU.shape[0], N, xU.shape[2]))
+    emb[:, :n, :] = xU
+    parts_U, parts_D = [emb], [xD]
+    ids = [xi]
+    fac = [xf]
+    if len(own_ids):
+        parts_U.append(np.stack(own_U))
+        parts_D.append(np.stack(own_D))
+        ids.append(np.asarray(own_ids, dtype=np.int64))
+        fac.append(len(xU) + np.asarray(own_fac, dtype=np.int64))
+    r = max(u.shape[2] for u in parts_U)
+    U = np.concatenate([_pad(u, r) for u in parts_U])
+    D = np.concatenate([_padD(d, r) for d in parts_D])
+    dids, dm = inc.dense
+    dense = []
+    for A in dm:
+        B = np.zeros((N, N))
+        B[:n, :n] = A
+        dense.append(B)
+    mats = []
+    for off, V, sg in inc.mats:
+        Vb = np.zeros((N, V.shape[1]))
+        Vb[:n] = V
+        mats.append((off, Vb, sg))
+    mats.extend(own_mats)
+    return _Lmi(C, np.concatenate(ids), U, D, list(dids), dense, fac=np.concatenate(fac), mats=mats)
+
+
+def build_general(chain: dict[str, Any], norm: str, Ws: list[np.ndarray], R: np.ndarray, n0: int,
+                  use_gamma: bool = True):
+    """Like :func:`build`, for chains with residual and linear stages (the LMIs of ``certify.rs``):
+
+    - linear:            X_k - W^T X' W                                       (size n)
+    - plain groups:      X_k - W^T Q W, X' = Q                                (size n)
+    - residual groups:   [[X_k - S^T X' S - W^T Q W, -S^T X' G], [., Q - G^T X' G]]   (size n + m)
+
+    Q = sum_j lambda_j I_g + gamma_j E_g; X' (o x o) is a free symmetric variable, stored as svec (orthonormal basis)
+    in y. In the residual LMI lambda_j enters as U_j diag(-I, I) U_j^T with U_j = [W_g^T; Sel_g] (gamma_j: diag(-E, E))
+    and X' as -V X' V^T, V = [S^T; G^T]. Variables are laid out stage by stage (q_k, then X_{k+1}), so the Hessian
+    is banded. Returns (lmis, Glin, nv, decoder, groups decode (lam, gam) list, d, start)."""
+    stages = chain["stages"]
+    nv = 1
+    rho = 0
+    d = None
+    if norm == "inf":
+        d = np.arange(nv, nv + n0)
+        nv += n0
+    if norm == "2":
+        inc = _In(n0, dense=([rho], [np.eye(n0)]))
+    else:
+        U = np.zeros((n0, n0, 1))
+        U[np.arange(n0), np.arange(n0), 0] = 1.0
+        inc = _In(n0, lr=(d, U, np.ones((n0, 1, 1)), np.arange(n0)))
+    lmis: list[_Lmi] = []
+    nonneg: list[int] = []
+    decode = []   # per stage: (lam, gam, X offset, o)
+    for st, W in zip(stages, Ws):
+        m, n = W.shape
+        kind, residual = st["kind"], st["residual"]
+        lam = gam = None
+        own_ids, own_U, own_D, own_fac, own_mats = [], [], [], [], []
+        out = None
+        xoff, o = None, None
+        if kind == "groups":
+            groups, E, s = _groups(st)
+            G_ = len(groups)
+            lam = np.arange(nv, nv + G_)
+            nv += G_
+            if use_gamma:
+                gam = np.arange(nv, nv + G_)
+                nv += G_
+            nonneg.extend(lam.tolist())
+            N = n + m if residual else n
+            r = 2 * s if residual else s
+            nxt_U, nxt_D, nxt_ids, nxt_fac = [], [], [], []
+            for j, g in enumerate(groups):
+                sz = len(g)
+                Ug = np.zeros((N, r))
+                Ug[:n, :sz] = W[g].T
+                Dl = np.zeros((r, r))
+                Dl[:sz, :sz] = -np.eye(sz)
+                Eg = np.zeros((r, r))
+                Eg[:sz, :sz] = -E[:sz, :sz]
+                if residual:
+                    Ug[n + g, s + np.arange(sz)] = 1.0
+                    Dl[s:s + sz, s:s + sz] = np.eye(sz)
+                    Eg[s:s + sz, s:s + sz] = E[:sz, :sz]
+                own_U.append(Ug)
+                own_ids.append(lam[j])
+                own_D.append(Dl)
+                own_fac.append(j)
+                if gam is not None:
+                    own_ids.append(gam[j])
+                    own_D.append(Eg)
+                    own_fac.append(j)
+                if not residual:
+                    Sel = np.zeros((m, s))
+                    Sel[g, np.arange(sz)] = 1.0
+                    Dn = np.zeros((s, s))
+                    Dn[:sz, :sz] = np.eye(sz)
+                    En = np.zeros((s, s))
+                    En[:sz, :sz] = E[:sz, :sz]
+                    nxt_U.append(Sel)
+                    nxt_ids.append(lam[j])
+                    nxt_D.append(Dn)
+                    nxt_fac.append(j)
+                    if gam is not None:
+                        nxt_ids.append(gam[j])
+                        nxt_D.append(En)
+                        nxt_fac.append(j)
+            if not residual:
+                out = _In(m, lr=(np.asarray(nxt_ids, dtype=np.int64), np.stack(nxt_U), np.stack(nxt_D),
+                                 np.asarray(nxt_fac, dtype=np.int64)))
+        elif kind == "linear":
+            N = n
+        else:  # pragma: no cover - applies() excludes these
+            raise SolverError(f"internal error: the interior-point solver does not handle {kind} stages")
+        if out is None:  # a free interface multiplier X' (linear and residual stages)
+            if kind == "linear":
+                o = m
+                V = W.T
+            else:
+                S = st.get("S")
+                Gm = np.asarray(st["G"])
+                S = np.eye(n) if S is None else np.asarray(S)
+                o = S.shape[0]
+                V = np.vstack([S.T, Gm.T])
+            xoff = nv
+            nv += o * (o + 1) // 2
+            own_mats.append((xoff, V, -1.0))
+            out = _In(o, mats=[(xoff, np.eye(o), 1.0)])
+        lmis.append(_lmi_from(N, np.zeros((N, N)), inc, own_ids, own_U, own_D, own_fac, own_mats))
+        decode.append((lam, gam, xoff, o))
+        inc = out
+    Nf = R.shape[1]
+    if norm == "2":
+        lmis.append(_lmi_from(Nf, -R.T @ R, inc, [], [], [], [], []))
+    else:
+        r_ = R.reshape(-1)
+        C = np.zeros((Nf + 1, Nf + 1))
+        C[Nf, :Nf] = r_
+        C[:Nf, Nf] = r_
+        Ur = np.zeros((Nf + 1, 1))
+        Ur[Nf, 0] = 1.0
+        lmis.append(_lmi_from(Nf + 1, C, inc, [rho], [Ur], [np.ones((1, 1))], [0], []))
+    rows = []
+    for v in nonneg:
+        row = np.zeros(nv)
+        row[v] = 1.0
+        rows.append(row)
+    if d is not None:
+        row = np.zeros(nv)
+        row[rho] = 1.0
+        row[d] = -1.0
+        rows.append(row)
+    Glin = np.array(rows) if rows else np.zeros((0, nv))
+
+    def decoder(y: np.ndarray):
+        mults = []
+        for lam, gam, xoff, o in decode:
+            out: dict[str, Any] = {}
+            if lam is not None:
+                out["t"] = y[lam].copy()
+                out["gamma"] = y[gam].copy() if gam is not None else np.zeros(len(lam))
+            if xoff is not None:
+                out["X"] = smat(y[xoff:xoff + o * (o + 1) // 2], o)
+            mults.append(out)
+        return float(y[rho]), (None if d is None else y[d].copy()), mults
+
+    # strictly feasible start, backwards: every interface X_{k+1} = c I (Q = lambda I, gamma = 0)
+    y = np.zeros(nv)
+    c = 1.5 * (np.linalg.norm(R, 2) ** 2) + 1e-3
+    cL = c
+    for st, W, (lam, gam, xoff, o) in zip(reversed(stages), reversed(Ws), reversed(decode)):
+        nW2 = np.linalg.norm(W, 2) ** 2
+        if xoff is not None:
+            a, b, _ = _svec_index(o)
+            y[xoff:xoff + o * (o + 1) // 2] = np.where(a == b, c, 0.0)
+        if st["kind"] == "linear":
+            c = 1.5 * c * nW2 + 1e-3
+        elif not st["residual"]:
+            y[lam] = c
+            c = 1.5 * c * nW2 + 1e-3
+        else:
+            # [[c_k I - c S^T S - l W^T W, -c S^T G], [., l I - c G^T G]] > 0 with l = 2 c |G|^2 + eps:
+            # the Schur complement of the C block is at most c |S|^2, so c_k > 2 c |S|^2 + l |W|^2 suffices
+            G2 = np.linalg.norm(np.asarray(st["G"]), 2) ** 2
+            S = st.get("S")
+            S2 = 1.0 if S is None else np.linalg.norm(np.asarray(S), 2) ** 2
+            lv = 2.0 * c * G2 + 1e-3 * max(c, 1.0)
+            y[lam] = lv
+            c = 1.5 * (2.0 * c * S2 + lv * nW2) + 1e-3
+    if norm == "2":
+        y[rho] = c
+    else:
+        y[d] = c
+        r_ = R.reshape(-1)
+        y[rho] = 1.5 * (r_ @ r_) / cL + c * len(d) + 1e-3
+    groups_decode = [(lam, gam) for lam, gam, _, _ in decode if lam is not None]
+    return lmis, Glin, nv, decoder, groups_decode, d, y
+
+
 def _pad(U: np.ndarray, r: int) -> np.ndarray:
     if U.shape[2] == r:
         return U
@@ -277,25 +591,44 @@ def _caps(Glin: np.ndarray, y0: np.ndarray, decode) -> tuple[np.ndarray, np.ndar
     return np.vstack(rows), np.concatenate(h)
 
 
-def _newton_solve(H: np.ndarray, rhs: np.ndarray, band: int) -> np.ndarray:
-    """H^{-1} rhs: Jacobi-scaled (the multipliers differ by orders of magnitude along the chain), banded Cholesky
-    (the Hessian couples neighbouring stages only); least squares if that fails."""
-    nv = len(rhs)
+def _factor(H: np.ndarray, band: int):
+    """A solver for H x = rhs: Jacobi-scaled (the multipliers differ by orders of magnitude along the chain),
+    banded Cholesky (the Hessian couples neighbouring stages only) or dense Cholesky; least squares if that
+    fails. Factored once per Newton step: the predictor reuses it."""
+    nv = H.shape[0]
     try:
         sc = 1.0 / np.sqrt(np.maximum(np.diag(H), 1e-300))
-        Hs = H * sc[:, None] * sc[None, :]
         if band < nv // 2:
             ab = np.zeros((band + 1, nv))
             for k in range(band + 1):
-                ab[band - k, k:] = np.diagonal(Hs, k)
-            x = sc * sla.solveh_banded(ab, rhs * sc)
+                ab[band - k, k:] = np.diagonal(H, k) * sc[:nv - k] * sc[k:]
+            cb = sla.cholesky_banded(ab, overwrite_ab=True, check_finite=False)
+
+            def solve(rhs):
+                return sc * sla.cho_solve_banded((cb, False), rhs * sc, check_finite=False)
         else:
-            x = sc * np.linalg.solve(Hs, rhs * sc)
+            L = np.linalg.cholesky(H * sc[:, None] * sc[None, :])  # numpy's LAPACK (see solve)
+
+            def solve(rhs):
+                z = sla.solve_triangular(L, rhs * sc, lower=True, check_finite=False)
+                return sc * sla.solve_triangular(L.T, z, lower=False, check_finite=False)
+        x = solve(np.ones(nv))
         if not np.all(np.isfinite(x)):
             raise np.linalg.LinAlgError("non-finite Newton step")
-        return x
+        return solve
     except (np.linalg.LinAlgError, ValueError):
-        return np.linalg.lstsq(H + 1e-12 * np.trace(H) / nv * np.eye(nv), rhs, rcond=None)[0]
+        Hr = H + 1e-12 * np.trace(H) / nv * np.eye(nv)
+        return lambda rhs: np.linalg.lstsq(Hr, rhs, rcond=None)[0]
+
+
+def _newton_solve(H: np.ndarray, rhs: np.ndarray, band: int) -> np.ndarray:
+    """H^{-1} rhs (see :func:`_factor`)."""
+    return _factor(H, band)(rhs)
+
+
+def _lmi_ids(L: _Lmi) -> np.ndarray:
+    parts = [L.ids, L.dense_ids] + [np.arange(off, off + V.shape[1] * (V.shape[1] + 1) // 2) for off, V, _ in L.mats]
+    return np.concatenate(parts).astype(np.int64)
 
 
 def _barrier(lmis, Glin, hlin, y, t) -> float:
@@ -333,15 +666,18 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose):
 
     t_start = time.perf_counter()
     Ws, R, n0, info = restrict(chain, norm)
-    lmis, Glin, nv, decoder, decode, d = build(chain, norm, Ws, R, n0, use_gamma)
-    y = _start(chain, norm, Ws, R, nv, decode, d)
+    if is_plain(chain):
+        lmis, Glin, nv, decoder, decode, d = build(chain, norm, Ws, R, n0, use_gamma)
+        y = _start(chain, norm, Ws, R, nv, decode, d)
+    else:
+        lmis, Glin, nv, decoder, decode, d, y = build_general(chain, norm, Ws, R, n0, use_gamma)
     Glin, hlin = _caps(Glin, y, decode)
     per_row = np.count_nonzero(Glin, axis=1)
     single_r = np.nonzero(per_row == 1)[0]
     single_c = np.argmax(Glin[single_r] != 0, axis=1)
     multi = np.nonzero(per_row > 1)[0]
     # half-bandwidth of the Hessian: variables interact only within one LMI (and within a multi-variable row)
-    band = max([int(np.ptp(np.concatenate([L.ids, L.dense_ids]))) for L in lmis if len(L.ids) + len(L.dense_ids)]
+    band = max([int(np.ptp(_lmi_ids(L))) for L in lmis if len(_lmi_ids(L))]
                + [int(np.ptp(np.nonzero(Glin[i])[0])) for i in multi] + [0])
     m_bar = sum(L.N for L in lmis) + Glin.shape[0]
     t = m_bar / max(y[0], 1e-12)
@@ -372,7 +708,8 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose):
             if len(multi):
                 Gm = Glin[multi]
                 H += (Gm.T * (1.0 / s[multi] ** 2)) @ Gm
-            dy = -_newton_solve(H, g, band)
+            hsolve = _factor(H, band)
+            dy = -hsolve(g)
             dec2 = -g @ dy
             newton += 1
             if dec2 / 2 < CENTER:
@@ -412,7 +749,7 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose):
             status = "optimal_inaccurate"
             break
         # predictor: along the tangent of the central path, dy/dt = -H^{-1} e_rho (from t e_rho + grad = 0)
-        dp = -_newton_solve(H, np.eye(1, nv, 0).ravel(), band) * (MU - 1.0) * t
+        dp = -hsolve(np.eye(1, nv, 0).ravel()) * (MU - 1.0) * t
         t *= MU
         f = _barrier(lmis, Glin, hlin, y, t)
         a = 1.0
