@@ -1,5 +1,5 @@
-"""A barrier interior-point solver specialised to the decoupled LipSDP-NSR chain of grouped layers (MaxMin,
-GroupSort, Householder), l2 or l-inf with a scalar output.
+"""A barrier interior-point solver specialised to the LipSDP-NSR chain of grouped layers (MaxMin, GroupSort,
+Householder), plain or residual, with linear stages, l2 or l-inf with a scalar output.
 
 The chain's LMIs (``certify.rs``) are F_k(y) = C_k + sum_i y_i A_{k,i} >= 0 in the multipliers y = (rho, [d],
 lambda_0, gamma_0, lambda_1, gamma_1, ...), and every coefficient is of low rank with a known factor:
@@ -21,6 +21,19 @@ accepts them without repair; it re-checks them either way.
 
 The start is strictly feasible by construction: Q_k = c_k I chosen backwards (c_{L-1} > ||R||^2,
 c_{k-1} > c_k ||W_k||^2), rho > c_0 ||W_0||^2.
+
+Residual and linear stages (:func:`build_general`) add a free symmetric interface multiplier X_{k+1} (o x o), which
+enters its own stage's LMI as -V X V^T (residual: V = [S^T; G^T], linear: V = W^T) and the next one as X on the
+leading block. X is a vector of o(o+1)/2 variables in the orthonormal svec basis B_ab, so its gradient is
+s svec(V^T P V) and its Hessian blocks are symmetrised Kronecker products: tr(P V B_a V^T P V' B_b V'^T) =
+tr(B_a K B_b K^T) with K = V^T P V' (:func:`skron`, formed with index arrays, no loops over entries); against a
+scalar multiplier with coefficient U D U^T it is svec(Y D Y^T), Y = V^T P U. Start: every interface X_{k+1} = c I,
+Q = lambda I, c chosen backwards so that every LMI is strictly feasible (residual stage: lambda = 2 c ||G||^2,
+c_k = 1.5 (2 c ||S||^2 + lambda ||W||^2)). With many such variables (nv > DENSE_MAX: 64-wide residual nets have
+~8000) the Newton system is solved matrix-free by preconditioned CG (:class:`_NewtonCG`): Hessian-vector products
+cost a few N^3 products per LMI, and the preconditioner is block diagonal and exact per block (the scalar
+multipliers densely, each X by a simultaneous diagonalisation of its two Kronecker terms). t grows by MU_GENERAL
+on these chains.
 """
 
 from __future__ import annotations
@@ -30,18 +43,30 @@ from typing import Any
 
 import numpy as np
 import scipy.linalg as sla
+import scipy.sparse as sp
 
-from ..errors import SolverError
+from ..errors import InvalidInputError, SolverError
 
 MU = 3.0
+#: t grows by this factor on chains with free interface multipliers (residual / linear stages): measured on
+#: maxmin_residual_5_32, 63 Newton steps and 13.6k CG iterations against 101 and 32k with MU = 3
+MU_GENERAL = 10.0
 #: multiplier caps, relative to the (feasible) start: see _caps
 CAP = 1e3
 #: Newton steps per centring at most (then t grows anyway: long-step path following)
 MAX_INNER = 100
 TOL = 1e-6
+#: the default tolerance of the Newton-CG path: a duality-gap bound of 1e-5 relative already puts the bound within
+#: 0.001% of the optimum, and the last factor of ten costs about a quarter of the CG iterations
+TOL_CG = 1e-5
 #: centering ends when half the squared Newton decrement is below this
 CENTER = 1e-6
 MAX_NEWTON = 500
+#: Newton-CG (chains whose dense Hessian would exceed DENSE_MAX variables): relative residual (in the
+#: preconditioner's norm) and iteration cap of each conjugate-gradient solve
+DENSE_MAX = 4000
+CG_RTOL = 1e-4
+CG_MAXITER = 300
 
 
 def applies(chain: dict[str, Any], norm: str) -> bool:
@@ -170,6 +195,22 @@ class _Lmi:
                 HH[a0:a1, p + k] = cr
         mids = np.concatenate([np.arange(off, off + sz) for (off, _, _), sz in zip(self.mats, sizes)])
         return np.concatenate([ids, mids]), G, HH
+
+    def adjoint(self, Z: np.ndarray) -> np.ndarray:
+        """(tr(A_i Z))_i over this LMI's variables in the order of :func:`_lmi_ids` (Z symmetric): the gradient of
+        log det F at Z = P, the Hessian-vector product at Z = P A(v) P."""
+        N, q, r = self.N, self.q, self.r
+        out = []
+        if self.p:
+            Uq = self.Ucat.reshape(N, q, r)
+            Y = (Z @ self.Ucat).reshape(N, q, r)
+            Md = np.einsum("nqa,nqb->qab", Uq, Y)  # U_f^T Z U_f per distinct factor
+            out.append(np.einsum("iab,iab->i", self.D, Md[self.fac]))
+        if self.dense:
+            out.append(np.array([np.sum(A * Z) for A in self.dense]))
+        for _, V, sg in self.mats:
+            out.append(sg * svec(V.T @ Z @ V))
+        return np.concatenate(out) if out else np.zeros(0)
 
     def _scalar_derivs(self, P: np.ndarray):
         p, q, r = self.p, self.q, self.r
@@ -388,6 +429,7 @@ def build_general(chain: dict[str, Any], norm: str, Ws: list[np.ndarray], R: np.
     lmis: list[_Lmi] = []
     nonneg: list[int] = []
     decode = []   # per stage: (lam, gam, X offset, o)
+    capped = []   # (index in lmis, X offset, o) of interface multipliers that need an upper cap
     for st, W in zip(stages, Ws):
         m, n = W.shape
         kind, residual = st["kind"], st["residual"]
@@ -465,6 +507,12 @@ def build_general(chain: dict[str, Any], norm: str, Ws: list[np.ndarray], R: np.
             out = _In(o, mats=[(xoff, np.eye(o), 1.0)])
         lmis.append(_lmi_from(N, np.zeros((N, N)), inc, own_ids, own_U, own_D, own_fac, own_mats))
         decode.append((lam, gam, xoff, o))
+        if xoff is not None and np.linalg.matrix_rank(V) < o:
+            # X' is bounded above only on the range of V (a linear stage that widens, m > n): along the rest the
+            # barrier falls without bound, as for the uncapped multipliers of _caps. Cap it: CAP c I - X' >= 0
+            # (filled in with the start below; any X' it allows is still a valid certificate)
+            capped.append((len(lmis), xoff, o))
+            lmis.append(None)
         inc = out
     Nf = R.shape[1]
     if norm == "2":
@@ -477,17 +525,14 @@ def build_general(chain: dict[str, Any], norm: str, Ws: list[np.ndarray], R: np.
         Ur = np.zeros((Nf + 1, 1))
         Ur[Nf, 0] = 1.0
         lmis.append(_lmi_from(Nf + 1, C, inc, [rho], [Ur], [np.ones((1, 1))], [0], []))
-    rows = []
-    for v in nonneg:
-        row = np.zeros(nv)
-        row[v] = 1.0
-        rows.append(row)
+    # linear constraints as a sparse matrix (nv is large with free matrix variables)
+    nn = len(nonneg)
+    ri, ci, vv = list(range(nn)), list(nonneg), [1.0] * nn
     if d is not None:
-        row = np.zeros(nv)
-        row[rho] = 1.0
-        row[d] = -1.0
-        rows.append(row)
-    Glin = np.array(rows) if rows else np.zeros((0, nv))
+        ri += [nn] * (len(d) + 1)
+        ci += [rho] + d.tolist()
+        vv += [1.0] + [-1.0] * len(d)
+    Glin = sp.csr_matrix((vv, (ri, ci)), shape=(nn + (d is not None), nv))
 
     def decoder(y: np.ndarray):
         mults = []
@@ -530,6 +575,10 @@ def build_general(chain: dict[str, Any], norm: str, Ws: list[np.ndarray], R: np.
         y[d] = c
         r_ = R.reshape(-1)
         y[rho] = 1.5 * (r_ @ r_) / cL + c * len(d) + 1e-3
+    for k, xoff, o in capped:
+        c0 = float(np.max(np.diag(smat(y[xoff:xoff + o * (o + 1) // 2], o))))
+        lmis[k] = _Lmi(CAP * c0 * np.eye(o), np.zeros(0, dtype=np.int64), np.zeros((0, o, 1)), np.zeros((0, 1, 1)),
+                       mats=[(xoff, np.eye(o), -1.0)])
     groups_decode = [(lam, gam) for lam, gam, _, _ in decode if lam is not None]
     return lmis, Glin, nv, decoder, groups_decode, d, y
 
@@ -584,11 +633,108 @@ def _caps(Glin: np.ndarray, y0: np.ndarray, decode) -> tuple[np.ndarray, np.ndar
             if ids is None:
                 continue
             for sign in ((-1.0, 1.0) if both else (-1.0,)):
-                G = np.zeros((len(ids), nv))
-                G[np.arange(len(ids)), ids] = sign
-                rows.append(G)
+                G = sp.csr_matrix((np.full(len(ids), sign), (np.arange(len(ids)), ids)), shape=(len(ids), nv))
+                rows.append(G if sp.issparse(Glin) else G.toarray())
                 h.append(np.full(len(ids), cap))
-    return np.vstack(rows), np.concatenate(h)
+    return (sp.vstack(rows, format="csr") if sp.issparse(Glin) else np.vstack(rows)), np.concatenate(h)
+
+
+class _NewtonCG:
+    """The Newton system of the barrier at y without forming the Hessian (chains with wide free interface
+    multipliers, whose svec blocks make the dense Hessian too large): Hessian-vector products
+    H v = sum_k A_k^*(P_k A_k(v) P_k) + G^T diag(1/s^2) G v, solved by preconditioned conjugate gradients.
+
+    Preconditioner: block diagonal, exact on each block: all scalar multipliers (rho, d, lambda, gamma) together,
+    formed densely (they are few), and each free matrix variable X, whose block is sum_t K_t (x)_s K_t over the
+    LMIs it enters (K_t = V_t^T P V_t). With two terms it is inverted in O(o^3) by a simultaneous
+    diagonalisation: T^T K_1 T = I, T^T K_2 T = Lambda, so K_1 X K_1 + K_2 X K_2 = R has X = T Y T^T,
+    Y_ij = (T^T R T)_ij / (1 + lambda_i lambda_j)."""
+
+    def __init__(self, lmis, Ps, Glin, s_lin, nv):
+        self.lmis, self.Ps, self.Glin, self.w_lin = lmis, Ps, Glin, 1.0 / s_lin ** 2
+        self.nv = nv
+        self.ids = [_lmi_ids(L) for L in lmis]
+        mat_vars: dict[int, list[np.ndarray]] = {}
+        is_mat = np.zeros(nv, dtype=bool)
+        for L, P in zip(lmis, Ps):
+            for off, V, _ in L.mats:
+                o = V.shape[1]
+                is_mat[off:off + o * (o + 1) // 2] = True
+                PV = P @ V
+                K = V.T @ PV
+                mat_vars.setdefault(off, []).append(0.5 * (K + K.T))
+        self.sc = np.nonzero(~is_mat)[0]
+        pos = np.full(nv, -1)
+        pos[self.sc] = np.arange(len(self.sc))
+        Hs = np.zeros((len(self.sc), len(self.sc)))
+        for L, P in zip(lmis, Ps):
+            ids, _, h = L._scalar_derivs(P)
+            if len(ids):
+                Hs[np.ix_(pos[ids], pos[ids])] += h
+        Gs = sp.csr_matrix(Glin)[:, self.sc]
+        Hs += np.asarray((Gs.T @ sp.diags(self.w_lin) @ Gs).todense())
+        self.Hs_cho = sla.cho_factor(Hs + 1e-14 * np.trace(Hs) / max(len(Hs), 1) * np.eye(len(Hs)), lower=True)
+        self.blocks = []
+        for off, Ks in sorted(mat_vars.items()):
+            o = Ks[0].shape[0]
+            Ks = sorted(Ks, key=lambda K: -np.linalg.eigvalsh(K)[0])  # the best conditioned one first (K_1 = L L^T)
+            if len(Ks) == 1:
+                w, U = np.linalg.eigh(Ks[0])
+                T = U / np.sqrt(np.maximum(w, 1e-300))
+                lam = np.zeros(o)
+                den = np.ones((o, o))
+            else:
+                Lc = np.linalg.cholesky(Ks[0])
+                C = sla.solve_triangular(Lc, sla.solve_triangular(Lc, sum(Ks[1:]), lower=True).T, lower=True)
+                lam, U = np.linalg.eigh(0.5 * (C + C.T))
+                lam = np.maximum(lam, 0.0)
+                T = sla.solve_triangular(Lc.T, U, lower=False)
+                den = 1.0 + np.outer(lam, lam)
+            self.blocks.append((off, o, T, den))
+        self.hvps = 0
+
+    def hvp(self, v: np.ndarray) -> np.ndarray:
+        out = np.zeros(self.nv)
+        for L, P, ids in zip(self.lmis, self.Ps, self.ids):
+            dF = L.value(v) - L.C
+            out[ids] += L.adjoint(P @ dF @ P)
+        out += self.Glin.T @ (self.w_lin * (self.Glin @ v))
+        self.hvps += 1
+        return out
+
+    def precond(self, r: np.ndarray) -> np.ndarray:
+        z = np.zeros(self.nv)
+        z[self.sc] = sla.cho_solve(self.Hs_cho, r[self.sc])
+        for off, o, T, den in self.blocks:
+            k = o * (o + 1) // 2
+            Y = (T.T @ smat(r[off:off + k], o) @ T) / den
+            z[off:off + k] = svec(T @ Y @ T.T)
+        return z
+
+    def solve(self, b: np.ndarray, rtol: float | None = None, maxiter: int | None = None) -> np.ndarray:
+        rtol = CG_RTOL if rtol is None else rtol
+        maxiter = CG_MAXITER if maxiter is None else maxiter
+        x = np.zeros_like(b)
+        r = b.copy()
+        z = self.precond(r)
+        p = z.copy()
+        rz = r @ z
+        stop = rtol * np.sqrt(max(rz, 0.0))
+        for _ in range(maxiter):
+            if np.sqrt(max(rz, 0.0)) <= stop:
+                break
+            Ap = self.hvp(p)
+            pAp = p @ Ap
+            if not pAp > 0:
+                break
+            a = rz / pAp
+            x += a * p
+            r -= a * Ap
+            z = self.precond(r)
+            rz_new = r @ z
+            p = z + (rz_new / rz) * p
+            rz = rz_new
+        return x
 
 
 def _factor(H: np.ndarray, band: int):
@@ -646,22 +792,24 @@ def _barrier(lmis, Glin, hlin, y, t) -> float:
     return val
 
 
-def solve(chain: dict[str, Any], norm: str, use_gamma: bool = True, tol: float = TOL,
-          time_limit: float | None = None, verbose: bool = False, threads: int | None = 1):
+def solve(chain: dict[str, Any], norm: str, use_gamma: bool = True, tol: float | None = None,
+          time_limit: float | None = None, verbose: bool = False, threads: int | None = 1, newton: str = "auto"):
     """Returns (rho, d, stage multipliers, status, info) like :func:`.sdp.solve`. ``threads``: BLAS threads during
     the solve (default 1: the matrices are small, and multi-threaded BLAS on a loaded machine was measured 8x
     slower; None leaves the BLAS setting alone)."""
     if threads is None:
-        return _solve(chain, norm, use_gamma, tol, time_limit, verbose)
+        return _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # optional: without it the BLAS default applies
-        return _solve(chain, norm, use_gamma, tol, time_limit, verbose)
+        return _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton)
     with threadpool_limits(limits=int(threads), user_api="blas"):
-        return _solve(chain, norm, use_gamma, tol, time_limit, verbose)
+        return _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton)
 
 
-def _solve(chain, norm, use_gamma, tol, time_limit, verbose):
+def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto"):
+    if newton_mode not in ("auto", "cg", "dense"):
+        raise InvalidInputError(f"solver_options['newton'] must be 'auto', 'cg' or 'dense', got {newton_mode!r}")
     from .sdp import restrict
 
     t_start = time.perf_counter()
@@ -672,18 +820,27 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose):
     else:
         lmis, Glin, nv, decoder, decode, d, y = build_general(chain, norm, Ws, R, n0, use_gamma)
     Glin, hlin = _caps(Glin, y, decode)
-    per_row = np.count_nonzero(Glin, axis=1)
-    single_r = np.nonzero(per_row == 1)[0]
-    single_c = np.argmax(Glin[single_r] != 0, axis=1)
-    multi = np.nonzero(per_row > 1)[0]
-    # half-bandwidth of the Hessian: variables interact only within one LMI (and within a multi-variable row)
-    band = max([int(np.ptp(_lmi_ids(L))) for L in lmis if len(_lmi_ids(L))]
-               + [int(np.ptp(np.nonzero(Glin[i])[0])) for i in multi] + [0])
+    use_cg = {"auto": nv > DENSE_MAX and not is_plain(chain), "cg": True, "dense": False}[newton_mode]
+    Glin = sp.csr_matrix(Glin) if use_cg else (Glin.toarray() if sp.issparse(Glin) else Glin)
+    band = nv
+    if not use_cg:
+        per_row = np.count_nonzero(Glin, axis=1)
+        single_r = np.nonzero(per_row == 1)[0]
+        single_c = np.argmax(Glin[single_r] != 0, axis=1)
+        multi = np.nonzero(per_row > 1)[0]
+        # half-bandwidth of the Hessian: variables interact only within one LMI (and within a multi-variable row)
+        band = max([int(np.ptp(_lmi_ids(L))) for L in lmis if len(_lmi_ids(L))]
+                   + [int(np.ptp(np.nonzero(Glin[i])[0])) for i in multi] + [0])
     m_bar = sum(L.N for L in lmis) + Glin.shape[0]
     t = m_bar / max(y[0], 1e-12)
     info["lmi_sizes"] = [L.N for L in lmis]
     info["backend"] = "ipm"
+    info["newton_system"] = "cg" if use_cg else "dense"
+    if tol is None:
+        tol = TOL_CG if use_cg else TOL
+    mu = MU if is_plain(chain) else MU_GENERAL
     newton = 0
+    hvps = 0
     status = "optimal"
     f = _barrier(lmis, Glin, hlin, y, t)
     if not np.isfinite(f):
@@ -693,23 +850,35 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose):
         for _ in range(MAX_INNER):
             g = np.zeros(nv)
             g[0] = t
-            H = np.zeros((nv, nv))
-            for L in lmis:
-                F = L.value(y)
-                P = np.linalg.inv(F)  # numpy's LAPACK: scipy's bundled one is far slower on small matrices here
-                P = 0.5 * (P + P.T)
-                ids, gl, hl = L.derivs(P)
-                g[ids] -= gl
-                H[np.ix_(ids, ids)] += hl
             s = Glin @ y + hlin
             g -= Glin.T @ (1.0 / s)
-            # single-variable rows (bounds) add to the diagonal; the others (l-inf: rho - sum d) densely
-            np.add.at(H, (single_c, single_c), Glin[single_r, single_c] ** 2 / s[single_r] ** 2)
-            if len(multi):
-                Gm = Glin[multi]
-                H += (Gm.T * (1.0 / s[multi] ** 2)) @ Gm
-            hsolve = _factor(H, band)
-            dy = -hsolve(g)
+            if use_cg:
+                Ps = []
+                for L in lmis:
+                    P = np.linalg.inv(L.value(y))
+                    P = 0.5 * (P + P.T)
+                    Ps.append(P)
+                    g[_lmi_ids(L)] -= L.adjoint(P)
+                ncg = _NewtonCG(lmis, Ps, Glin, s, nv)
+                hsolve = ncg.solve
+                dy = -hsolve(g)
+                hvps += ncg.hvps
+            else:
+                H = np.zeros((nv, nv))
+                for L in lmis:
+                    F = L.value(y)
+                    P = np.linalg.inv(F)  # numpy's LAPACK: scipy's bundled one is far slower on small matrices here
+                    P = 0.5 * (P + P.T)
+                    ids, gl, hl = L.derivs(P)
+                    g[ids] -= gl
+                    H[np.ix_(ids, ids)] += hl
+                # single-variable rows (bounds) add to the diagonal; the others (l-inf: rho - sum d) densely
+                np.add.at(H, (single_c, single_c), Glin[single_r, single_c] ** 2 / s[single_r] ** 2)
+                if len(multi):
+                    Gm = Glin[multi]
+                    H += (Gm.T * (1.0 / s[multi] ** 2)) @ Gm
+                hsolve = _factor(H, band)
+                dy = -hsolve(g)
             dec2 = -g @ dy
             newton += 1
             if dec2 / 2 < CENTER:
@@ -739,7 +908,8 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose):
                 break
         gap = m_bar / t
         if verbose:
-            print(f"ipm: t {t:.3e} rho {y[0]:.8g} gap {gap:.3e} newton {newton}")
+            print(f"ipm: t {t:.3e} rho {y[0]:.8g} gap {gap:.3e} newton {newton}"
+                  + (f" cg {hvps}" if use_cg else "") + f" {time.perf_counter() - t_start:.1f} s", flush=True)
         if gap <= tol * max(y[0], 1e-300):
             break
         if newton >= MAX_NEWTON:
@@ -748,9 +918,12 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose):
         if time_limit is not None and time.perf_counter() - t_start > time_limit:
             status = "optimal_inaccurate"
             break
+        hvps_before = ncg.hvps if use_cg else 0
         # predictor: along the tangent of the central path, dy/dt = -H^{-1} e_rho (from t e_rho + grad = 0)
-        dp = -hsolve(np.eye(1, nv, 0).ravel()) * (MU - 1.0) * t
-        t *= MU
+        dp = -hsolve(np.eye(1, nv, 0).ravel()) * (mu - 1.0) * t
+        if use_cg:
+            hvps += ncg.hvps - hvps_before
+        t *= mu
         f = _barrier(lmis, Glin, hlin, y, t)
         a = 1.0
         while a > 1e-3:
@@ -761,5 +934,7 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose):
             a *= 0.5
     info["solver_stats"] = {"solve_time": time.perf_counter() - t_start, "num_iters": newton,
                             "gap_bound": m_bar / t}
+    if use_cg:
+        info["solver_stats"]["cg_iterations"] = hvps
     rho, dv, mults = decoder(y)
     return rho, dv, mults, status, info
