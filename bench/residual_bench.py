@@ -1,5 +1,7 @@
-"""LipSDP-NSR on the residual MaxMin benchmark networks (maxmin_residual_{k}_{n}): the default solver path
-against CLARABEL (interior point, through cvxpy) as the optimum, in the same run. For each configuration prints
+"""LipSDP-NSR on the residual MaxMin benchmark networks (maxmin_residual_{k}_{n}): the default solver path (the IPM,
+``ipm``), SCS on directly built data (``scs``) and CLARABEL (interior point, through cvxpy) as the optimum, in the
+same run. ``--time-limit`` goes to every solver; for one process per configuration under a hard timeout, call
+it once per ``--configs`` value. For each configuration prints
 the certified bound, the bound the solver's multipliers imply before the repair, the SCS iterations and status, the
 wall time, and the gap to the CLARABEL bound.
 
@@ -50,6 +52,8 @@ def run(net: nncert.Network, cfg: dict, time_limit: float | None = None) -> dict
     return {"bound": r.bound, "certified": r.certified, "solver_bound": r.details.get("solver_bound"),
             "repaired": r.details.get("repaired"), "status": r.solver_status, "solver": r.solver,
             "iters": stats.get("num_iters"), "solve_time": stats.get("solve_time"),
+            "cg_iterations": stats.get("cg_iterations"), "newton_system": r.details.get("newton_system"),
+            "gap_bound": None if stats.get("gap_bound") is None else float(stats["gap_bound"]),
             "wall": time.perf_counter() - t0, "cpu": _cpu() - c0, "lower": r.lower_bound,
             "naive": r.naive_bound, "time_limit": time_limit, "load_before": load0, "load_after": os.getloadavg()[0]}
 
