@@ -96,3 +96,75 @@ def test_direct_scs_failure_is_an_error(monkeypatch):
     monkeypatch.setattr(scs, "solve", lambda *a, **k: {"x": None, "info": {"status": "infeasible"}})
     with pytest.raises(SolverError, match="infeasible"):
         nncert.lipschitz(net, method="lipsdp-neuron", solver="SCS")
+
+
+# ------------------------------------------------------------------ IPM on residual / linear chains
+def _skip_net(rng, s=0.5):
+    from test_residual_skip import skip_net
+    return skip_net(rng, nncert.MaxMin, s=s)
+
+
+def test_svec_kronecker_blocks_match_the_traces(rng):
+    # skron(K)[a, b] = tr(B_a K B_b K^T) over the orthonormal svec basis, and svec / smat invert each other
+    from nncert.lipschitz import ipm
+
+    o1, o2 = 3, 4
+    K = rng.standard_normal((o1, o2))
+
+    def basis(o):
+        out = []
+        for a, b in zip(*np.tril_indices(o)):
+            B = np.zeros((o, o))
+            B[a, b] = B[b, a] = 1.0 if a == b else 1 / np.sqrt(2)
+            out.append(B)
+        return out
+
+    ref = np.array([[np.trace(Ba @ K @ Bb @ K.T) for Bb in basis(o2)] for Ba in basis(o1)])
+    np.testing.assert_allclose(ipm.skron(K), ref, atol=1e-12)
+    X = rng.standard_normal((o1, o1))
+    X = X + X.T
+    np.testing.assert_allclose(ipm.smat(ipm.svec(X), o1), X, atol=1e-14)
+    assert ipm.svec(X) @ ipm.svec(X) == pytest.approx(np.trace(X @ X))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ipm_is_the_default_for_residual_chains_and_matches_clarabel(seed):
+    # residual MaxMin blocks with a skip S and an output map G (skip_net), or plain residual blocks (random_net)
+    rng = np.random.default_rng(400 + seed)
+    net = _skip_net(rng) if seed % 2 == 0 else random_net(300 + seed, "grouped", residual=True)
+    gamma = seed % 3 != 2
+    r = nncert.lipschitz(net, method="nsr", gamma=gamma, lower_bound_starts=4, lower_bound_steps=20)
+    assert r.solver == "IPM" and r.details["backend"] == "ipm" and r.certified
+    assert not r.details["repaired"]  # strictly feasible iterates
+    assert r.bound >= r.lower_bound and r.bound <= r.naive_bound * (1 + 1e-9)
+    ref = clarabel(net, method="nsr", gamma=gamma)
+    assert r.bound == pytest.approx(ref.bound, rel=1e-6)
+    a = ours(net, "IPM", method="nsr", norm="inf", output=0)
+    b = clarabel(net, method="nsr", norm="inf", output=0)
+    assert a.certified and a.bound == pytest.approx(b.bound, rel=2e-6)
+
+
+def test_ipm_linear_stage_matches_clarabel(rng):
+    # two Dense layers in a row before a MaxMin: a linear stage with a free (wider than its input) multiplier
+    net = nncert.Network([nncert.Dense(rng.standard_normal((6, 3))), nncert.Dense(rng.standard_normal((6, 6))),
+                          nncert.MaxMin(), nncert.Dense(rng.standard_normal((2, 6)))])
+    a = nncert.lipschitz(net, method="nsr", lower_bound_starts=1, lower_bound_steps=0)
+    b = clarabel(net, method="nsr")
+    assert a.solver == "IPM" and a.certified and a.bound == pytest.approx(b.bound, rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_ipm_newton_cg_matches_the_dense_newton_system(seed):
+    # the matrix-free Newton-CG path (used when the dense Hessian would be too large) against the dense one
+    rng = np.random.default_rng(500 + seed)
+    net = nncert.Network([nncert.Dense(rng.standard_normal((6, 5))),
+                          nncert.Residual([nncert.Dense(0.5 * rng.standard_normal((6, 6))), nncert.MaxMin()]),
+                          nncert.Residual([nncert.Dense(0.5 * rng.standard_normal((6, 6))), nncert.MaxMin()]),
+                          nncert.Dense(rng.standard_normal((3, 6)))])
+    a = ours(net, "IPM", method="nsr", solver_options={"newton": "cg"})
+    b = ours(net, "IPM", method="nsr", solver_options={"newton": "dense"})
+    assert a.details["newton_system"] == "cg" and b.details["newton_system"] == "dense"
+    assert a.details["solver_stats"]["cg_iterations"] > 0
+    assert a.certified and b.certified and a.bound == pytest.approx(b.bound, rel=1e-6)
+    ref = clarabel(net, method="nsr")
+    assert a.bound == pytest.approx(ref.bound, rel=1e-6)

@@ -155,7 +155,7 @@ def _add_lipschitz_options(p: argparse.ArgumentParser) -> None:
                    choices=["auto", "naive", "lipsdp-neuron", "lipsdp-layer", "nsr", "nsr-full"], help="formulation")
     p.add_argument("--output", type=int, default=None, help="bound the scalar map x -> f(x)[k]")
     p.add_argument("--solver", default=None, choices=["IPM", "SCS", "CLARABEL", "MOSEK"],
-                   help="SDP solver (default: IPM for chains of grouped layers, else SCS)")
+                   help="SDP solver (default: IPM for chains of grouped layers, plain or residual, else SCS)")
     p.add_argument("--no-certify", action="store_true", help="skip the certificate (report the solver's bound)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -60,7 +60,8 @@ def _output_vector(net: Network, output: Any) -> np.ndarray | None:
 
 
 def _solver(solver: str | None, chain: dict[str, Any], norm: str) -> str:
-    """None: nncert's own interior-point solver (``ipm``) where it applies (chains of grouped layers), else SCS."""
+    """None: nncert's own interior-point solver (``ipm``) where it applies (chains of grouped layers, plain or
+    residual, and linear stages), else SCS."""
     from . import ipm
 
     if solver is None:
@@ -70,8 +71,9 @@ def _solver(solver: str | None, chain: dict[str, Any], norm: str) -> str:
         raise InvalidInputError(f"solver must be one of {SOLVERS}, got {solver!r}")
     if name == "IPM":
         if not ipm.applies(chain, norm):
-            raise UnsupportedModelError("solver='IPM' handles chains of plain grouped layers (MaxMin, GroupSort, "
-                                        "Householder) only; use SCS, CLARABEL or MOSEK for this network")
+            raise UnsupportedModelError("solver='IPM' handles chains of grouped layers (MaxMin, GroupSort, "
+                                        "Householder; plain or residual blocks, with linear stages) only; use SCS, "
+                                        "CLARABEL or MOSEK for this network")
         return name
     if name == "SCS":  # SCS is a dependency; its direct path needs no cvxpy (the cvxpy backend imports it itself)
         return name
@@ -150,15 +152,15 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
     n_0 + sum of widths); plain GroupSort / MaxMin / Householder chains only, solver CLARABEL (default),
     SCS or MOSEK through cvxpy, certified in the Rust core like the chain (``details["lmis"]`` has the one LMI).
     output: None (whole output map), int k (output row k) or a vector c (the scalar map c^T f).
-    solver: None (default: "IPM", nncert's own interior-point solver, for chains of plain grouped layers; "SCS"
-    otherwise), "IPM", "SCS" (problem data built directly; ``solver_options={"backend": "cvxpy"}`` for the cvxpy
+    solver: None (default: "IPM", nncert's own interior-point solver, for chains of grouped layers, plain or
+    residual, with linear stages; "SCS" otherwise), "IPM", "SCS" (problem data built directly; ``solver_options={"backend": "cvxpy"}`` for the cvxpy
     model), "CLARABEL", "MOSEK" (through cvxpy). certify: re-check and repair the solver's multipliers in
     the Rust core (``certified`` is True only then); with certify=False the solver's bound is returned as is.
     time_limit: seconds for the SDP solver (SCS time_limit_secs / CLARABEL time_limit); a solver stopped by it
     returns its current multipliers, which the certificate then repairs (a valid, possibly looser bound).
     gamma: for nsr, use the gamma_j 11^T (Householder: I - vv^T) term of the group multipliers; False keeps
     only lambda_j I (a looser bound, for comparison). solver_options go to the solver (SCS settings such as eps_abs;
-    cvxpy's solve for CLARABEL / MOSEK; tol, time_limit, threads for IPM).
+    cvxpy's solve for CLARABEL / MOSEK; tol, time_limit, threads, newton ("auto", "dense", "cg") for IPM).
     device: None / "cpu" (the Rust core) or "cuda" / "cuda:k": the naive bound's spectral norms, the sampled
     lower bound (batched local Jacobian norms) and the certificate's LMI eigenvalue checks run with torch ops
     on that device in float64 (the whole certificate: check, repair, re-check); the SDP solve stays on the
@@ -254,9 +256,9 @@ def lipschitz(net: Network, norm: Any = 2, method: str = "auto", output: Any = N
         raise InvalidInputError(f"solver_options['backend'] must be 'cvxpy', or 'direct' with SCS; got {backend!r} "
                                 f"with {name}")
     if name == "IPM":
-        unknown = set(opts) - {"tol", "time_limit", "threads"}
+        unknown = set(opts) - {"tol", "time_limit", "threads", "newton"}
         if unknown:
-            raise InvalidInputError(f"solver='IPM' takes solver_options tol, time_limit and threads, got {sorted(unknown)}")
+            raise InvalidInputError(f"solver='IPM' takes solver_options tol, time_limit, threads and newton, got {sorted(unknown)}")
         rho, d, mults, status, info = ipm.solve(chain, nrm, use_gamma=gamma, verbose=verbose, **opts)
     elif backend == "direct":
         rho, d, mults, status, info = direct.solve(chain, nrm, multipliers, verbose=verbose, solver_options=opts,
