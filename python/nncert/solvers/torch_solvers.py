@@ -108,7 +108,8 @@ def torch_dcdm(op: Operator, b: np.ndarray, x0: np.ndarray | None, oracle: Calla
             reason = "time_limit"
             break
         steps = min(block, maxiter - it)
-        block_norms, bad_q, bad_a, bad_pap = [], torch.zeros((), dtype=torch.bool, device=dev), None, None
+        no = torch.zeros((), dtype=torch.bool, device=dev)
+        block_norms, bad_q, bad_a, bad_pap = [], no, no, zero  # bad_pap: r^T A r where the matrix first failed
         for _ in range(steps):
             rhat = r / rnorm
             if it >= STALL_WINDOW:
@@ -128,8 +129,8 @@ def torch_dcdm(op: Operator, b: np.ndarray, x0: np.ndarray | None, oracle: Calla
             matvecs += 2
             fallbacks = fallbacks + (~learned).long()
             bad = ~learned & ~(papf > 0)
-            bad_pap = papf if bad_pap is None else torch.where(bad_pap > 0, papf, bad_pap)
-            bad_a = bad if bad_a is None else bad_a | bad
+            bad_pap = torch.where(bad & ~bad_a, papf, bad_pap)
+            bad_a = bad_a | bad
             q, aq = torch.where(learned, ql, qf), torch.where(learned, aql, aqf)
             pap, qr = torch.where(learned, papl, papf), torch.where(learned, qrl, qrf)
             alpha = qr / pap
