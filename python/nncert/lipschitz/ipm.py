@@ -401,6 +401,18 @@ def _lmi_from(N: int, C: np.ndarray, inc: _In, own_ids, own_U, own_D, own_fac, o
     return _Lmi(C, np.concatenate(ids), U, D, list(dids), dense, fac=np.concatenate(fac), mats=mats)
 
 
+def _add_group(ids: list, Ds: list, facs: list, j: int, lam: np.ndarray, gam: np.ndarray | None,
+               D_lam: np.ndarray, D_gam: np.ndarray) -> None:
+    """Group j's lambda (and gamma) terms of one LMI; both use the group's factor j."""
+    ids.append(lam[j])
+    Ds.append(D_lam)
+    facs.append(j)
+    if gam is not None:
+        ids.append(gam[j])
+        Ds.append(D_gam)
+        facs.append(j)
+
+
 def build_general(chain: dict[str, Any], norm: str, Ws: list[np.ndarray], R: np.ndarray, n0: int,
                   use_gamma: bool = True):
     """Like :func:`build`, for chains with residual and linear stages (the LMIs of ``certify.rs``):
@@ -462,13 +474,7 @@ def build_general(chain: dict[str, Any], norm: str, Ws: list[np.ndarray], R: np.
                     Dl[s:s + sz, s:s + sz] = np.eye(sz)
                     Eg[s:s + sz, s:s + sz] = E[:sz, :sz]
                 own_U.append(Ug)
-                own_ids.append(lam[j])
-                own_D.append(Dl)
-                own_fac.append(j)
-                if gam is not None:
-                    own_ids.append(gam[j])
-                    own_D.append(Eg)
-                    own_fac.append(j)
+                _add_group(own_ids, own_D, own_fac, j, lam, gam, Dl, Eg)
                 if not residual:
                     Sel = np.zeros((m, s))
                     Sel[g, np.arange(sz)] = 1.0
@@ -477,13 +483,7 @@ def build_general(chain: dict[str, Any], norm: str, Ws: list[np.ndarray], R: np.
                     En = np.zeros((s, s))
                     En[:sz, :sz] = E[:sz, :sz]
                     nxt_U.append(Sel)
-                    nxt_ids.append(lam[j])
-                    nxt_D.append(Dn)
-                    nxt_fac.append(j)
-                    if gam is not None:
-                        nxt_ids.append(gam[j])
-                        nxt_D.append(En)
-                        nxt_fac.append(j)
+                    _add_group(nxt_ids, nxt_D, nxt_fac, j, lam, gam, Dn, En)
             if not residual:
                 out = _In(m, lr=(np.asarray(nxt_ids, dtype=np.int64), np.stack(nxt_U), np.stack(nxt_D),
                                  np.asarray(nxt_fac, dtype=np.int64)))
