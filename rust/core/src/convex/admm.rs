@@ -13,7 +13,7 @@ use faer::{Mat, MatRef};
 
 use super::ops::Ops;
 use super::project::project_cones;
-use super::ustep::{self, USolve, USolver};
+use super::ustep::{self, PcgWarm, USolve, USolver};
 use crate::error::{Error, Result};
 use crate::network::sigmoid;
 
@@ -333,6 +333,8 @@ impl<'a> AdmmProblem<'a> {
         let mut iters = 0;
         let mut inner_since = 0;
         let check_every = settings.check_every.max(1);
+        // The PCG u-step's state between iterations (M U of the last solve; X U is in xu).
+        let mut warm = PcgWarm::new(d, m);
         // Largest relative residual (primal over its scale, dual over rho ||A^T y||) at the last check.
         let mut rel_last = f64::INFINITY;
         // F^T y is constant for the squared loss: one X^T product for the whole run.
@@ -370,7 +372,7 @@ impl<'a> AdmmProblem<'a> {
             let tol_k = (settings.pcg_decay > 0.0)
                 .then(|| (settings.pcg_decay / (it as f64).powf(1.5)).min(PCG_RESIDUAL_FACTOR * rel_last));
             let inner = local.as_ref().unwrap_or(&self.usolver).solve_xu(ops, rhs.as_ref(), u.as_mut(),
-                                                                        Some(xu.as_mut()), tol_k)?;
+                                                                        Some(xu.as_mut()), tol_k, Some(&mut warm))?;
             inner_since += inner;
             if !self.squared {
                 ops.f_from_z(xu.as_ref(), &mut fu);
@@ -501,6 +503,7 @@ impl<'a> AdmmProblem<'a> {
                         if self.squared {
                             let t0 = Instant::now();
                             local = Some(USolver::new(ops, rho, cw, self.usolver.kind(), self.pcg_tol)?);
+                            warm.invalidate();
                             factor_seconds += t0.elapsed().as_secs_f64();
                         }
                         // Convergence needs rho fixed eventually, whether or not it costs a refactorisation.

@@ -374,7 +374,7 @@ fn usteps_give_x_u() {
         let us = USolver::new(&ops, 0.7, 1.3, kind, 1e-13).unwrap();
         let mut u = Mat::from_fn(4, 12, |_, _| 0.1 * lcg(&mut s)); // a warm start for the PCG
         let mut xu = Mat::<f64>::zeros(25, 12);
-        us.solve_xu(&ops, r.as_ref(), u.as_mut(), Some(xu.as_mut()), None).unwrap();
+        us.solve_xu(&ops, r.as_ref(), u.as_mut(), Some(xu.as_mut()), None, None).unwrap();
         let direct = &x * &u;
         let diff = (&xu - &direct).norm_l2() / direct.norm_l2();
         assert!(diff < 1e-12, "{kind:?}: X U differs by {diff}");
@@ -433,4 +433,31 @@ fn inexact_pcg_reaches_the_same_optimum() {
     // 1,300 vs 1,310 ADMM iterations, 26,847 vs 15,239 inner iterations when written.
     assert!(inexact.iterations < fixed.iterations * 11 / 10, "{} vs {}", inexact.iterations, fixed.iterations);
     assert!(inner(&inexact) < inner(&fixed), "{} vs {}", inner(&inexact), inner(&fixed));
+}
+
+#[test]
+fn pcg_warm_state_gives_the_same_solves() {
+    // A sequence of PCG solves reusing M U and X U from the previous one (PcgWarm) matches the dense solves, and its
+    // X U stays X times U, past a refresh of the state.
+    let (x, dm, _) = problem(25, 4, 6, 1);
+    let ops = Ops { x: x.as_ref(), dm: dm.clone() };
+    let dense = USolver::new(&ops, 0.7, 1.3, USolve::Dense, 1e-13).unwrap();
+    let pcg = USolver::new(&ops, 0.7, 1.3, USolve::Pcg, 1e-13).unwrap();
+    let mut warm = super::ustep::PcgWarm::new(4, 12);
+    let mut u = Mat::<f64>::zeros(4, 12);
+    let mut xu = Mat::<f64>::zeros(25, 12);
+    let mut s = 17;
+    let mut r = Mat::from_fn(4, 12, |_, _| lcg(&mut s));
+    for step in 0..45 {
+        // Slowly changing right-hand sides, as in the ADMM.
+        r = Mat::from_fn(4, 12, |i, j| r[(i, j)] + 0.05 * lcg(&mut s));
+        pcg.solve_xu(&ops, r.as_ref(), u.as_mut(), Some(xu.as_mut()), None, Some(&mut warm)).unwrap();
+        let mut ud = Mat::<f64>::zeros(4, 12);
+        dense.solve(&ops, r.as_ref(), ud.as_mut()).unwrap();
+        let du = (&u - &ud).norm_l2() / ud.norm_l2();
+        assert!(du < 1e-9, "step {step}: U differs from dense by {du}");
+        let direct = &x * &u;
+        let dx = (&xu - &direct).norm_l2() / direct.norm_l2();
+        assert!(dx < 1e-11, "step {step}: X U differs by {dx}");
+    }
 }

@@ -210,14 +210,16 @@ impl USolver {
     /// Solves M U = R (both d x 2P); `u` holds the previous solution on entry (the PCG warm start).
     /// Returns the number of inner iterations (0 for direct solves).
     pub fn solve(&self, ops: &Ops<'_>, r: MatRef<'_, f64>, u: MatMut<'_, f64>) -> Result<usize> {
-        self.solve_xu(ops, r, u, None, None)
+        self.solve_xu(ops, r, u, None, None, None)
     }
 
     /// As [`USolver::solve`], and when `xu` (n x 2P) is given it receives X U: from the products the Woodbury
     /// and PCG solves compute anyway (no extra n x d x 2P GEMM), by a GEMM for the dense solve. `pcg_tol`, when
     /// given, loosens the PCG's relative tolerance for this solve (never below the factor's own `pcg_tol`).
+    /// `warm` (PCG only, with `xu`): state kept between the solves of one run with this matrix (see [`PcgWarm`]);
+    /// `xu` must then hold X U for the `u` given (as the previous call left it).
     pub fn solve_xu(&self, ops: &Ops<'_>, r: MatRef<'_, f64>, mut u: MatMut<'_, f64>, xu: Option<MatMut<'_, f64>>,
-                    pcg_tol: Option<f64>) -> Result<usize> {
+                    pcg_tol: Option<f64>, warm: Option<&mut PcgWarm>) -> Result<usize> {
         let (n, d, p) = (ops.n(), ops.d(), ops.p());
         match self {
             USolver::Woodbury { a, k } => {
@@ -256,7 +258,7 @@ impl USolver {
             }
             USolver::Pcg { a, scale, c, tol, max_iter, gamma } => {
                 let tol = pcg_tol.map_or(*tol, |t| t.max(*tol));
-                pcg(ops, a, *scale, *c, gamma.as_deref(), r, u, tol, *max_iter, xu)
+                pcg(ops, a, *scale, *c, gamma.as_deref(), r, u, tol, *max_iter, xu, warm)
             }
             USolver::Dense { .. } => {
                 let it = self.solve_direct(ops, r, u.rb_mut())?;
@@ -327,52 +329,88 @@ fn dot(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
     s
 }
 
+/// What one PCG u-step leaves for the next with the same matrix M: M U = R - Res (its right-hand side less its final
+/// recurrence residual), so the next warm start's residual needs no product with M (two n x d x 2P GEMMs); the
+/// caller keeps X U. Recomputed from scratch every [`PcgWarm::REFRESH`] solves (recurrence drift) and after
+/// [`PcgWarm::invalidate`] (a new matrix).
+pub(crate) struct PcgWarm {
+    mu: Mat<f64>,
+    valid: bool,
+    age: usize,
+}
+
+impl PcgWarm {
+    const REFRESH: usize = 20;
+
+    pub fn new(d: usize, m: usize) -> Self {
+        Self { mu: Mat::zeros(d, m), valid: false, age: 0 }
+    }
+
+    pub fn invalidate(&mut self) {
+        self.valid = false;
+    }
+}
+
 /// Preconditioned CG from the warm start in `u`; when `xu` is given it receives X U, kept up to date from the
 /// products X dir each inner iteration computes anyway.
 #[allow(clippy::too_many_arguments)]
 fn pcg(ops: &Ops<'_>, a: &faer::linalg::solvers::Llt<f64>, scale: f64, c: f64, gamma: Option<&[usize]>,
-       r: MatRef<'_, f64>, mut u: MatMut<'_, f64>, tol: f64, max_iter: usize, mut xu: Option<MatMut<'_, f64>>)
-       -> Result<usize> {
+       r: MatRef<'_, f64>, mut u: MatMut<'_, f64>, tol: f64, max_iter: usize, mut xu: Option<MatMut<'_, f64>>,
+       mut warm: Option<&mut PcgWarm>) -> Result<usize> {
     let (n, d, p) = (ops.n(), ops.d(), ops.p());
     let mut z = Mat::<f64>::zeros(n, 2 * p);
     let mut w = Mat::<f64>::zeros(n, 2 * p);
     let mut f = vec![0.0; n];
     let mut mu = Mat::<f64>::zeros(d, 2 * p);
-    apply_m(ops, scale, c, gamma, u.as_ref(), &mut z, &mut w, &mut f, &mut mu);
-    if let Some(xu) = xu.as_mut() {
-        xu.copy_from(&z);
-    }
-    let mut res = r.to_owned() - &mu;
-    let rnorm = r.norm_l2().max(f64::MIN_POSITIVE);
-    if res.norm_l2() <= tol * rnorm {
-        return Ok(0);
-    }
-    let mut prec = a.solve(res.as_ref());
-    let mut dir = prec.clone();
-    let mut rz = dot(&res, &prec);
-    for it in 1..=max_iter {
-        apply_m(ops, scale, c, gamma, dir.as_ref(), &mut z, &mut w, &mut f, &mut mu);
-        let alpha = rz / dot(&dir, &mu);
-        if !alpha.is_finite() {
-            return Err(Error::Solver("PCG u-step broke down (non-finite step)".into()));
-        }
-        u.copy_from(u.as_ref() + &dir * faer::Scale(alpha));
+    let reuse = xu.is_some() && warm.as_ref().is_some_and(|s| s.valid && s.age < PcgWarm::REFRESH);
+    let mut res = if reuse {
+        r.to_owned() - &warm.as_ref().unwrap().mu
+    } else {
+        apply_m(ops, scale, c, gamma, u.as_ref(), &mut z, &mut w, &mut f, &mut mu);
         if let Some(xu) = xu.as_mut() {
-            for j in 0..2 * p {
-                let (zj, mut xj) = (z.col(j), xu.rb_mut().col_mut(j));
-                for k in 0..n {
-                    xj[k] += alpha * zj[k];
+            xu.copy_from(&z);
+        }
+        r.to_owned() - &mu
+    };
+    let rnorm = r.norm_l2().max(f64::MIN_POSITIVE);
+    let mut iters = 0;
+    if res.norm_l2() > tol * rnorm {
+        let mut prec = a.solve(res.as_ref());
+        let mut dir = prec.clone();
+        let mut rz = dot(&res, &prec);
+        for it in 1..=max_iter {
+            iters = it;
+            apply_m(ops, scale, c, gamma, dir.as_ref(), &mut z, &mut w, &mut f, &mut mu);
+            let alpha = rz / dot(&dir, &mu);
+            if !alpha.is_finite() {
+                if let Some(s) = warm.as_mut() {
+                    s.valid = false;
+                }
+                return Err(Error::Solver("PCG u-step broke down (non-finite step)".into()));
+            }
+            u.copy_from(u.as_ref() + &dir * faer::Scale(alpha));
+            if let Some(xu) = xu.as_mut() {
+                for j in 0..2 * p {
+                    let (zj, mut xj) = (z.col(j), xu.rb_mut().col_mut(j));
+                    for k in 0..n {
+                        xj[k] += alpha * zj[k];
+                    }
                 }
             }
+            res = &res - &mu * faer::Scale(alpha);
+            if res.norm_l2() <= tol * rnorm {
+                break;
+            }
+            prec = a.solve(res.as_ref());
+            let rz_new = dot(&res, &prec);
+            dir = &prec + &dir * faer::Scale(rz_new / rz);
+            rz = rz_new;
         }
-        res = &res - &mu * faer::Scale(alpha);
-        if res.norm_l2() <= tol * rnorm {
-            return Ok(it);
-        }
-        prec = a.solve(res.as_ref());
-        let rz_new = dot(&res, &prec);
-        dir = &prec + &dir * faer::Scale(rz_new / rz);
-        rz = rz_new;
     }
-    Ok(max_iter)
+    if let Some(s) = warm {
+        s.mu = r.to_owned() - &res;
+        s.age = if reuse { s.age + 1 } else { 0 };
+        s.valid = xu.is_some();
+    }
+    Ok(iters)
 }
