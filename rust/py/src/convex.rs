@@ -30,8 +30,10 @@ fn per_output<R>(
 }
 
 /// Runs the ADMM for each column of `y` (n x C), sharing one factorisation of the u-step.
-/// `callback(output, iter, objective, primal_residual, dual_residual)` is called every
-/// `callback_every` iterations with the GIL held; an exception (e.g. KeyboardInterrupt) stops the run.
+/// `callback(output, iter, objective, primal_residual, dual_residual)` is called with the first record past each
+/// multiple of `callback_every` iterations (records are kept at convergence checks: every iteration, or every
+/// `check_every`-th), with the GIL held; an exception (e.g. KeyboardInterrupt) stops the run. `pcg_decay`: inexact
+/// PCG u-steps (see `AdmmSettings::pcg_decay`).
 #[pyfunction]
 #[pyo3(signature = (x, y, patterns, beta, loss="squared", rho=1.0, max_iter=10000, eps_abs=1e-7, eps_rel=1e-6,
                     u_solver="auto", pcg_tol=1e-10, memory_limit=4294967296.0, time_limit=f64::INFINITY,
