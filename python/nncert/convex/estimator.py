@@ -99,7 +99,8 @@ class ConvexReLU:
     ``check_every``: the ADMM (``"admm"``/``"admm-approx"``, standard program, Rust core) evaluates its residuals,
     objective and stopping test every ``check_every`` iterations (None: 10 on the core; the torch path checks every
     iteration and accepts only None or 1). A check costs three n x d x 2P products besides the iteration's own
-    three, so checking every 10th iteration makes an iteration ~1.3-1.5x cheaper; the iterates are the same, the run
+    three (with the other changes of that commit: 1.25x cheaper iterations at n = 2000, d = 50, P = 50, see
+    bench/README.md); the iterates are the same, the run
     stops at the first check that passes (at most ``check_every - 1`` iterations later), and ``history_`` then has
     one row per check (its ``iter`` column says which iteration; ``inner_iterations`` sums the PCG iterations since
     the previous row). Ignored by the robust ADMM and the SCP.
