@@ -47,8 +47,10 @@ def test_admm_matches_cvxpy_squared(seed, n, d):
     # Primal feasibility of the returned weights, relative to the size of X v.
     assert m.constraint_violation_ < 1e-6 * max(1.0, np.abs(m.V_).max())
     assert ref.constraint_violation_ < 1e-6
-    # history_ records per-iteration objective and residuals; the last objective is the fitted one.
-    assert len(m.history_["objective"]) == m.n_iter_
+    # history_ records the objective and residuals at each convergence check (every check_every = 10 iterations by
+    # default, and at the last one); the last objective is the fitted one.
+    assert m.history_["iter"][-1] == m.n_iter_
+    assert np.all(np.diff(m.history_["iter"]) > 0) and np.all(m.history_["iter"][:-1] % 5 == 0)
     assert m.history_["objective"][-1] == pytest.approx(m.objective_, rel=1e-9)
 
 
@@ -295,3 +297,21 @@ def test_anderson_bad_values(bad):
     X, y = data(0)
     with pytest.raises(nncert.InvalidInputError, match="anderson"):
         nncert.ConvexReLU(n_patterns=4, anderson=bad).fit(X, y)
+
+
+def test_sparse_checks_same_optimum_and_history():
+    # check_every thins out the convergence checks (three GEMMs each) without changing the iterates: the sparse run
+    # stops at a later check, never earlier, at the same optimum; history_ has one row per check.
+    X, y = data(3, 40, 4)
+    kw = dict(n_patterns=8, beta=1e-2, tol=1e-8, max_iter=100000)
+    every = nncert.ConvexReLU(check_every=1, **kw).fit(X, y)
+    sparse = nncert.ConvexReLU(**kw).fit(X, y)
+    assert every.status_ == sparse.status_ == "converged"
+    assert every.n_iter_ <= sparse.n_iter_ < every.n_iter_ + 10
+    assert sparse.objective_ == pytest.approx(every.objective_, rel=1e-7)
+    assert len(every.history_["iter"]) == every.n_iter_
+    assert len(sparse.history_["iter"]) < sparse.n_iter_ / 4
+    with pytest.raises(nncert.InvalidInputError, match="check_every"):
+        nncert.ConvexReLU(check_every=0).fit(X, y)
+    with pytest.raises(nncert.InvalidInputError, match="pcg_decay"):
+        nncert.ConvexReLU(pcg_decay=-1.0).fit(X, y)

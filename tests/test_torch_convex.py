@@ -38,8 +38,10 @@ CASES = {
 
 
 def both(X, y, **kw):
-    # The torch path mirrors the plain ADMM; Anderson acceleration (on by default in the core) is core-only.
-    kw = dict(n_patterns=6, anderson=0, **kw)
+    # The torch path mirrors the plain ADMM; Anderson acceleration (on by default in the core) is core-only, and so
+    # are the sparser convergence checks (check_every, 10 by default in the core) and the inexact PCG u-steps
+    # (pcg_decay): compare iteration by iteration with exact solves.
+    kw = dict(n_patterns=6, anderson=0, check_every=1, pcg_decay=0, **kw)
     core = nncert.ConvexReLU(backend="core", **kw).fit(X, y)
     dev = nncert.ConvexReLU(backend="torch", device="cpu", **kw).fit(X, y)
     return core, dev
@@ -115,7 +117,7 @@ def test_float32_within_1e4(loss):
 
 def test_torch_tensor_inputs_on_the_torch_path():
     X, y = data(6)
-    ref = nncert.ConvexReLU(n_patterns=6, beta=1e-2, max_iter=200, anderson=0).fit(X, y)
+    ref = nncert.ConvexReLU(n_patterns=6, beta=1e-2, max_iter=200, anderson=0, check_every=1).fit(X, y)
     m = nncert.ConvexReLU(n_patterns=6, beta=1e-2, max_iter=200, backend="torch").fit(torch.from_numpy(X),
                                                                                         torch.from_numpy(y))
     assert m.objective_ == pytest.approx(ref.objective_, rel=1e-8)
@@ -188,7 +190,7 @@ def test_project_cones_binding():
 @pytest.mark.gpu
 def test_cuda_matches_the_core():
     X, y = data(11, n=200, d=5)
-    kw = dict(n_patterns=20, beta=1e-2, tol=1e-6, max_iter=500, anderson=0)
+    kw = dict(n_patterns=20, beta=1e-2, tol=1e-6, max_iter=500, anderson=0, check_every=1)
     core = nncert.ConvexReLU(**kw).fit(X, y)
     gpu = nncert.ConvexReLU(device="cuda", **kw).fit(X, y)
     assert gpu.device_.startswith("cuda")

@@ -30,13 +30,15 @@ fn per_output<R>(
 }
 
 /// Runs the ADMM for each column of `y` (n x C), sharing one factorisation of the u-step.
-/// `callback(output, iter, objective, primal_residual, dual_residual)` is called every
-/// `callback_every` iterations with the GIL held; an exception (e.g. KeyboardInterrupt) stops the run.
+/// `callback(output, iter, objective, primal_residual, dual_residual)` is called with the first record past each
+/// multiple of `callback_every` iterations (records are kept at convergence checks: every iteration, or every
+/// `check_every`-th), with the GIL held; an exception (e.g. KeyboardInterrupt) stops the run. `pcg_decay`: inexact
+/// PCG u-steps (see `AdmmSettings::pcg_decay`).
 #[pyfunction]
 #[pyo3(signature = (x, y, patterns, beta, loss="squared", rho=1.0, max_iter=10000, eps_abs=1e-7, eps_rel=1e-6,
                     u_solver="auto", pcg_tol=1e-10, memory_limit=4294967296.0, time_limit=f64::INFINITY,
                     callback=None, callback_every=50, adapt_every=25, relaxation=1.6, z_weight=1.0,
-                    project=true, anderson=0, anderson_safeguard=1.0))]
+                    project=true, anderson=0, anderson_safeguard=1.0, check_every=1, pcg_decay=0.0))]
 #[allow(clippy::too_many_arguments)]
 fn convex_admm<'py>(
     py: Python<'py>,
@@ -61,12 +63,14 @@ fn convex_admm<'py>(
     project: bool,
     anderson: usize,
     anderson_safeguard: f64,
+    check_every: usize,
+    pcg_decay: f64,
 ) -> PyResult<Vec<Bound<'py, PyDict>>> {
     let loss = run_detached(py, || Loss::parse(loss))?;
     let u_solver = run_detached(py, || USolve::parse(u_solver))?;
     let settings = AdmmSettings {
         rho, max_iter, eps_abs, eps_rel, u_solver, pcg_tol, memory_limit, time_limit, adapt_every, relaxation,
-        z_weight, project, anderson, anderson_safeguard,
+        z_weight, project, anderson, anderson_safeguard, check_every, pcg_decay,
         ..AdmmSettings::default()
     };
     admm_columns(py, &x, &y, &patterns, beta, loss, &settings, &callback, callback_every, |xv, pv| {
@@ -124,7 +128,13 @@ where
         }
         let problem = build(xv, pv)?;
         per_output(yv, |c, target| {
-            let mut progress = |r: &Record| -> bool { report(callback, &cb_error, every, c, r) };
+            // Records may be sparser than every iteration (check_every): report the first one past each multiple.
+            let mut last = 0;
+            let mut progress = |r: &Record| -> bool {
+                let due = r.iter / every > last / every;
+                last = r.iter;
+                !due || report(callback, &cb_error, c, r)
+            };
             let res = problem.solve_column(target, beta, loss, settings, &mut progress)?;
             let stop = res.status == "interrupted";
             Ok((res, stop))
@@ -243,7 +253,7 @@ fn convex_scp<'py>(
         }
         let problem = ScpProblem::new(xv, hv)?;
         per_output(yv, |c, target| {
-            let mut progress = |r: &Record| -> bool { report(&callback, &cb_error, every, c, r) };
+            let mut progress = |r: &Record| -> bool { r.iter % every != 0 || report(&callback, &cb_error, c, r) };
             let res = problem.solve(target, beta, loss, &settings, &mut progress)?;
             let stop = res.status == "interrupted";
             Ok((res, stop))
@@ -269,10 +279,7 @@ fn convex_scp<'py>(
 }
 
 /// Calls the Python progress callback every `every` iterations (GIL taken); false stops the run and keeps the error.
-fn report(callback: &Option<Py<PyAny>>, cb_error: &Mutex<Option<PyErr>>, every: usize, c: usize, r: &Record) -> bool {
-    if r.iter % every != 0 {
-        return true;
-    }
+fn report(callback: &Option<Py<PyAny>>, cb_error: &Mutex<Option<PyErr>>, c: usize, r: &Record) -> bool {
     Python::attach(|py| {
         let res = py.check_signals().and_then(|_| match callback {
             Some(cb) => cb.call1(py, (c, r.iter, r.objective, r.primal_residual, r.dual_residual)).map(|_| ()),

@@ -77,6 +77,18 @@ impl<'a> Ops<'a> {
         }
     }
 
+    /// out[:, j] = scale * (2D_j - I) (s[:, j] - t[:, j]): the G^T-side columns of scale * (S - T), written.
+    pub fn gt_cols_diff(&self, s: MatRef<'_, f64>, t: MatRef<'_, f64>, mut out: MatMut<'_, f64>, scale: f64) {
+        let p = self.p();
+        for j in 0..2 * p {
+            let (dj, sj, tj) = (self.dm.col(j % p), s.col(j), t.col(j));
+            let mut oj = out.rb_mut().col_mut(j);
+            for k in 0..s.nrows() {
+                oj[k] = scale * (2.0 * dj[k] - 1.0) * (sj[k] - tj[k]);
+            }
+        }
+    }
+
     /// Adds G^T-side columns: R[:, j] += scale * (2D_j - I) S[:, j].
     pub fn add_gt_cols(&self, s: MatRef<'_, f64>, mut r: MatMut<'_, f64>, scale: f64) {
         let p = self.p();

@@ -362,3 +362,102 @@ fn anderson_admm_same_optimum() {
         assert!(b.anderson_accepted > 0 && a.anderson_accepted == 0);
     }
 }
+
+#[test]
+fn usteps_give_x_u() {
+    // solve_xu's X U (from the Woodbury and PCG solves' own products) equals X times the returned U.
+    let (x, dm, _) = problem(25, 4, 6, 1);
+    let ops = Ops { x: x.as_ref(), dm: dm.clone() };
+    let mut s = 11;
+    let r = Mat::from_fn(4, 12, |_, _| lcg(&mut s));
+    for kind in [USolve::Dense, USolve::Woodbury, USolve::Pcg] {
+        let us = USolver::new(&ops, 0.7, 1.3, kind, 1e-13).unwrap();
+        let mut u = Mat::from_fn(4, 12, |_, _| 0.1 * lcg(&mut s)); // a warm start for the PCG
+        let mut xu = Mat::<f64>::zeros(25, 12);
+        us.solve_xu(&ops, r.as_ref(), u.as_mut(), Some(xu.as_mut()), None, None).unwrap();
+        let direct = &x * &u;
+        let diff = (&xu - &direct).norm_l2() / direct.norm_l2();
+        assert!(diff < 1e-12, "{kind:?}: X U differs by {diff}");
+    }
+}
+
+#[test]
+fn sparse_checks_give_the_same_iterates() {
+    // check_every only thins out the residual/objective evaluations: the iterates, and the records kept, are those of
+    // the run that checks every iteration (residual balancing iterations are always checked).
+    for (loss, anderson) in [(Loss::Squared, 0), (Loss::Squared, 10), (Loss::Hinge, 10), (Loss::Logistic, 0)] {
+        let (x, dm, mut y) = problem(40, 4, 8, 5);
+        if loss != Loss::Squared {
+            y.iter_mut().for_each(|v| *v = if *v > 0.0 { 1.0 } else { -1.0 });
+        }
+        let every = AdmmSettings { eps_abs: 1e-14, eps_rel: 1e-14, max_iter: 300, anderson, project: false,
+                                   relaxation: if anderson > 0 { 1.0 } else { 1.6 }, ..AdmmSettings::default() };
+        let sparse = AdmmSettings { check_every: 7, ..every.clone() };
+        let a = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, loss, &every).unwrap();
+        let b = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, loss, &sparse).unwrap();
+        assert_eq!((a.iterations, b.iterations), (300, 300));
+        let dv = (&a.v - &b.v).norm_l2() + (&a.w - &b.w).norm_l2();
+        assert!(dv <= 1e-10 * (a.v.norm_l2() + a.w.norm_l2()), "{loss:?} {anderson}: {dv}");
+        assert_eq!(a.history.len(), 300);
+        assert!(b.history.len() < 70 && b.history.last().unwrap().iter == 300);
+        for r in &b.history {
+            assert!(r.iter % 7 == 0 || r.iter % 25 == 0 || r.iter == 300, "unexpected record at {}", r.iter);
+            let ra = &a.history[r.iter - 1];
+            assert!((ra.objective - r.objective).abs() <= 1e-10 * ra.objective.abs());
+            assert!((ra.primal_residual - r.primal_residual).abs() <= 1e-10 * ra.primal_residual);
+            assert!((ra.dual_residual - r.dual_residual).abs() <= 1e-10 * ra.dual_residual.max(1e-300));
+        }
+    }
+}
+
+#[test]
+fn inexact_pcg_reaches_the_same_optimum() {
+    // Decreasing PCG tolerances (pcg_decay) and sparse checks: same optimum as exact Woodbury solves, fewer inner
+    // iterations than the fixed 1e-10 tolerance.
+    let (x, dm, y) = problem(60, 5, 8, 13);
+    let base = AdmmSettings { eps_abs: 1e-10, eps_rel: 1e-9, max_iter: 100_000, anderson: 10, anderson_safeguard: 2.0,
+                              relaxation: 1.0, ..AdmmSettings::default() };
+    let exact = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared,
+                           &AdmmSettings { u_solver: USolve::Woodbury, ..base.clone() }).unwrap();
+    let fixed = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared,
+                           &AdmmSettings { u_solver: USolve::Pcg, check_every: 10, ..base.clone() }).unwrap();
+    let inexact = solve_admm(x.as_ref(), &y, dm.as_ref(), 0.05, Loss::Squared,
+                             &AdmmSettings { u_solver: USolve::Pcg, check_every: 10, pcg_decay: 1e-2, ..base.clone() })
+        .unwrap();
+    for r in [&fixed, &inexact] {
+        assert_eq!(r.status, "converged");
+        assert!((r.objective - exact.objective).abs() < 1e-7 * exact.objective, "{} vs {}", r.objective, exact.objective);
+        assert!(r.history.last().unwrap().violation < 1e-12);
+    }
+    let inner = |r: &AdmmResult| r.history.iter().map(|h| h.inner_iterations).sum::<usize>();
+    // 1,300 vs 1,310 ADMM iterations, 26,847 vs 15,239 inner iterations when written.
+    assert!(inexact.iterations < fixed.iterations * 11 / 10, "{} vs {}", inexact.iterations, fixed.iterations);
+    assert!(inner(&inexact) < inner(&fixed), "{} vs {}", inner(&inexact), inner(&fixed));
+}
+
+#[test]
+fn pcg_warm_state_gives_the_same_solves() {
+    // A sequence of PCG solves reusing M U and X U from the previous one (PcgWarm) matches the dense solves, and its
+    // X U stays X times U, past a refresh of the state.
+    let (x, dm, _) = problem(25, 4, 6, 1);
+    let ops = Ops { x: x.as_ref(), dm: dm.clone() };
+    let dense = USolver::new(&ops, 0.7, 1.3, USolve::Dense, 1e-13).unwrap();
+    let pcg = USolver::new(&ops, 0.7, 1.3, USolve::Pcg, 1e-13).unwrap();
+    let mut warm = super::ustep::PcgWarm::new(4, 12);
+    let mut u = Mat::<f64>::zeros(4, 12);
+    let mut xu = Mat::<f64>::zeros(25, 12);
+    let mut s = 17;
+    let mut r = Mat::from_fn(4, 12, |_, _| lcg(&mut s));
+    for step in 0..45 {
+        // Slowly changing right-hand sides, as in the ADMM.
+        r = Mat::from_fn(4, 12, |i, j| r[(i, j)] + 0.05 * lcg(&mut s));
+        pcg.solve_xu(&ops, r.as_ref(), u.as_mut(), Some(xu.as_mut()), None, Some(&mut warm)).unwrap();
+        let mut ud = Mat::<f64>::zeros(4, 12);
+        dense.solve(&ops, r.as_ref(), ud.as_mut()).unwrap();
+        let du = (&u - &ud).norm_l2() / ud.norm_l2();
+        assert!(du < 1e-9, "step {step}: U differs from dense by {du}");
+        let direct = &x * &u;
+        let dx = (&xu - &direct).norm_l2() / direct.norm_l2();
+        assert!(dx < 1e-11, "step {step}: X U differs by {dx}");
+    }
+}

@@ -11,6 +11,7 @@
 
 use faer::linalg::matmul::matmul;
 use faer::prelude::*;
+use faer::reborrow::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef, Side};
 
 use super::ops::{par, Ops};
@@ -208,26 +209,22 @@ impl USolver {
 
     /// Solves M U = R (both d x 2P); `u` holds the previous solution on entry (the PCG warm start).
     /// Returns the number of inner iterations (0 for direct solves).
-    pub fn solve(&self, ops: &Ops<'_>, r: MatRef<'_, f64>, mut u: MatMut<'_, f64>) -> Result<usize> {
+    pub fn solve(&self, ops: &Ops<'_>, r: MatRef<'_, f64>, u: MatMut<'_, f64>) -> Result<usize> {
+        self.solve_xu(ops, r, u, None, None, None)
+    }
+
+    /// As [`USolver::solve`], and when `xu` (n x 2P) is given it receives X U: from the products the Woodbury
+    /// and PCG solves compute anyway (no extra n x d x 2P GEMM), by a GEMM for the dense solve. `pcg_tol`, when
+    /// given, loosens the PCG's relative tolerance for this solve (never below the factor's own `pcg_tol`).
+    /// `warm` (PCG only, with `xu`): state kept between the solves of one run with this matrix (see [`PcgWarm`]);
+    /// `xu` must then hold X U for the `u` given (as the previous call left it).
+    pub fn solve_xu(&self, ops: &Ops<'_>, r: MatRef<'_, f64>, mut u: MatMut<'_, f64>, xu: Option<MatMut<'_, f64>>,
+                    pcg_tol: Option<f64>, warm: Option<&mut PcgWarm>) -> Result<usize> {
         let (n, d, p) = (ops.n(), ops.d(), ops.p());
         match self {
-            USolver::Dense { llt } => {
-                let mut col = Mat::<f64>::zeros(2 * d * p, 1);
-                for j in 0..2 * p {
-                    for c in 0..d {
-                        col[(j * d + c, 0)] = r[(c, j)];
-                    }
-                }
-                llt.solve_in_place(col.as_mut());
-                for j in 0..2 * p {
-                    for c in 0..d {
-                        u[(c, j)] = col[(j * d + c, 0)];
-                    }
-                }
-                Ok(0)
-            }
             USolver::Woodbury { a, k } => {
-                // U = T - A^{-1} F^T K^{-1} F T with T = A^{-1} R (blockwise).
+                // U = T - A^{-1} F^T K^{-1} F T with T = A^{-1} R (blockwise). F^T y' = X^T [D y', -D y'], so only
+                // the P columns B = A^{-1} X^T (D o y') are computed: U = T - [B, -B], X U = X T - [X B, -X B].
                 let t = a.solve(r);
                 let mut z = Mat::<f64>::zeros(n, 2 * p);
                 ops.xu(t.as_ref(), z.as_mut());
@@ -235,36 +232,81 @@ impl USolver {
                 ops.f_from_z(z.as_ref(), &mut f);
                 let mut fy = Mat::<f64>::from_fn(n, 1, |i, _| f[i]);
                 k.solve_in_place(fy.as_mut());
-                let y: Vec<f64> = (0..n).map(|i| fy[(i, 0)]).collect();
-                z.fill(0.0);
-                ops.add_ft_cols(&y, z.as_mut(), 1.0);
-                let mut fty = Mat::<f64>::zeros(d, 2 * p);
-                ops.xtr(z.as_ref(), fty.as_mut());
-                a.solve_in_place(fty.as_mut());
-                u.copy_from(&t - &fty);
+                let yv = fy.col(0);
+                let e = Mat::<f64>::from_fn(n, p, |i, j| ops.dm[(i, j)] * yv[i]);
+                let mut b = Mat::<f64>::zeros(d, p);
+                matmul(b.as_mut(), Accum::Replace, ops.x.transpose(), e.as_ref(), 1.0, par());
+                a.solve_in_place(b.as_mut());
+                for j in 0..p {
+                    for c in 0..d {
+                        u[(c, j)] = t[(c, j)] - b[(c, j)];
+                        u[(c, p + j)] = t[(c, p + j)] + b[(c, j)];
+                    }
+                }
+                if let Some(mut xu) = xu {
+                    let mut xb = Mat::<f64>::zeros(n, p);
+                    matmul(xb.as_mut(), Accum::Replace, ops.x, b.as_ref(), 1.0, par());
+                    for j in 0..p {
+                        let (zv, zw, xbj) = (z.col(j), z.col(p + j), xb.col(j));
+                        for i in 0..n {
+                            xu[(i, j)] = zv[i] - xbj[i];
+                            xu[(i, p + j)] = zw[i] + xbj[i];
+                        }
+                    }
+                }
                 Ok(0)
             }
             USolver::Pcg { a, scale, c, tol, max_iter, gamma } => {
-                pcg(ops, a, *scale, *c, gamma.as_deref(), r, u, *tol, *max_iter)
+                let tol = pcg_tol.map_or(*tol, |t| t.max(*tol));
+                pcg(ops, a, *scale, *c, gamma.as_deref(), r, u, tol, *max_iter, xu, warm)
+            }
+            USolver::Dense { .. } => {
+                let it = self.solve_direct(ops, r, u.rb_mut())?;
+                if let Some(xu) = xu {
+                    ops.xu(u.as_ref(), xu);
+                }
+                Ok(it)
             }
         }
     }
+
+    /// The dense u-step: one solve with the 2dP x 2dP Cholesky factor.
+    fn solve_direct(&self, ops: &Ops<'_>, r: MatRef<'_, f64>, mut u: MatMut<'_, f64>) -> Result<usize> {
+        let (d, p) = (ops.d(), ops.p());
+        let USolver::Dense { llt } = self else { unreachable!("solve_direct is the dense u-step") };
+        let mut col = Mat::<f64>::zeros(2 * d * p, 1);
+        for j in 0..2 * p {
+            for c in 0..d {
+                col[(j * d + c, 0)] = r[(c, j)];
+            }
+        }
+        llt.solve_in_place(col.as_mut());
+        for j in 0..2 * p {
+            for c in 0..d {
+                u[(c, j)] = col[(j * d + c, 0)];
+            }
+        }
+        Ok(0)
+    }
 }
 
-/// out = (a (c I + X^T X) blockwise + F^T F [+ Gamma^T Gamma]) U.
+/// out = (a (c I + X^T X) blockwise + F^T F [+ Gamma^T Gamma]) U; on return z = X U (n x 2P), w is scratch.
 #[allow(clippy::too_many_arguments)]
 fn apply_m(ops: &Ops<'_>, scale: f64, c: f64, gamma: Option<&[usize]>, u: MatRef<'_, f64>, z: &mut Mat<f64>,
-           f: &mut [f64], out: &mut Mat<f64>) {
+           w: &mut Mat<f64>, f: &mut [f64], out: &mut Mat<f64>) {
     ops.xu(u, z.as_mut());
     ops.f_from_z(z.as_ref(), f);
     // X^T (a Z + [D f, -D f]) = a X^T X U + F^T F U
-    for j in 0..z.ncols() {
+    let p = ops.p();
+    for j in 0..p {
+        let (dj, zv, zw) = (ops.dm.col(j), z.col(j), z.col(p + j));
         for k in 0..z.nrows() {
-            z[(k, j)] *= scale;
+            let t = dj[k] * f[k];
+            w[(k, j)] = scale * zv[k] + t;
+            w[(k, p + j)] = scale * zw[k] - t;
         }
     }
-    ops.add_ft_cols(f, z.as_mut(), 1.0);
-    ops.xtr(z.as_ref(), out.as_mut());
+    ops.xtr(w.as_ref(), out.as_mut());
     for j in 0..u.ncols() {
         for i in 0..u.nrows() {
             out[(i, j)] += scale * c * u[(i, j)];
@@ -287,37 +329,88 @@ fn dot(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
     s
 }
 
+/// What one PCG u-step leaves for the next with the same matrix M: M U = R - Res (its right-hand side less its final
+/// recurrence residual), so the next warm start's residual needs no product with M (two n x d x 2P GEMMs); the
+/// caller keeps X U. Recomputed from scratch every [`PcgWarm::REFRESH`] solves (recurrence drift) and after
+/// [`PcgWarm::invalidate`] (a new matrix).
+pub(crate) struct PcgWarm {
+    mu: Mat<f64>,
+    valid: bool,
+    age: usize,
+}
+
+impl PcgWarm {
+    const REFRESH: usize = 20;
+
+    pub fn new(d: usize, m: usize) -> Self {
+        Self { mu: Mat::zeros(d, m), valid: false, age: 0 }
+    }
+
+    pub fn invalidate(&mut self) {
+        self.valid = false;
+    }
+}
+
+/// Preconditioned CG from the warm start in `u`; when `xu` is given it receives X U, kept up to date from the
+/// products X dir each inner iteration computes anyway.
 #[allow(clippy::too_many_arguments)]
 fn pcg(ops: &Ops<'_>, a: &faer::linalg::solvers::Llt<f64>, scale: f64, c: f64, gamma: Option<&[usize]>,
-       r: MatRef<'_, f64>, mut u: MatMut<'_, f64>, tol: f64, max_iter: usize) -> Result<usize> {
+       r: MatRef<'_, f64>, mut u: MatMut<'_, f64>, tol: f64, max_iter: usize, mut xu: Option<MatMut<'_, f64>>,
+       mut warm: Option<&mut PcgWarm>) -> Result<usize> {
     let (n, d, p) = (ops.n(), ops.d(), ops.p());
     let mut z = Mat::<f64>::zeros(n, 2 * p);
+    let mut w = Mat::<f64>::zeros(n, 2 * p);
     let mut f = vec![0.0; n];
     let mut mu = Mat::<f64>::zeros(d, 2 * p);
-    apply_m(ops, scale, c, gamma, u.as_ref(), &mut z, &mut f, &mut mu);
-    let mut res = r.to_owned() - &mu;
+    let reuse = xu.is_some() && warm.as_ref().is_some_and(|s| s.valid && s.age < PcgWarm::REFRESH);
+    let mut res = if reuse {
+        r.to_owned() - &warm.as_ref().unwrap().mu
+    } else {
+        apply_m(ops, scale, c, gamma, u.as_ref(), &mut z, &mut w, &mut f, &mut mu);
+        if let Some(xu) = xu.as_mut() {
+            xu.copy_from(&z);
+        }
+        r.to_owned() - &mu
+    };
     let rnorm = r.norm_l2().max(f64::MIN_POSITIVE);
-    if res.norm_l2() <= tol * rnorm {
-        return Ok(0);
-    }
-    let mut prec = a.solve(res.as_ref());
-    let mut dir = prec.clone();
-    let mut rz = dot(&res, &prec);
-    for it in 1..=max_iter {
-        apply_m(ops, scale, c, gamma, dir.as_ref(), &mut z, &mut f, &mut mu);
-        let alpha = rz / dot(&dir, &mu);
-        if !alpha.is_finite() {
-            return Err(Error::Solver("PCG u-step broke down (non-finite step)".into()));
+    let mut iters = 0;
+    if res.norm_l2() > tol * rnorm {
+        let mut prec = a.solve(res.as_ref());
+        let mut dir = prec.clone();
+        let mut rz = dot(&res, &prec);
+        for it in 1..=max_iter {
+            iters = it;
+            apply_m(ops, scale, c, gamma, dir.as_ref(), &mut z, &mut w, &mut f, &mut mu);
+            let alpha = rz / dot(&dir, &mu);
+            if !alpha.is_finite() {
+                if let Some(s) = warm.as_mut() {
+                    s.valid = false;
+                }
+                return Err(Error::Solver("PCG u-step broke down (non-finite step)".into()));
+            }
+            u.copy_from(u.as_ref() + &dir * faer::Scale(alpha));
+            if let Some(xu) = xu.as_mut() {
+                for j in 0..2 * p {
+                    let (zj, mut xj) = (z.col(j), xu.rb_mut().col_mut(j));
+                    for k in 0..n {
+                        xj[k] += alpha * zj[k];
+                    }
+                }
+            }
+            res = &res - &mu * faer::Scale(alpha);
+            if res.norm_l2() <= tol * rnorm {
+                break;
+            }
+            prec = a.solve(res.as_ref());
+            let rz_new = dot(&res, &prec);
+            dir = &prec + &dir * faer::Scale(rz_new / rz);
+            rz = rz_new;
         }
-        u.copy_from(u.as_ref() + &dir * faer::Scale(alpha));
-        res = &res - &mu * faer::Scale(alpha);
-        if res.norm_l2() <= tol * rnorm {
-            return Ok(it);
-        }
-        prec = a.solve(res.as_ref());
-        let rz_new = dot(&res, &prec);
-        dir = &prec + &dir * faer::Scale(rz_new / rz);
-        rz = rz_new;
     }
-    Ok(max_iter)
+    if let Some(s) = warm {
+        s.mu = r.to_owned() - &res;
+        s.age = if reuse { s.age + 1 } else { 0 };
+        s.valid = xu.is_some();
+    }
+    Ok(iters)
 }
