@@ -67,6 +67,13 @@ MAX_NEWTON = 500
 DENSE_MAX = 4000
 CG_RTOL = 1e-4
 CG_MAXITER = 300
+#: deflated Newton-CG: Ritz vectors of the preconditioned Hessian with Ritz values below DEFL_THETA (its bulk lies in
+#: [0.1, 3]; late on the path a few dozen outliers fall to 1e-8) are recycled from solve to solve, at most DEFL_K of
+#: them, and each CG solve harvests at most HARVEST_K new ones from its first HARVEST_MAX Lanczos vectors
+DEFL_THETA = 0.05
+DEFL_K = 40
+HARVEST_K = 20
+HARVEST_MAX = 300
 
 
 def applies(chain: dict[str, Any], norm: str) -> bool:
@@ -673,8 +680,11 @@ class _NewtonCG:
                 Hs[np.ix_(pos[ids], pos[ids])] += h
         Gs = sp.csr_matrix(Glin)[:, self.sc]
         Hs += np.asarray((Gs.T @ sp.diags(self.w_lin) @ Gs).todense())
-        self.Hs_cho = sla.cho_factor(Hs + 1e-14 * np.trace(Hs) / max(len(Hs), 1) * np.eye(len(Hs)), lower=True)
+        Hs += 1e-14 * np.trace(Hs) / max(len(Hs), 1) * np.eye(len(Hs))
+        self.Hs = Hs
+        self.Hs_cho = sla.cho_factor(Hs, lower=True)
         self.blocks = []
+        self.fwd = []  # (off, o, K_1, K_2): the preconditioner's block is dX -> K_1 dX K_1 + K_2 dX K_2
         for off, Ks in sorted(mat_vars.items()):
             o = Ks[0].shape[0]
             Ks = sorted(Ks, key=lambda K: -np.linalg.eigvalsh(K)[0])  # the best conditioned one first (K_1 = L L^T)
@@ -683,7 +693,9 @@ class _NewtonCG:
                 T = U / np.sqrt(np.maximum(w, 1e-300))
                 lam = np.zeros(o)
                 den = np.ones((o, o))
+                self.fwd.append((off, o, (U * np.maximum(w, 1e-300)) @ U.T, None))
             else:
+                self.fwd.append((off, o, Ks[0], sum(Ks[1:])))
                 Lc = np.linalg.cholesky(Ks[0])
                 C = sla.solve_triangular(Lc, sla.solve_triangular(Lc, sum(Ks[1:]), lower=True).T, lower=True)
                 lam, U = np.linalg.eigh(0.5 * (C + C.T))
@@ -692,6 +704,12 @@ class _NewtonCG:
                 den = 1.0 + np.outer(lam, lam)
             self.blocks.append((off, o, T, den))
         self.hvps = 0
+        # deflation space (see deflate): Z (nv, k), A Z, theta = diag(Z^T A Z) (Z M-orthonormal)
+        self.Z = np.zeros((nv, 0))
+        self.AZ = np.zeros((nv, 0))
+        self.theta = np.zeros(0)
+        #: Ritz vectors of small eigenvalues harvested from the last solve's Lanczos coefficients
+        self.harvest = np.zeros((nv, 0))
 
     def hvp(self, v: np.ndarray) -> np.ndarray:
         out = np.zeros(self.nv)
@@ -711,29 +729,115 @@ class _NewtonCG:
             z[off:off + k] = svec(T @ Y @ T.T)
         return z
 
+    def mapply(self, v: np.ndarray) -> np.ndarray:
+        """The preconditioner itself (M v, where precond applies M^{-1})."""
+        out = np.zeros(self.nv)
+        out[self.sc] = self.Hs @ v[self.sc]
+        for off, o, K1, K2 in self.fwd:
+            k = o * (o + 1) // 2
+            X = smat(v[off:off + k], o)
+            Y = K1 @ X @ K1
+            if K2 is not None:
+                Y += K2 @ X @ K2
+            out[off:off + k] = svec(Y)
+        return out
+
+    def deflate(self, W: np.ndarray, keep: bool = False, kmax: int | None = None,
+                theta_max: float | None = None) -> None:
+        """Sets the deflation space from candidate vectors W (nv, c) (recycled from earlier solves) and, with
+        ``keep``, the current space (whose Hessian products are known): a Rayleigh-Ritz step for the pencil (A, M)
+        on their span (A: this Hessian, M: the preconditioner), keeping the Ritz vectors of the smallest Ritz values
+        (approximate eigenvectors of the preconditioned Hessian M^{-1} A below theta_max, at most kmax). Costs one
+        Hessian-vector product per new candidate."""
+        kmax = DEFL_K if kmax is None else kmax
+        theta_max = DEFL_THETA if theta_max is None else theta_max
+        Z0, AZ0 = (self.Z, self.AZ) if keep else (np.zeros((self.nv, 0)), np.zeros((self.nv, 0)))
+        if W.shape[1]:
+            if Z0.shape[1]:  # only what Z0 does not span yet (Z0 is M-orthonormal, not orthonormal: project)
+                Qz, _ = np.linalg.qr(Z0)
+                W = W - Qz @ (Qz.T @ W)
+            Q, Rq = np.linalg.qr(W)
+            dg = np.abs(np.diag(Rq))
+            Q = Q[:, dg > 1e-8 * max(np.max(np.linalg.norm(W, axis=0)), 1e-300)]
+        else:
+            Q = W
+        if Q.shape[1] == 0 and not keep:
+            return
+        B = np.hstack([Z0, Q])
+        AB = np.hstack([AZ0] + [self.hvp(q)[:, None] for q in Q.T])
+        MB = np.column_stack([self.mapply(q) for q in B.T])
+        Ga = B.T @ AB
+        Gm = B.T @ MB
+        Ga, Gm = 0.5 * (Ga + Ga.T), 0.5 * (Gm + Gm.T)
+        mu, U = np.linalg.eigh(Gm)
+        ok = mu > 1e-10 * max(mu.max(), 1e-300)
+        C = U[:, ok] / np.sqrt(mu[ok])
+        th, S = np.linalg.eigh(C.T @ Ga @ C)
+        sel = np.nonzero((th > 0) & (th < theta_max))[0][:kmax]
+        X = C @ S[:, sel]
+        self.Z, self.AZ, self.theta = B @ X, AB @ X, th[sel]
+
     def solve(self, b: np.ndarray, rtol: float | None = None, maxiter: int | None = None) -> np.ndarray:
+        """Preconditioned CG, deflated by the space of :meth:`deflate` (Saad, Yeung, Erhel, Guyomarc'h, "A deflated
+        version of the conjugate gradient algorithm", 2000): x_0 = Z E^{-1} Z^T b (E = Z^T A Z), and every search
+        direction is made A-orthogonal to Z, so the residuals stay orthogonal to Z and the small eigenvalues Z
+        approximates no longer slow CG down. The stopping rule is the undeflated one (residual in the
+        preconditioner's norm relative to that of b). The Ritz vectors of the smallest eigenvalues of the (deflated)
+        preconditioned Hessian, from CG's Lanczos coefficients, are left in ``harvest`` for the next solve."""
         rtol = CG_RTOL if rtol is None else rtol
         maxiter = CG_MAXITER if maxiter is None else maxiter
-        x = np.zeros_like(b)
-        r = b.copy()
+        Z, AZ, th = self.Z, self.AZ, self.theta
+        defl = Z.shape[1] > 0
+        stop = rtol * np.sqrt(max(b @ self.precond(b), 0.0))
+        if defl:
+            c = (Z.T @ b) / th
+            x = Z @ c
+            r = b - AZ @ c
+        else:
+            x = np.zeros_like(b)
+            r = b.copy()
         z = self.precond(r)
+        if defl:
+            z -= Z @ ((AZ.T @ z) / th)
         p = z.copy()
         rz = r @ z
-        stop = rtol * np.sqrt(max(rz, 0.0))
-        for _ in range(maxiter):
+        V = np.empty((min(maxiter, HARVEST_MAX) + 1, self.nv)) if HARVEST_K else None
+        alphas, betas = [], [0.0]
+        for it in range(maxiter):
             if np.sqrt(max(rz, 0.0)) <= stop:
                 break
+            if V is not None and it < len(V) and rz > 0:
+                V[it] = z / np.sqrt(rz)
             Ap = self.hvp(p)
             pAp = p @ Ap
             if not pAp > 0:
                 break
             a = rz / pAp
+            alphas.append(a)
             x += a * p
             r -= a * Ap
             z = self.precond(r)
+            if defl:
+                z -= Z @ ((AZ.T @ z) / th)
             rz_new = r @ z
+            betas.append(rz_new / rz)
             p = z + (rz_new / rz) * p
             rz = rz_new
+        self.harvest = np.zeros((self.nv, 0))
+        m = min(len(alphas), 0 if V is None else len(V))
+        if m >= 2:
+            al = np.asarray(alphas[:m])
+            be = np.asarray(betas[:m + 1])
+            diag = 1.0 / al
+            diag[1:] += be[1:m] / al[:-1]
+            off = -np.sqrt(np.maximum(be[1:m], 0.0)) / al[:-1]
+            try:
+                w, S = sla.eigh_tridiagonal(diag, off)
+            except (np.linalg.LinAlgError, ValueError):
+                w = np.zeros(0)
+            sel = np.nonzero(w < DEFL_THETA)[0][:HARVEST_K]
+            if len(sel):
+                self.harvest = V[:m].T @ S[:, sel]
         return x
 
 
@@ -849,6 +953,7 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
     mu = MU if is_plain(chain) else MU_GENERAL
     newton = 0
     hvps = 0
+    recycle = None  # Newton-CG: candidate deflation vectors carried from solve to solve
     status = "optimal"
     f = _barrier(lmis, Glin, hlin, y, t)
     if not np.isfinite(f):
@@ -868,8 +973,11 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
                     Ps.append(P)
                     g[_lmi_ids(L)] -= L.adjoint(P)
                 ncg = _NewtonCG(lmis, Ps, Glin, s, nv)
+                if recycle is not None:
+                    ncg.deflate(recycle)
                 hsolve = ncg.solve
                 dy = -hsolve(g)
+                recycle = np.hstack([ncg.Z, ncg.harvest])
                 hvps += ncg.hvps
             else:
                 H = np.zeros((nv, nv))
@@ -911,7 +1019,10 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
             y = y + a * dy
             f = fn
             if verbose > 1:
-                print(f"   newton {newton}: dec2 {dec2:.3e} step {a:.3e}")
+                print(f"   newton {newton}: dec2 {dec2:.3e} step {a:.3e}"
+                      + (f" cg {ncg.hvps} deflation {ncg.Z.shape[1]} (min theta "
+                         f"{ncg.theta.min() if len(ncg.theta) else float('nan'):.1e}) harvest {ncg.harvest.shape[1]}"
+                         if use_cg else ""))
             if newton >= MAX_NEWTON or (time_limit is not None and time.perf_counter() - t_start > time_limit):
                 break
         gap = m_bar / t
@@ -927,10 +1038,13 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
             status = "optimal_inaccurate"
             break
         hvps_before = ncg.hvps if use_cg else 0
+        if use_cg and ncg.harvest.shape[1] and DEFL_K:
+            ncg.deflate(ncg.harvest, keep=True)  # the same Hessian: add what the Newton solve found
         # predictor: along the tangent of the central path, dy/dt = -H^{-1} e_rho (from t e_rho + grad = 0)
         dp = -hsolve(np.eye(1, nv, 0).ravel()) * (mu - 1.0) * t
         if use_cg:
             hvps += ncg.hvps - hvps_before
+            recycle = np.hstack([ncg.Z, ncg.harvest])
         t *= mu
         f = _barrier(lmis, Glin, hlin, y, t)
         a = 1.0
