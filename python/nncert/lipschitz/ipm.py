@@ -67,6 +67,10 @@ MAX_NEWTON = 500
 DENSE_MAX = 4000
 CG_RTOL = 1e-4
 CG_MAXITER = 300
+#: inexact Newton (a forcing term in the spirit of Eisenstat and Walker): the CG tolerance of a Newton step is
+#: CG_FORCING times the previous step's squared Newton decrement, between CG_RTOL and CG_RTOL_MAX
+CG_FORCING = 1e-3
+CG_RTOL_MAX = 1e-2
 #: deflated Newton-CG: Ritz vectors of the preconditioned Hessian with Ritz values below DEFL_THETA (its bulk lies in
 #: [0.1, 3]; late on the path a few dozen outliers fall to 1e-8) are recycled from solve to solve, at most DEFL_K of
 #: them, and each CG solve harvests at most HARVEST_K new ones from its first HARVEST_MAX Lanczos vectors
@@ -960,6 +964,7 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
         raise SolverError("internal error: the interior-point start is not strictly feasible")
     while True:
         # centering
+        dec2_prev = np.inf
         for _ in range(MAX_INNER):
             g = np.zeros(nv)
             g[0] = t
@@ -976,7 +981,8 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
                 if recycle is not None:
                     ncg.deflate(recycle)
                 hsolve = ncg.solve
-                dy = -hsolve(g)
+                # inexact Newton: a loose CG tolerance while the step is damped anyway (far from the centre)
+                dy = -hsolve(g, rtol=min(CG_RTOL_MAX, max(CG_RTOL, CG_FORCING * dec2_prev)))
                 recycle = np.hstack([ncg.Z, ncg.harvest])
                 hvps += ncg.hvps
             else:
@@ -996,6 +1002,7 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
                 hsolve = _factor(H, band)
                 dy = -hsolve(g)
             dec2 = -g @ dy
+            dec2_prev = dec2
             newton += 1
             if dec2 / 2 < CENTER:
                 break
