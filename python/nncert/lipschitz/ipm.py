@@ -78,6 +78,9 @@ DEFL_THETA = 0.05
 DEFL_K = 40
 HARVEST_K = 20
 HARVEST_MAX = 300
+#: the deflation space is refreshed (a Rayleigh-Ritz step with one Hessian-vector product per vector) every
+#: DEFL_REFRESH Newton steps; in between, the last one corrects the preconditioner additively (no products)
+DEFL_REFRESH = 1
 
 
 def applies(chain: dict[str, Any], norm: str) -> bool:
@@ -712,6 +715,10 @@ class _NewtonCG:
         self.Z = np.zeros((nv, 0))
         self.AZ = np.zeros((nv, 0))
         self.theta = np.zeros(0)
+        # an additive coarse correction Zc diag(thc)^{-1} Zc^T of the preconditioner with a space from an earlier
+        # Hessian (stale; no Hessian products)
+        self.Zc = np.zeros((nv, 0))
+        self.thc = np.zeros(0)
         #: Ritz vectors of small eigenvalues harvested from the last solve's Lanczos coefficients
         self.harvest = np.zeros((nv, 0))
 
@@ -792,6 +799,8 @@ class _NewtonCG:
         maxiter = CG_MAXITER if maxiter is None else maxiter
         Z, AZ, th = self.Z, self.AZ, self.theta
         defl = Z.shape[1] > 0
+        Zc, thc = self.Zc, self.thc
+        coarse = Zc.shape[1] > 0
         stop = rtol * np.sqrt(max(b @ self.precond(b), 0.0))
         if defl:
             c = (Z.T @ b) / th
@@ -800,15 +809,24 @@ class _NewtonCG:
         else:
             x = np.zeros_like(b)
             r = b.copy()
-        z = self.precond(r)
-        if defl:
-            z -= Z @ ((AZ.T @ z) / th)
+
+        def prec(r):
+            """(the preconditioned residual, its M^{-1}-norm squared: the stopping rule's)"""
+            z = self.precond(r)
+            rzm = r @ z
+            if coarse:
+                z += Zc @ ((Zc.T @ r) / thc)
+            if defl:
+                z -= Z @ ((AZ.T @ z) / th)
+            return z, rzm
+
+        z, rzm = prec(r)
         p = z.copy()
         rz = r @ z
         V = np.empty((min(maxiter, HARVEST_MAX) + 1, self.nv)) if HARVEST_K else None
         alphas, betas = [], [0.0]
         for it in range(maxiter):
-            if np.sqrt(max(rz, 0.0)) <= stop:
+            if np.sqrt(max(rzm, 0.0)) <= stop:
                 break
             if V is not None and it < len(V) and rz > 0:
                 V[it] = z / np.sqrt(rz)
@@ -820,9 +838,7 @@ class _NewtonCG:
             alphas.append(a)
             x += a * p
             r -= a * Ap
-            z = self.precond(r)
-            if defl:
-                z -= Z @ ((AZ.T @ z) / th)
+            z, rzm = prec(r)
             rz_new = r @ z
             betas.append(rz_new / rz)
             p = z + (rz_new / rz) * p
@@ -843,6 +859,18 @@ class _NewtonCG:
             if len(sel):
                 self.harvest = V[:m].T @ S[:, sel]
         return x
+
+
+def _recycled(ncg: _NewtonCG, cands: list[np.ndarray]):
+    """What a Newton-CG solve leaves for the next one: its (exact or stale) deflation space with its Ritz values,
+    and the candidates harvested since the last refresh (this solve's Ritz vectors added)."""
+    if ncg.Z.shape[1]:
+        Z, th = ncg.Z, ncg.theta
+    else:
+        Z, th = ncg.Zc, ncg.thc
+    if ncg.harvest.shape[1]:
+        cands = cands + [ncg.harvest]
+    return (Z, th), cands
 
 
 def _factor(H: np.ndarray, band: int):
@@ -957,7 +985,9 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
     mu = MU if is_plain(chain) else MU_GENERAL
     newton = 0
     hvps = 0
-    recycle = None  # Newton-CG: candidate deflation vectors carried from solve to solve
+    recycle = None  # Newton-CG: (Z, theta) carried from solve to solve
+    cands: list[np.ndarray] = []  # Ritz vectors harvested since the last refresh of the deflation space
+    since_refresh = 0
     status = "optimal"
     f = _barrier(lmis, Glin, hlin, y, t)
     if not np.isfinite(f):
@@ -979,11 +1009,16 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
                     g[_lmi_ids(L)] -= L.adjoint(P)
                 ncg = _NewtonCG(lmis, Ps, Glin, s, nv)
                 if recycle is not None:
-                    ncg.deflate(recycle)
+                    if since_refresh + 1 >= DEFL_REFRESH:
+                        ncg.deflate(np.hstack([recycle[0]] + cands))
+                        since_refresh, cands = 0, []
+                    else:
+                        ncg.Zc, ncg.thc = recycle[0], recycle[1]
+                        since_refresh += 1
                 hsolve = ncg.solve
                 # inexact Newton: a loose CG tolerance while the step is damped anyway (far from the centre)
                 dy = -hsolve(g, rtol=min(CG_RTOL_MAX, max(CG_RTOL, CG_FORCING * dec2_prev)))
-                recycle = np.hstack([ncg.Z, ncg.harvest])
+                recycle, cands = _recycled(ncg, cands)
                 hvps += ncg.hvps
             else:
                 H = np.zeros((nv, nv))
@@ -1046,12 +1081,17 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
             break
         hvps_before = ncg.hvps if use_cg else 0
         if use_cg and ncg.harvest.shape[1] and DEFL_K:
-            ncg.deflate(ncg.harvest, keep=True)  # the same Hessian: add what the Newton solve found
+            if ncg.Zc.shape[1]:
+                ncg.deflate(np.hstack([ncg.Zc] + cands))
+                ncg.Zc, ncg.thc = np.zeros((nv, 0)), np.zeros(0)
+                since_refresh, cands = 0, []
+            else:
+                ncg.deflate(ncg.harvest, keep=True)  # the same Hessian: add what the Newton solve found
         # predictor: along the tangent of the central path, dy/dt = -H^{-1} e_rho (from t e_rho + grad = 0)
         dp = -hsolve(np.eye(1, nv, 0).ravel()) * (mu - 1.0) * t
         if use_cg:
             hvps += ncg.hvps - hvps_before
-            recycle = np.hstack([ncg.Z, ncg.harvest])
+            recycle, cands = _recycled(ncg, cands)
         t *= mu
         f = _barrier(lmis, Glin, hlin, y, t)
         a = 1.0
