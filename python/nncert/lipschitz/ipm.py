@@ -61,6 +61,10 @@ TOL = 1e-6
 TOL_CG = 1e-5
 #: centering ends when half the squared Newton decrement is below this
 CENTER = 1e-6
+#: Newton-CG: the centring for every t but the last ends when half the squared Newton decrement is below this (after
+#: one more full Newton step): long-step path following needs no tight centring on the way, and each of those last
+#: Newton steps costs a full CG solve
+CENTER_LOOSE = 0.005
 MAX_NEWTON = 500
 #: Newton-CG (chains whose dense Hessian would exceed DENSE_MAX variables): relative residual (in the
 #: preconditioner's norm) and iteration cap of each conjugate-gradient solve
@@ -992,6 +996,7 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
     f = _barrier(lmis, Glin, hlin, y, t)
     if not np.isfinite(f):
         raise SolverError("internal error: the interior-point start is not strictly feasible")
+    center_tol = CENTER_LOOSE if use_cg else CENTER
     while True:
         # centering
         dec2_prev = np.inf
@@ -1039,7 +1044,11 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
             dec2 = -g @ dy
             dec2_prev = dec2
             newton += 1
-            if dec2 / 2 < CENTER:
+            if dec2 / 2 < center_tol:
+                if center_tol > CENTER:  # loose centring: this step is in the quadratic region; take it
+                    fn = _barrier(lmis, Glin, hlin, y + dy, t)
+                    if fn < f:
+                        y, f = y + dy, fn
                 break
             a = 1.0
             slack = 1e-13 * abs(f)  # rounding in f: Armijo cannot ask for decreases below it
@@ -1072,6 +1081,10 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
             print(f"ipm: t {t:.3e} rho {y[0]:.8g} gap {gap:.3e} newton {newton}"
                   + (f" cg {hvps}" if use_cg else "") + f" {time.perf_counter() - t_start:.1f} s", flush=True)
         if gap <= tol * max(y[0], 1e-300):
+            if center_tol > CENTER and newton < MAX_NEWTON and not (
+                    time_limit is not None and time.perf_counter() - t_start > time_limit):
+                center_tol = CENTER  # the last t: centre tightly (the gap bound m / t holds on the central path)
+                continue
             break
         if newton >= MAX_NEWTON:
             status = "optimal_inaccurate"
