@@ -806,6 +806,7 @@ class _NewtonCG:
         Z, AZ, th = self.Z, self.AZ, self.theta
         defl = Z.shape[1] > 0
         Zc, thc = self.Zc, self.thc
+        self.breakdown = False
         coarse = Zc.shape[1] > 0
         stop = rtol * np.sqrt(max(b @ self.precond(b), 0.0))
         if defl:
@@ -829,6 +830,11 @@ class _NewtonCG:
         z, rzm = prec(r)
         p = z.copy()
         rz = r @ z
+        if not (rzm > 0 and rz > 0 and stop > 0):
+            # the preconditioner (or its coarse correction) is not positive on this residual in rounding (late on
+            # the path): CG cannot start
+            self.breakdown = True
+            return x
         V = np.empty((min(maxiter, HARVEST_MAX) + 1, self.nv)) if HARVEST_K else None
         alphas, betas = [], [0.0]
         for it in range(maxiter):
@@ -839,6 +845,7 @@ class _NewtonCG:
             Ap = self.hvp(p)
             pAp = p @ Ap
             if not pAp > 0:
+                self.breakdown = True
                 break
             a = rz / pAp
             alphas.append(a)
@@ -865,6 +872,29 @@ class _NewtonCG:
             if len(sel):
                 self.harvest = V[:m].T @ S[:, sel]
         return x
+
+
+def _undeflated(ncg: _NewtonCG, g: np.ndarray, hvps: int):
+    """The Newton direction from plain preconditioned CG (no deflation space, no coarse correction) at the default
+    tolerance: (direction, squared decrement, Hessian-vector products counted so far)."""
+    h0 = ncg.hvps
+    nv = ncg.nv
+    ncg.Z, ncg.AZ, ncg.theta = np.zeros((nv, 0)), np.zeros((nv, 0)), np.zeros(0)
+    ncg.Zc, ncg.thc = np.zeros((nv, 0)), np.zeros(0)
+    dy = -ncg.solve(g, rtol=CG_RTOL)
+    return dy, -g @ dy, hvps + ncg.hvps - h0
+
+
+def _armijo(lmis, Glin, hlin, y, t, f, dy, dec2, slack):
+    """Backtracking from the full Newton step: (step, barrier there); the step is <= 1e-8 when none decreases it."""
+    a = 1.0
+    fn = np.inf
+    while a > 1e-8:
+        fn = _barrier(lmis, Glin, hlin, y + a * dy, t)
+        if fn <= f - 0.25 * a * dec2 + slack:
+            break
+        a *= 0.5
+    return a, fn
 
 
 def _recycled(ncg: _NewtonCG, cands: list[np.ndarray]):
@@ -1052,13 +1082,16 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
                     if fn < f:
                         y, f = y + dy, fn
                 break
-            a = 1.0
             slack = 1e-13 * abs(f)  # rounding in f: Armijo cannot ask for decreases below it
-            while a > 1e-8:
-                fn = _barrier(lmis, Glin, hlin, y + a * dy, t)
-                if fn <= f - 0.25 * a * dec2 + slack:
-                    break
-                a *= 0.5
+            a, fn = _armijo(lmis, Glin, hlin, y, t, f, dy, dec2, slack)
+            if a <= 1e-8 and use_cg and (ncg.Z.shape[1] or ncg.Zc.shape[1]):
+                # no progress along a deflated direction: solve again without deflation (see below)
+                dy, dec2, hvps = _undeflated(ncg, g, hvps)
+                recycle, cands, since_refresh = None, [], 0
+                a, fn = _armijo(lmis, Glin, hlin, y, t, f, dy, dec2, slack)
+                if verbose > 1:
+                    print(f"   newton {newton}: no progress along the deflated direction; undeflated: dec2 {dec2:.3e} "
+                          f"step {a:.3e}")
             if a <= 1e-8:  # no progress at working precision: as centred as it gets
                 break
             if a == 1.0 and dec2 > 1.0:
