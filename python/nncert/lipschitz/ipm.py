@@ -34,6 +34,16 @@ c_k = 1.5 (2 c ||S||^2 + lambda ||W||^2)). With many such variables (nv > DENSE_
 cost a few N^3 products per LMI, and the preconditioner is block diagonal and exact per block (the scalar
 multipliers densely, each X by a simultaneous diagonalisation of its two Kronecker terms). t grows by MU_GENERAL
 on these chains.
+
+Late on the path the preconditioned Hessian has a few dozen outlying small eigenvalues (down to 1e-8 against a bulk
+in [0.1, 3]; on maxmin_residual_5_32 their eigenvectors lie about half on the scalar multipliers and half on the
+interface X of the middle stages, i.e. the coupling the block-diagonal preconditioner leaves out). Plain PCG needed
+200-300 iterations per Newton step for them. So CG is deflated (Saad et al. 2000) by approximate eigenvectors
+recycled from solve to solve: every CG solve harvests Ritz vectors of its small Ritz values from its Lanczos
+coefficients, and every second Newton step a Rayleigh-Ritz step for (Hessian, preconditioner) on the old space and the
+harvest gives the new deflation space (one Hessian product per vector); in between, the last space corrects the
+preconditioner additively without new products. With an inexact-Newton CG tolerance and loose centring for all but
+the last t, this cut the CG iterations 3-4x on the 64-wide residual nets (bench/README.md).
 """
 
 from __future__ import annotations
