@@ -48,6 +48,7 @@ the last t, this cut the CG iterations 3-4x on the 64-wide residual nets (bench/
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -109,11 +110,15 @@ def is_plain(chain: dict[str, Any]) -> bool:
     return all(st["kind"] == "groups" and not st["residual"] for st in chain["stages"])
 
 
+@functools.lru_cache(maxsize=64)
 def _svec_index(o: int):
     """(rows a, cols b, weights) of the orthonormal svec basis of symmetric o x o matrices: entry (a, b), a >= b,
-    is the coefficient of B_ab = E_aa (a == b) or (E_ab + E_ba) / sqrt(2), so <svec A, svec B> = tr(AB)."""
+    is the coefficient of B_ab = E_aa (a == b) or (E_ab + E_ba) / sqrt(2), so <svec A, svec B> = tr(AB). Cached
+    (read-only arrays): every Hessian-vector product of the Newton-CG path needs them."""
     a, b = np.tril_indices(o)
     w = np.where(a == b, 1.0, np.sqrt(2.0))
+    for v in (a, b, w):
+        v.setflags(write=False)
     return a, b, w
 
 
@@ -166,6 +171,10 @@ class _Lmi:
         self.D = D
         self.dense_ids = np.asarray(dense_ids or [], dtype=np.int64)
         self.dense = dense or []
+        # matrix variables whose V is [I; 0] (the incoming interface X on the leading block): V X V^T and V^T Z V
+        # are a block copy (no products)
+        self.mat_eye = [bool(np.array_equal(V[:V.shape[1]], np.eye(V.shape[1])) and not V[V.shape[1]:].any())
+                        for _, V, _ in self.mats]
 
     def value(self, y: np.ndarray) -> np.ndarray:
         N, q, r = self.N, self.q, self.r
@@ -175,9 +184,13 @@ class _Lmi:
         F = self.C + UD.transpose(1, 0, 2).reshape(N, q * r) @ self.Ucat.T
         for j, A in zip(self.dense_ids, self.dense):
             F = F + y[j] * A
-        for off, V, sg in self.mats:
+        for (off, V, sg), eye in zip(self.mats, self.mat_eye):
             o = V.shape[1]
-            F = F + sg * (V @ smat(y[off:off + o * (o + 1) // 2], o) @ V.T)
+            X = smat(y[off:off + o * (o + 1) // 2], o)
+            if eye:
+                F[:o, :o] += sg * X
+            else:
+                F = F + sg * (V @ X @ V.T)
         return 0.5 * (F + F.T)
 
     def derivs(self, P: np.ndarray):
@@ -234,12 +247,13 @@ class _Lmi:
         if self.p:
             Uq = self.Ucat.reshape(N, q, r)
             Y = (Z @ self.Ucat).reshape(N, q, r)
-            Md = np.einsum("nqa,nqb->qab", Uq, Y)  # U_f^T Z U_f per distinct factor
+            Md = np.matmul(Uq.transpose(1, 2, 0), Y.transpose(1, 0, 2))  # U_f^T Z U_f per distinct factor
             out.append(np.einsum("iab,iab->i", self.D, Md[self.fac]))
         if self.dense:
             out.append(np.array([np.sum(A * Z) for A in self.dense]))
-        for _, V, sg in self.mats:
-            out.append(sg * svec(V.T @ Z @ V))
+        for (_, V, sg), eye in zip(self.mats, self.mat_eye):
+            o = V.shape[1]
+            out.append(sg * svec(Z[:o, :o] if eye else V.T @ Z @ V))
         return np.concatenate(out) if out else np.zeros(0)
 
     def _scalar_derivs(self, P: np.ndarray):
