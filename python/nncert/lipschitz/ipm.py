@@ -1109,7 +1109,8 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
             slack = 1e-13 * abs(f)  # rounding in f: Armijo cannot ask for decreases below it
             a, fn = _armijo(lmis, Glin, hlin, y, t, f, dy, dec2, slack)
             if a <= 1e-8 and use_cg and (ncg.Z.shape[1] or ncg.Zc.shape[1]):
-                # no progress along a deflated direction: solve again without deflation (see below)
+                # no progress along a deflated (or coarse-corrected) direction: late on the path, Ritz values near
+                # 1e-8 can spoil it in rounding. Solve again without deflation, and recycle afresh
                 dy, dec2, hvps = _undeflated(ncg, g, hvps)
                 recycle, cands, since_refresh = None, [], 0
                 a, fn = _armijo(lmis, Glin, hlin, y, t, f, dy, dec2, slack)
