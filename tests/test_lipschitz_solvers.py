@@ -168,3 +168,68 @@ def test_ipm_newton_cg_matches_the_dense_newton_system(seed):
     assert a.certified and b.certified and a.bound == pytest.approx(b.bound, rel=1e-6)
     ref = clarabel(net, method="nsr")
     assert a.bound == pytest.approx(ref.bound, rel=1e-6)
+
+
+def test_ipm_deflated_newton_cg_solves_the_newton_system(monkeypatch):
+    # the pieces of the deflated Newton-CG (used above DENSE_MAX variables) against the dense Hessian of a small
+    # residual chain: M (mapply) inverts the preconditioner, deflated CG with any deflation space solves H x = b, the
+    # Rayleigh-Ritz step recovers the preconditioned Hessian's smallest eigenpairs from a space that contains them
+    # (and deflating them saves CG iterations), and a CG solve harvests Ritz vectors of its small eigenvalues
+    import scipy.linalg as sla
+    import scipy.sparse as sp
+
+    from nncert import _core
+    from nncert.lipschitz import ipm
+    from nncert.lipschitz.sdp import restrict
+
+    rng = np.random.default_rng(7)
+    net = nncert.Network([nncert.Dense(rng.standard_normal((8, 5))),
+                          nncert.Residual([nncert.Dense(0.5 * rng.standard_normal((8, 8))), nncert.MaxMin()]),
+                          nncert.Residual([nncert.Dense(0.5 * rng.standard_normal((8, 8))), nncert.MaxMin()]),
+                          nncert.Dense(rng.standard_normal((3, 8)))])
+    chain = _core.lipschitz_chain(net._core, None)
+    Ws, R, n0, _ = restrict(chain, "2")
+    lmis, Glin, nv, _, decode, _, y = ipm.build_general(chain, "2", Ws, R, n0)
+    Glin, hlin = ipm._caps(Glin, y, decode)
+    Glin = sp.csr_matrix(Glin)
+    s = Glin @ y + hlin
+    Ps = [np.linalg.inv(L.value(y)) for L in lmis]
+    ncg = ipm._NewtonCG(lmis, Ps, Glin, s, nv)
+    H = np.asarray((Glin.T @ sp.diags(1.0 / s ** 2) @ Glin).todense())
+    for L, P in zip(lmis, Ps):
+        ids, _, h = L.derivs(P)
+        H[np.ix_(ids, ids)] += h
+    v = rng.standard_normal(nv)
+    np.testing.assert_allclose(ncg.hvp(v), H @ v, rtol=1e-9, atol=1e-9 * np.abs(H @ v).max())
+    np.testing.assert_allclose(ncg.mapply(ncg.precond(v)), v, rtol=1e-7, atol=1e-7 * np.abs(v).max())
+    M = np.column_stack([ncg.mapply(e) for e in np.eye(nv)])
+    w, U = sla.eigh(H, 0.5 * (M + M.T))
+    b = rng.standard_normal(nv)
+    x_ref = np.linalg.solve(H, b)
+
+    def rel(x):
+        return np.linalg.norm(x - x_ref) / np.linalg.norm(x_ref)
+
+    monkeypatch.setattr(ipm, "DEFL_THETA", 1.01 * w[2])  # at this (start) point no eigenvalue is an outlier
+    x = ncg.solve(b, rtol=1e-10, maxiter=10 * nv)
+    assert rel(x) < 1e-6
+    plain = ncg.hvps
+    assert ncg.harvest.shape[1] > 0  # Ritz vectors of the smallest eigenvalues, from the Lanczos coefficients
+    hv = ncg.harvest[:, 0]
+    assert (hv @ H @ hv) / (hv @ M @ hv) == pytest.approx(w[0], rel=1e-3)
+    # a space that contains the 3 smallest eigenvectors, mixed with random vectors: Rayleigh-Ritz finds them
+    k = 3
+    Wc = np.hstack([U[:, :k], rng.standard_normal((nv, 2))]) @ rng.standard_normal((k + 2, k + 2))
+    ncg.deflate(Wc, theta_max=w[k - 1] * (1 + 1e-6))
+    np.testing.assert_allclose(ncg.theta, w[:k], rtol=1e-6)
+    h0 = ncg.hvps
+    x = ncg.solve(b, rtol=1e-10, maxiter=10 * nv)
+    assert rel(x) < 1e-6
+    assert ncg.hvps - h0 < plain
+    # any deflation space (here random: nothing to gain, but the solution is the same) and the stale additive
+    # coarse correction of the preconditioner
+    ncg.deflate(rng.standard_normal((nv, 4)), theta_max=np.inf)
+    assert ncg.Z.shape[1] == 4 and rel(ncg.solve(b, rtol=1e-10, maxiter=10 * nv)) < 1e-6
+    ncg.Zc, ncg.thc = ncg.Z, ncg.theta
+    ncg.Z, ncg.AZ, ncg.theta = np.zeros((nv, 0)), np.zeros((nv, 0)), np.zeros(0)
+    assert rel(ncg.solve(b, rtol=1e-10, maxiter=10 * nv)) < 1e-6

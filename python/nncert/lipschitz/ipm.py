@@ -34,10 +34,21 @@ c_k = 1.5 (2 c ||S||^2 + lambda ||W||^2)). With many such variables (nv > DENSE_
 cost a few N^3 products per LMI, and the preconditioner is block diagonal and exact per block (the scalar
 multipliers densely, each X by a simultaneous diagonalisation of its two Kronecker terms). t grows by MU_GENERAL
 on these chains.
+
+Late on the path the preconditioned Hessian has a few dozen outlying small eigenvalues (down to 1e-8 against a bulk
+in [0.1, 3]; on maxmin_residual_5_32 their eigenvectors lie about half on the scalar multipliers and half on the
+interface X of the middle stages, i.e. the coupling the block-diagonal preconditioner leaves out). Plain PCG needed
+200-300 iterations per Newton step for them. So CG is deflated (Saad et al. 2000) by approximate eigenvectors
+recycled from solve to solve: every CG solve harvests Ritz vectors of its small Ritz values from its Lanczos
+coefficients, and every second Newton step a Rayleigh-Ritz step for (Hessian, preconditioner) on the old space and the
+harvest gives the new deflation space (one Hessian product per vector); in between, the last space corrects the
+preconditioner additively without new products. With an inexact-Newton CG tolerance and loose centring for all but
+the last t, this cut the CG iterations 3-4x on the 64-wide residual nets (bench/README.md).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -61,12 +72,32 @@ TOL = 1e-6
 TOL_CG = 1e-5
 #: centering ends when half the squared Newton decrement is below this
 CENTER = 1e-6
+#: Newton-CG: the centring for every t but the last ends when half the squared Newton decrement is below this (after
+#: one more full Newton step): long-step path following needs no tight centring on the way, and each of those last
+#: Newton steps costs a full CG solve
+CENTER_LOOSE = 0.005
 MAX_NEWTON = 500
 #: Newton-CG (chains whose dense Hessian would exceed DENSE_MAX variables): relative residual (in the
 #: preconditioner's norm) and iteration cap of each conjugate-gradient solve
 DENSE_MAX = 4000
 CG_RTOL = 1e-4
 CG_MAXITER = 300
+#: inexact Newton (a forcing term in the spirit of Eisenstat and Walker): the CG tolerance of a Newton step is
+#: CG_FORCING times the previous step's squared Newton decrement, between CG_RTOL and CG_RTOL_MAX
+CG_FORCING = 1e-3
+CG_RTOL_MAX = 1e-2
+#: deflated Newton-CG: Ritz vectors of the preconditioned Hessian with Ritz values below DEFL_THETA (its bulk lies in
+#: [0.1, 3]; late on the path a few dozen outliers fall to 1e-8) are recycled from solve to solve, at most DEFL_K of
+#: them, and each CG solve harvests at most HARVEST_K new ones from its first HARVEST_MAX Lanczos vectors
+DEFL_THETA = 0.05
+DEFL_K = 40
+HARVEST_K = 20
+HARVEST_MAX = 300
+#: the deflation space is refreshed (a Rayleigh-Ritz step with one Hessian-vector product per vector) every
+#: DEFL_REFRESH Newton steps; in between, the last one corrects the preconditioner additively (M^{-1} + Z diag(theta)^-1
+#: Z^T with the earlier Hessian's Z and theta: no products). Measured on 8_64: 2 gives 91 Newton steps and 5689 CG
+#: iterations (Hessian products) against 97 and 6774 with a refresh at every step; on 5_64 3422 against 3652
+DEFL_REFRESH = 2
 
 
 def applies(chain: dict[str, Any], norm: str) -> bool:
@@ -79,11 +110,15 @@ def is_plain(chain: dict[str, Any]) -> bool:
     return all(st["kind"] == "groups" and not st["residual"] for st in chain["stages"])
 
 
+@functools.lru_cache(maxsize=64)
 def _svec_index(o: int):
     """(rows a, cols b, weights) of the orthonormal svec basis of symmetric o x o matrices: entry (a, b), a >= b,
-    is the coefficient of B_ab = E_aa (a == b) or (E_ab + E_ba) / sqrt(2), so <svec A, svec B> = tr(AB)."""
+    is the coefficient of B_ab = E_aa (a == b) or (E_ab + E_ba) / sqrt(2), so <svec A, svec B> = tr(AB). Cached
+    (read-only arrays): every Hessian-vector product of the Newton-CG path needs them."""
     a, b = np.tril_indices(o)
     w = np.where(a == b, 1.0, np.sqrt(2.0))
+    for v in (a, b, w):
+        v.setflags(write=False)
     return a, b, w
 
 
@@ -136,6 +171,10 @@ class _Lmi:
         self.D = D
         self.dense_ids = np.asarray(dense_ids or [], dtype=np.int64)
         self.dense = dense or []
+        # matrix variables whose V is [I; 0] (the incoming interface X on the leading block): V X V^T and V^T Z V
+        # are a block copy (no products)
+        self.mat_eye = [bool(np.array_equal(V[:V.shape[1]], np.eye(V.shape[1])) and not V[V.shape[1]:].any())
+                        for _, V, _ in self.mats]
 
     def value(self, y: np.ndarray) -> np.ndarray:
         N, q, r = self.N, self.q, self.r
@@ -145,9 +184,13 @@ class _Lmi:
         F = self.C + UD.transpose(1, 0, 2).reshape(N, q * r) @ self.Ucat.T
         for j, A in zip(self.dense_ids, self.dense):
             F = F + y[j] * A
-        for off, V, sg in self.mats:
+        for (off, V, sg), eye in zip(self.mats, self.mat_eye):
             o = V.shape[1]
-            F = F + sg * (V @ smat(y[off:off + o * (o + 1) // 2], o) @ V.T)
+            X = smat(y[off:off + o * (o + 1) // 2], o)
+            if eye:
+                F[:o, :o] += sg * X
+            else:
+                F = F + sg * (V @ X @ V.T)
         return 0.5 * (F + F.T)
 
     def derivs(self, P: np.ndarray):
@@ -204,12 +247,13 @@ class _Lmi:
         if self.p:
             Uq = self.Ucat.reshape(N, q, r)
             Y = (Z @ self.Ucat).reshape(N, q, r)
-            Md = np.einsum("nqa,nqb->qab", Uq, Y)  # U_f^T Z U_f per distinct factor
+            Md = np.matmul(Uq.transpose(1, 2, 0), Y.transpose(1, 0, 2))  # U_f^T Z U_f per distinct factor
             out.append(np.einsum("iab,iab->i", self.D, Md[self.fac]))
         if self.dense:
             out.append(np.array([np.sum(A * Z) for A in self.dense]))
-        for _, V, sg in self.mats:
-            out.append(sg * svec(V.T @ Z @ V))
+        for (_, V, sg), eye in zip(self.mats, self.mat_eye):
+            o = V.shape[1]
+            out.append(sg * svec(Z[:o, :o] if eye else V.T @ Z @ V))
         return np.concatenate(out) if out else np.zeros(0)
 
     def _scalar_derivs(self, P: np.ndarray):
@@ -673,8 +717,11 @@ class _NewtonCG:
                 Hs[np.ix_(pos[ids], pos[ids])] += h
         Gs = sp.csr_matrix(Glin)[:, self.sc]
         Hs += np.asarray((Gs.T @ sp.diags(self.w_lin) @ Gs).todense())
-        self.Hs_cho = sla.cho_factor(Hs + 1e-14 * np.trace(Hs) / max(len(Hs), 1) * np.eye(len(Hs)), lower=True)
+        Hs += 1e-14 * np.trace(Hs) / max(len(Hs), 1) * np.eye(len(Hs))
+        self.Hs = Hs
+        self.Hs_cho = sla.cho_factor(Hs, lower=True)
         self.blocks = []
+        self.fwd = []  # (off, o, K_1, K_2): the preconditioner's block is dX -> K_1 dX K_1 + K_2 dX K_2
         for off, Ks in sorted(mat_vars.items()):
             o = Ks[0].shape[0]
             Ks = sorted(Ks, key=lambda K: -np.linalg.eigvalsh(K)[0])  # the best conditioned one first (K_1 = L L^T)
@@ -683,7 +730,9 @@ class _NewtonCG:
                 T = U / np.sqrt(np.maximum(w, 1e-300))
                 lam = np.zeros(o)
                 den = np.ones((o, o))
+                self.fwd.append((off, o, (U * np.maximum(w, 1e-300)) @ U.T, None))
             else:
+                self.fwd.append((off, o, Ks[0], sum(Ks[1:])))
                 Lc = np.linalg.cholesky(Ks[0])
                 C = sla.solve_triangular(Lc, sla.solve_triangular(Lc, sum(Ks[1:]), lower=True).T, lower=True)
                 lam, U = np.linalg.eigh(0.5 * (C + C.T))
@@ -692,6 +741,16 @@ class _NewtonCG:
                 den = 1.0 + np.outer(lam, lam)
             self.blocks.append((off, o, T, den))
         self.hvps = 0
+        # deflation space (see deflate): Z (nv, k), A Z, theta = diag(Z^T A Z) (Z M-orthonormal)
+        self.Z = np.zeros((nv, 0))
+        self.AZ = np.zeros((nv, 0))
+        self.theta = np.zeros(0)
+        # an additive coarse correction Zc diag(thc)^{-1} Zc^T of the preconditioner with a space from an earlier
+        # Hessian (stale; no Hessian products)
+        self.Zc = np.zeros((nv, 0))
+        self.thc = np.zeros(0)
+        #: Ritz vectors of small eigenvalues harvested from the last solve's Lanczos coefficients
+        self.harvest = np.zeros((nv, 0))
 
     def hvp(self, v: np.ndarray) -> np.ndarray:
         out = np.zeros(self.nv)
@@ -711,30 +770,167 @@ class _NewtonCG:
             z[off:off + k] = svec(T @ Y @ T.T)
         return z
 
+    def mapply(self, v: np.ndarray) -> np.ndarray:
+        """The preconditioner itself (M v, where precond applies M^{-1})."""
+        out = np.zeros(self.nv)
+        out[self.sc] = self.Hs @ v[self.sc]
+        for off, o, K1, K2 in self.fwd:
+            k = o * (o + 1) // 2
+            X = smat(v[off:off + k], o)
+            Y = K1 @ X @ K1
+            if K2 is not None:
+                Y += K2 @ X @ K2
+            out[off:off + k] = svec(Y)
+        return out
+
+    def deflate(self, W: np.ndarray, keep: bool = False, kmax: int | None = None,
+                theta_max: float | None = None) -> None:
+        """Sets the deflation space from candidate vectors W (nv, c) (recycled from earlier solves) and, with
+        ``keep``, the current space (whose Hessian products are known): a Rayleigh-Ritz step for the pencil (A, M)
+        on their span (A: this Hessian, M: the preconditioner), keeping the Ritz vectors of the smallest Ritz values
+        (approximate eigenvectors of the preconditioned Hessian M^{-1} A below theta_max, at most kmax). Costs one
+        Hessian-vector product per new candidate."""
+        kmax = DEFL_K if kmax is None else kmax
+        theta_max = DEFL_THETA if theta_max is None else theta_max
+        Z0, AZ0 = (self.Z, self.AZ) if keep else (np.zeros((self.nv, 0)), np.zeros((self.nv, 0)))
+        if W.shape[1]:
+            if Z0.shape[1]:  # only what Z0 does not span yet (Z0 is M-orthonormal, not orthonormal: project)
+                Qz, _ = np.linalg.qr(Z0)
+                W = W - Qz @ (Qz.T @ W)
+            Q, Rq = np.linalg.qr(W)
+            dg = np.abs(np.diag(Rq))
+            Q = Q[:, dg > 1e-8 * max(np.max(np.linalg.norm(W, axis=0)), 1e-300)]
+        else:
+            Q = W
+        if Q.shape[1] == 0 and not keep:
+            return
+        B = np.hstack([Z0, Q])
+        AB = np.hstack([AZ0] + [self.hvp(q)[:, None] for q in Q.T])
+        MB = np.column_stack([self.mapply(q) for q in B.T])
+        Ga = B.T @ AB
+        Gm = B.T @ MB
+        Ga, Gm = 0.5 * (Ga + Ga.T), 0.5 * (Gm + Gm.T)
+        mu, U = np.linalg.eigh(Gm)
+        ok = mu > 1e-10 * max(mu.max(), 1e-300)
+        C = U[:, ok] / np.sqrt(mu[ok])
+        th, S = np.linalg.eigh(C.T @ Ga @ C)
+        sel = np.nonzero((th > 0) & (th < theta_max))[0][:kmax]
+        X = C @ S[:, sel]
+        self.Z, self.AZ, self.theta = B @ X, AB @ X, th[sel]
+
     def solve(self, b: np.ndarray, rtol: float | None = None, maxiter: int | None = None) -> np.ndarray:
+        """Preconditioned CG, deflated by the space of :meth:`deflate` (Saad, Yeung, Erhel, Guyomarc'h, "A deflated
+        version of the conjugate gradient algorithm", 2000): x_0 = Z E^{-1} Z^T b (E = Z^T A Z), and every search
+        direction is made A-orthogonal to Z, so the residuals stay orthogonal to Z and the small eigenvalues Z
+        approximates no longer slow CG down. The stopping rule is the undeflated one (residual in the
+        preconditioner's norm relative to that of b). The Ritz vectors of the smallest eigenvalues of the (deflated)
+        preconditioned Hessian, from CG's Lanczos coefficients, are left in ``harvest`` for the next solve."""
         rtol = CG_RTOL if rtol is None else rtol
         maxiter = CG_MAXITER if maxiter is None else maxiter
-        x = np.zeros_like(b)
-        r = b.copy()
-        z = self.precond(r)
+        Z, AZ, th = self.Z, self.AZ, self.theta
+        defl = Z.shape[1] > 0
+        Zc, thc = self.Zc, self.thc
+        self.breakdown = False
+        coarse = Zc.shape[1] > 0
+        stop = rtol * np.sqrt(max(b @ self.precond(b), 0.0))
+        if defl:
+            c = (Z.T @ b) / th
+            x = Z @ c
+            r = b - AZ @ c
+        else:
+            x = np.zeros_like(b)
+            r = b.copy()
+
+        def prec(r):
+            """(the preconditioned residual, its M^{-1}-norm squared: the stopping rule's)"""
+            z = self.precond(r)
+            rzm = r @ z
+            if coarse:
+                z += Zc @ ((Zc.T @ r) / thc)
+            if defl:
+                z -= Z @ ((AZ.T @ z) / th)
+            return z, rzm
+
+        z, rzm = prec(r)
         p = z.copy()
         rz = r @ z
-        stop = rtol * np.sqrt(max(rz, 0.0))
-        for _ in range(maxiter):
-            if np.sqrt(max(rz, 0.0)) <= stop:
+        if not (rzm > 0 and rz > 0 and stop > 0):
+            # the preconditioner (or its coarse correction) is not positive on this residual in rounding (late on
+            # the path): CG cannot start
+            self.breakdown = True
+            return x
+        V = np.empty((min(maxiter, HARVEST_MAX) + 1, self.nv)) if HARVEST_K else None
+        alphas, betas = [], [0.0]
+        for it in range(maxiter):
+            if np.sqrt(max(rzm, 0.0)) <= stop:
                 break
+            if V is not None and it < len(V) and rz > 0:
+                V[it] = z / np.sqrt(rz)
             Ap = self.hvp(p)
             pAp = p @ Ap
             if not pAp > 0:
+                self.breakdown = True
                 break
             a = rz / pAp
+            alphas.append(a)
             x += a * p
             r -= a * Ap
-            z = self.precond(r)
+            z, rzm = prec(r)
             rz_new = r @ z
+            betas.append(rz_new / rz)
             p = z + (rz_new / rz) * p
             rz = rz_new
+        self.harvest = np.zeros((self.nv, 0))
+        m = min(len(alphas), 0 if V is None else len(V))
+        if m >= 2:
+            al = np.asarray(alphas[:m])
+            be = np.asarray(betas[:m + 1])
+            diag = 1.0 / al
+            diag[1:] += be[1:m] / al[:-1]
+            off = -np.sqrt(np.maximum(be[1:m], 0.0)) / al[:-1]
+            try:
+                w, S = sla.eigh_tridiagonal(diag, off)
+            except (np.linalg.LinAlgError, ValueError):
+                w = np.zeros(0)
+            sel = np.nonzero(w < DEFL_THETA)[0][:HARVEST_K]
+            if len(sel):
+                self.harvest = V[:m].T @ S[:, sel]
         return x
+
+
+def _undeflated(ncg: _NewtonCG, g: np.ndarray, hvps: int):
+    """The Newton direction from plain preconditioned CG (no deflation space, no coarse correction) at the default
+    tolerance: (direction, squared decrement, Hessian-vector products counted so far)."""
+    h0 = ncg.hvps
+    nv = ncg.nv
+    ncg.Z, ncg.AZ, ncg.theta = np.zeros((nv, 0)), np.zeros((nv, 0)), np.zeros(0)
+    ncg.Zc, ncg.thc = np.zeros((nv, 0)), np.zeros(0)
+    dy = -ncg.solve(g, rtol=CG_RTOL)
+    return dy, -g @ dy, hvps + ncg.hvps - h0
+
+
+def _armijo(lmis, Glin, hlin, y, t, f, dy, dec2, slack):
+    """Backtracking from the full Newton step: (step, barrier there); the step is <= 1e-8 when none decreases it."""
+    a = 1.0
+    fn = np.inf
+    while a > 1e-8:
+        fn = _barrier(lmis, Glin, hlin, y + a * dy, t)
+        if fn <= f - 0.25 * a * dec2 + slack:
+            break
+        a *= 0.5
+    return a, fn
+
+
+def _recycled(ncg: _NewtonCG, cands: list[np.ndarray]):
+    """What a Newton-CG solve leaves for the next one: its (exact or stale) deflation space with its Ritz values,
+    and the candidates harvested since the last refresh (this solve's Ritz vectors added)."""
+    if ncg.Z.shape[1]:
+        Z, th = ncg.Z, ncg.theta
+    else:
+        Z, th = ncg.Zc, ncg.thc
+    if ncg.harvest.shape[1]:
+        cands = cands + [ncg.harvest]
+    return (Z, th), cands
 
 
 def _factor(H: np.ndarray, band: int):
@@ -849,12 +1045,17 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
     mu = MU if is_plain(chain) else MU_GENERAL
     newton = 0
     hvps = 0
+    recycle = None  # Newton-CG: (Z, theta) carried from solve to solve
+    cands: list[np.ndarray] = []  # Ritz vectors harvested since the last refresh of the deflation space
+    since_refresh = 0
     status = "optimal"
     f = _barrier(lmis, Glin, hlin, y, t)
     if not np.isfinite(f):
         raise SolverError("internal error: the interior-point start is not strictly feasible")
+    center_tol = CENTER_LOOSE if use_cg else CENTER
     while True:
         # centering
+        dec2_prev = np.inf
         for _ in range(MAX_INNER):
             g = np.zeros(nv)
             g[0] = t
@@ -868,8 +1069,17 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
                     Ps.append(P)
                     g[_lmi_ids(L)] -= L.adjoint(P)
                 ncg = _NewtonCG(lmis, Ps, Glin, s, nv)
+                if recycle is not None:
+                    if since_refresh + 1 >= DEFL_REFRESH:
+                        ncg.deflate(np.hstack([recycle[0]] + cands))
+                        since_refresh, cands = 0, []
+                    else:
+                        ncg.Zc, ncg.thc = recycle[0], recycle[1]
+                        since_refresh += 1
                 hsolve = ncg.solve
-                dy = -hsolve(g)
+                # inexact Newton: a loose CG tolerance while the step is damped anyway (far from the centre)
+                dy = -hsolve(g, rtol=min(CG_RTOL_MAX, max(CG_RTOL, CG_FORCING * dec2_prev)))
+                recycle, cands = _recycled(ncg, cands)
                 hvps += ncg.hvps
             else:
                 H = np.zeros((nv, nv))
@@ -888,16 +1098,25 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
                 hsolve = _factor(H, band)
                 dy = -hsolve(g)
             dec2 = -g @ dy
+            dec2_prev = dec2
             newton += 1
-            if dec2 / 2 < CENTER:
+            if dec2 / 2 < center_tol:
+                if center_tol > CENTER:  # loose centring: this step is in the quadratic region; take it
+                    fn = _barrier(lmis, Glin, hlin, y + dy, t)
+                    if fn < f:
+                        y, f = y + dy, fn
                 break
-            a = 1.0
             slack = 1e-13 * abs(f)  # rounding in f: Armijo cannot ask for decreases below it
-            while a > 1e-8:
-                fn = _barrier(lmis, Glin, hlin, y + a * dy, t)
-                if fn <= f - 0.25 * a * dec2 + slack:
-                    break
-                a *= 0.5
+            a, fn = _armijo(lmis, Glin, hlin, y, t, f, dy, dec2, slack)
+            if a <= 1e-8 and use_cg and (ncg.Z.shape[1] or ncg.Zc.shape[1]):
+                # no progress along a deflated (or coarse-corrected) direction: late on the path, Ritz values near
+                # 1e-8 can spoil it in rounding. Solve again without deflation, and recycle afresh
+                dy, dec2, hvps = _undeflated(ncg, g, hvps)
+                recycle, cands, since_refresh = None, [], 0
+                a, fn = _armijo(lmis, Glin, hlin, y, t, f, dy, dec2, slack)
+                if verbose > 1:
+                    print(f"   newton {newton}: no progress along the deflated direction; undeflated: dec2 {dec2:.3e} "
+                          f"step {a:.3e}")
             if a <= 1e-8:  # no progress at working precision: as centred as it gets
                 break
             if a == 1.0 and dec2 > 1.0:
@@ -911,7 +1130,10 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
             y = y + a * dy
             f = fn
             if verbose > 1:
-                print(f"   newton {newton}: dec2 {dec2:.3e} step {a:.3e}")
+                print(f"   newton {newton}: dec2 {dec2:.3e} step {a:.3e}"
+                      + (f" cg {ncg.hvps} deflation {ncg.Z.shape[1]} (min theta "
+                         f"{ncg.theta.min() if len(ncg.theta) else float('nan'):.1e}) harvest {ncg.harvest.shape[1]}"
+                         if use_cg else ""))
             if newton >= MAX_NEWTON or (time_limit is not None and time.perf_counter() - t_start > time_limit):
                 break
         gap = m_bar / t
@@ -919,6 +1141,10 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
             print(f"ipm: t {t:.3e} rho {y[0]:.8g} gap {gap:.3e} newton {newton}"
                   + (f" cg {hvps}" if use_cg else "") + f" {time.perf_counter() - t_start:.1f} s", flush=True)
         if gap <= tol * max(y[0], 1e-300):
+            if center_tol > CENTER and newton < MAX_NEWTON and not (
+                    time_limit is not None and time.perf_counter() - t_start > time_limit):
+                center_tol = CENTER  # the last t: centre tightly (the gap bound m / t holds on the central path)
+                continue
             break
         if newton >= MAX_NEWTON:
             status = "optimal_inaccurate"
@@ -927,10 +1153,18 @@ def _solve(chain, norm, use_gamma, tol, time_limit, verbose, newton_mode="auto")
             status = "optimal_inaccurate"
             break
         hvps_before = ncg.hvps if use_cg else 0
+        if use_cg and ncg.harvest.shape[1] and DEFL_K:
+            if ncg.Zc.shape[1]:
+                ncg.deflate(np.hstack([ncg.Zc] + cands))
+                ncg.Zc, ncg.thc = np.zeros((nv, 0)), np.zeros(0)
+                since_refresh, cands = 0, []
+            else:
+                ncg.deflate(ncg.harvest, keep=True)  # the same Hessian: add what the Newton solve found
         # predictor: along the tangent of the central path, dy/dt = -H^{-1} e_rho (from t e_rho + grad = 0)
         dp = -hsolve(np.eye(1, nv, 0).ravel()) * (mu - 1.0) * t
         if use_cg:
             hvps += ncg.hvps - hvps_before
+            recycle, cands = _recycled(ncg, cands)
         t *= mu
         f = _barrier(lmis, Glin, hlin, y, t)
         a = 1.0
