@@ -123,15 +123,16 @@ def big_lmi_reference(name: str, timeout: float, memory_gb: float = 10.0, rescal
     proc.start()
     send.close()  # so that the child's death reads as EOF here, not as silence until the time limit
     out: dict = {"bound": float("nan"), "memory_cap_gb": memory_gb, "time_limit": timeout}
-    done = False
+    done = died = False
     while not done and recv.poll(max(t0 + timeout + 120 - time.perf_counter(), 0.0)):
         try:
             msg = recv.recv()
-        except EOFError:
+        except EOFError:  # the child is gone (or going: an abort may take a moment to finish)
+            died = True
             break
         out.update(msg)
         done = "status" in msg
-    proc.join(5 if done else 0)
+    proc.join(10 if done or died else 0)
     if proc.is_alive():
         proc.kill()
         proc.join()
