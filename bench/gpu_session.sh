@@ -6,7 +6,10 @@
 #   3. solvers at 128^3 and 256^3: our CG on the CPU and on the device, DCDM on the device, PyAMG on the CPU
 #      (128^3 only: it takes minutes at 256^3);
 #   4. the freshly trained model (DCDM on the device at 64^3 and 128^3), to compare with the shipped one;
-#   5. bench/gpu_bench.py: bounds, Lipschitz, verification and convex training, core vs torch.
+#   5. bench/gpu_bench.py: bounds, Lipschitz, verification and convex training, core vs torch;
+#   6. with VERIFY_FULL_LIMIT=SECONDS (default 0: skipped): the full ACAS Xu (186) and MNIST 256x2 (30) sets,
+#      core (competition timeouts) and then the torch path on the device (a quarter of them) per instance, one row
+#      per instance as it finishes (bench/verify_bench.py --device cuda); give it what is left of the budget.
 # usage: NNCERT_DATA=... bench/gpu_session.sh OUTDIR 2>&1 | tee OUTDIR/session.log
 # Needs: the built package (python/nncert/_core*.so), torch with CUDA, numpy, scipy, onnx, tqdm, pytest,
 # hypothesis, z3-solver, scs and pyamg (cvxpy is not needed). The benchmark data subset it reads: ACAS Xu nets
@@ -66,4 +69,8 @@ step gpu-bench 40 $PY bench/gpu_bench.py --device cuda --only bounds lipschitz
 step gpu-verify 80 $PY bench/gpu_bench.py --device cuda --only verify --timeout 8
 step gpu-convex 60 $PY bench/gpu_bench.py --device cuda --only convex --convex-n 20000 --convex-iters 10
 step gpu-convex-60k 30 $PY bench/gpu_bench.py --device cuda --only convex --convex-iters 10 --convex-skip-core
+# 6. the full verification sets, core vs device per instance (optional: needs the whole ACAS Xu and MNIST data)
+VERIFY_FULL_LIMIT=${VERIFY_FULL_LIMIT:-0}
+[ "$VERIFY_FULL_LIMIT" -gt 0 ] && step verify-full "$VERIFY_FULL_LIMIT" $PY bench/verify_bench.py --acas 186 \
+    --mnist 30 --timeout-scale 1 --device-timeout-scale 0.25 --z3 0 --device cuda --output "$OUT/verify_full_gpu.csv"
 echo "=== done at $(date -u +%T)"

@@ -40,7 +40,7 @@ def pick_mnist(n: int):
     return [r for r in rows if "256x2" in r[0]][:n]
 
 
-def run(rows, scale, z3_every, z3_timeout, label, bound_iters=None):
+def run(rows, scale, z3_every, z3_timeout, label, bound_iters=None, device=None, device_scale=None):
     out = []
     nets = {}
     for k, (onnx, vnnlib, t) in enumerate(rows):
@@ -52,13 +52,22 @@ def run(rows, scale, z3_every, z3_timeout, label, bound_iters=None):
                "timeout": t * scale, "status": r.status, "seconds": round(r.seconds, 3), "method": r.method,
                "nodes": r.stats.get("nodes", 0), "z3_leaves": r.stats.get("z3_leaves", 0),
                "z3_status": "", "z3_seconds": ""}
+        dev_note = ""
+        if device:  # the torch path on the device, same instance, right after the core
+            td = t * (scale if device_scale is None else device_scale)
+            d = nncert.verify(net, prop, timeout=td, device=device, backend="torch")
+            rec.update(device_status=d.status, device_seconds=round(d.seconds, 3), device_timeout=td,
+                       device_nodes=d.stats.get("nodes", 0), device_method=d.method)
+            if r.certified and d.certified:
+                assert r.status == d.status, f"DISAGREEMENT {rec}"
+            dev_note = f" | {device}: {d.status:9s} {d.seconds:8.2f}s"
         if z3_every and k % z3_every == 0:
             z = nncert.verify(net, prop, timeout=z3_timeout, method="smt")
             rec["z3_status"], rec["z3_seconds"] = z.status, round(z.seconds, 3)
             if r.certified and z.certified:
                 assert r.status == z.status, f"DISAGREEMENT {rec} vs z3 {z.status}"
         print(f"{label:6s} {rec['onnx'][:32]:32s} {rec['vnnlib']:22s} {r.status:9s} {r.seconds:8.2f}s "
-              f"nodes={rec['nodes']:<7} z3: {rec['z3_status']:8s} {rec['z3_seconds']}", flush=True)
+              f"nodes={rec['nodes']:<7} z3: {rec['z3_status']:8s} {rec['z3_seconds']}{dev_note}", flush=True)
         out.append(rec)
     return out
 
@@ -72,6 +81,16 @@ def summary(recs):
         cnt = {w: sum(r["status"] == w for r in rs) for w in ("holds", "violated", "timeout", "unknown")}
         lines.append(f"| {label} | {len(rs)} | {cnt['holds']} | {cnt['violated']} | {cnt['timeout']} | {cnt['unknown']} "
                      f"| {sum(secs):.1f} | {statistics.median(secs):.2f} |")
+    dv = [r for r in recs if "device_status" in r]
+    if dv:
+        lines += ["", "| set | instances | core decided | core s | device decided | device s | core s / device s |",
+                  "|---|---|---|---|---|---|---|"]
+        for label in sorted({r["set"] for r in dv}):
+            rs = [r for r in dv if r["set"] == label]
+            dec_c = sum(r["status"] in ("holds", "violated") for r in rs)
+            dec_d = sum(r["device_status"] in ("holds", "violated") for r in rs)
+            sc, sd = sum(r["seconds"] for r in rs), sum(r["device_seconds"] for r in rs)
+            lines.append(f"| {label} | {len(rs)} | {dec_c} | {sc:.1f} | {dec_d} | {sd:.1f} | {sc / max(sd, 1e-9):.2f}x |")
     z = [r for r in recs if r["z3_status"] != ""]
     if z:
         lines += ["", "| instance | nncert | s | plain Z3 | s | Z3 s / nncert s |", "|---|---|---|---|---|---|"]
@@ -92,15 +111,20 @@ def main():
     ap.add_argument("--bound-iters", type=int, default=None,
                     help="optimised-bound steps per node and row (default: the engine's; 0: fixed CROWN slopes)")
     ap.add_argument("--only", default="", help="comma-separated substrings: run only instances whose vnnlib/onnx match")
+    ap.add_argument("--device", default=None, help="also run the torch path on this device (e.g. cuda) on every "
+                    "instance, right after the core (same run; verdicts must agree where both decide)")
+    ap.add_argument("--device-timeout-scale", type=float, default=None,
+                    help="timeout scale for the device runs (default: --timeout-scale)")
     ap.add_argument("--output", default=os.path.join(HERE, "verify_results.csv"))
     a = ap.parse_args()
     t0 = time.time()
     keep = [w for w in a.only.split(",") if w]
     sel = (lambda rows: [r for r in rows if any(w in r[0] + "|" + r[1] for w in keep)]) if keep else (lambda rows: rows)
-    recs = run(sel(pick_acas(a.acas)), a.timeout_scale, a.z3, a.z3_timeout, "acasxu", a.bound_iters)
-    recs += run(sel(pick_mnist(a.mnist)), a.timeout_scale, a.z3, a.z3_timeout, "mnist256x2", a.bound_iters)
+    dev = (a.device, a.device_timeout_scale)
+    recs = run(sel(pick_acas(a.acas)), a.timeout_scale, a.z3, a.z3_timeout, "acasxu", a.bound_iters, *dev)
+    recs += run(sel(pick_mnist(a.mnist)), a.timeout_scale, a.z3, a.z3_timeout, "mnist256x2", a.bound_iters, *dev)
     with open(a.output, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(recs[0]))
+        w = csv.DictWriter(f, fieldnames=list(max(recs, key=len)))
         w.writeheader()
         w.writerows(recs)
     print()
