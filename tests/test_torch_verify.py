@@ -180,3 +180,31 @@ def test_lookahead_splits_the_side_that_matters():
     on, off = (bab(net, problems, CPU, time_limit=30, lookahead=look) for look in (True, False))
     assert on["outcome"] == off["outcome"] == "holds"
     assert on["stats"]["nodes"] <= 5 and on["stats"]["nodes"] <= off["stats"]["nodes"]
+
+
+def test_stopped_search_returns_its_open_boxes_and_resumes_to_the_same_verdict():
+    """keep_open: a search stopped by its node limit hands back its undecided boxes (inside the root box, root
+    index kept); searching on from them (with the root's side widths) proves what one uninterrupted search
+    proves. This is what the engine's rounds (falsification in the open boxes between rounds) build on."""
+    from nncert.devices import CPU
+    from nncert.torch_backend.bab import bab
+
+    rng = np.random.default_rng(5)
+    net = random_relu_net(rng, (2, 16, 16, 1))
+    g = np.stack(np.meshgrid(np.linspace(-1, 1, 201), np.linspace(-1, 1, 201)), -1).reshape(-1, 2)
+    top = net(g)[:, 0].max()
+    lo, hi = np.full(2, -1.0), np.full(2, 1.0)
+    root = (lo, hi, -np.ones((1, 1)), np.zeros((1, 2)), np.array([-(top + 0.05 * (1 + abs(top)))]))
+    whole = bab(net, [root], CPU, time_limit=60)
+    assert whole["outcome"] == "holds" and whole["stats"]["nodes"] > 3
+    first = bab(net, [root], CPU, time_limit=60, max_nodes=2, keep_open=True)
+    assert first["outcome"] == "node_limit" and first["open"]
+    for k, blo, bhi, _, _ in first["open"]:
+        assert k == 0 and np.all(lo <= blo) and np.all(blo <= bhi) and np.all(bhi <= hi)
+    rest = bab(net, [(blo, bhi) + root[2:5] + (hi - lo,) for _, blo, bhi, _, _ in first["open"]], CPU, time_limit=60)
+    assert rest["outcome"] == "holds"
+    # a property the network violates (threshold below the sampled maximum): the torch path finds and replays it
+    bad = Property([(lo, hi)], [(np.array([[-1.0]]), np.array([-(top - 0.01 * (1 + abs(top)))]))])
+    r = nncert.verify(net, bad, timeout=30, backend="torch")
+    assert r.status == "violated"
+    check_violation(net, bad, r)

@@ -26,8 +26,11 @@ from .propagate import objective, propagate
 
 def _check(net: Any, problems: list[tuple]) -> None:
     n, m = net.input_dim, net.output_dim
-    for i, (lo, hi, a_y, a_x, c) in enumerate(problems):
+    for i, p in enumerate(problems):
+        lo, hi, a_y, a_x, c = p[:5]
         k = len(c)
+        if len(p) > 6 or (len(p) == 6 and np.shape(p[5]) != (n,)):
+            raise ShapeError(f"problem {i}: expected (lo, hi, a_y, a_x, c[, root widths of shape ({n},)])")
         if a_y.shape != (k, m) or a_x.shape != (k, n) or np.shape(lo) != (n,) or np.shape(hi) != (n,):
             raise ShapeError(f"problem {i}: constraint matrices have shapes {a_y.shape} and {a_x.shape} with {k} "
                              f"right-hand sides and a box of {np.shape(lo)}; expected ({k}, {m}), ({k}, {n}), ({n},)")
@@ -128,10 +131,13 @@ def _lookahead(net: Any, lo: Any, hi: Any, a_y: Any, a_x: Any, c: Any, node_m: A
 
 def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, max_nodes: int | None = None,
         margin: float = 1e-8, batch: int | None = None, min_width: float = 1e-7, max_leaves: int = 10000,
-        dtype: Any = None, lookahead: bool = True) -> dict[str, Any]:
+        dtype: Any = None, lookahead: bool = True, keep_open: bool = False) -> dict[str, Any]:
     """Branch and bound over ``problems`` (a list of (lo, hi, a_y, a_x, c): is some x in the box with
-    a_y f(x) + a_x x <= c?) on the torch ``device`` (a :class:`~nncert.devices.Device`). lookahead: choose
-    each split side as the core does, by bounding both halves along every side (inputs up to 16)."""
+    a_y f(x) + a_x x <= c?, optionally with a sixth entry: the root box's side widths, against which split
+    sides are measured when a search resumes from sub-boxes) on the torch ``device`` (a
+    :class:`~nncert.devices.Device`). lookahead: choose each split side as the core does, by bounding both
+    halves along every side (inputs up to 16). keep_open: a search stopped by its time or node limit also returns
+    ``open``, its undecided boxes as (problem, lo, hi, None, None), most undecided first, as the core does."""
     import torch
 
     t0 = time.monotonic()
@@ -142,7 +148,7 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
     batch = batch or (2048 if dev.type == "cuda" else 64)
     max_nodes = max_nodes if max_nodes is not None else 1 << 62
     t = lambda v: torch.as_tensor(np.array(v, dtype=np.float64), dtype=dtype, device=dev)  # noqa: E731
-    P = [(t(lo), t(hi), t(a_y), t(a_x), t(c)) for lo, hi, a_y, a_x, c in problems]
+    P = [(t(p[0]), t(p[1]), t(p[2]), t(p[3]), t(p[4])) for p in problems]
     K = max((len(p[4]) for p in P), default=1)
     Ay = torch.zeros((len(P), K, net.output_dim), dtype=dtype, device=dev)
     Ax = torch.zeros((len(P), K, net.input_dim), dtype=dtype, device=dev)
@@ -151,7 +157,7 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
     for i, (_, _, a_y, a_x, c) in enumerate(P):
         k = len(c)
         Ay[i, :k], Ax[i, :k], Cc[i, :k], Valid[i, :k] = a_y, a_x, c, True
-    W0 = torch.stack([p[1] - p[0] for p in P]) if P else None
+    W0 = torch.stack([t(p[5]) if len(p) > 5 else q[1] - q[0] for p, q in zip(problems, P)]) if P else None
     acts = _acts(compiled(net, dev, dtype), [])
     module = torch_module(net, device, dtype)
     stats: dict[str, Any] = {"nodes": 0, "pruned": 0, "infeasible": 0, "leaves": 0, "max_depth": 0, "max_queue": 0,
@@ -161,6 +167,20 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
     def finish(outcome: str, **extra: Any) -> dict[str, Any]:
         stats["seconds"] = time.monotonic() - t0
         return {"outcome": outcome, "leaves": leaves, "stats": stats, **extra}
+
+    def stop(outcome: str, *unsearched: Any) -> dict[str, Any]:
+        """A time or node limit: with keep_open, the queue (and the boxes taken from it but not split:
+        ``unsearched`` = (lo, hi, problem)) go back to the caller, lowest score first."""
+        if not keep_open:
+            return finish(outcome)
+        lo, hi, pr, sc = q_lo, q_hi, q_pr, q_sc
+        if unsearched:
+            u_lo, u_hi, u_pr = unsearched
+            lo, hi, pr = torch.cat([u_lo, lo]), torch.cat([u_hi, hi]), torch.cat([u_pr, pr])
+            sc = torch.cat([torch.full((u_lo.shape[0],), -float("inf"), dtype=dtype, device=dev), sc])
+        order = torch.argsort(sc, stable=True).tolist()
+        lo64, hi64, pr64 = (v.cpu().numpy() for v in (lo.double(), hi.double(), pr))
+        return finish(outcome, open=[(int(pr64[k]), lo64[k].copy(), hi64[k].copy(), None, None) for k in order])
 
     with torch.no_grad():
         if P and time.monotonic() < deadline:
@@ -178,9 +198,9 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
         cap = max(len(P), 8)
         while q_lo.shape[0] > 0:
             if time.monotonic() >= deadline:
-                return finish("timeout")
+                return stop("timeout")
             if stats["nodes"] >= max_nodes:
-                return finish("node_limit")
+                return stop("node_limit")
             # batches grow from a few boxes to ``batch``, and none is planned longer than a third of the time left
             take = min(batch, cap, q_lo.shape[0], max_nodes - stats["nodes"])
             if per_box > 0:
@@ -230,14 +250,14 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                         return finish("node_limit")
                 sp = o[~is_leaf]
                 if sp.numel() and stats["nodes"] >= max_nodes:  # undecided boxes left: never "holds"
-                    return finish("node_limit")  # (and no children to bound past the limit)
+                    return stop("node_limit", b_lo[sp], b_hi[sp], b_pr[sp])  # (no children past the limit)
                 if sp.numel():
                     lo_s, hi_s = b_lo[sp], b_hi[sp]
                     lam_best = lam[sp, best[sp]]
                     dim = _split_dims(lo_s, hi_s, lam_best, W0[b_pr[sp]], min_width)
                     kid_sl = torch.zeros_like(b_sl[sp])
                     if look and time.monotonic() >= deadline:  # the lookahead costs 2n bound passes a box
-                        return finish("timeout")
+                        return stop("timeout", lo_s, hi_s, b_pr[sp])
                     if look:
                         dim, kid_sl = _lookahead(net, lo_s, hi_s, a_y[sp], a_x[sp], c[sp], score[sp], dim,
                                                  b_sl[sp], W0[b_pr[sp]], margin, min_width)

@@ -66,7 +66,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     """Decides whether ``prop`` holds for ``net``; see :class:`VerifyResult`.
 
     method: "auto" (falsification, then bound-propagation branch and bound in the Rust core, then Z3
-    on the leaves it cannot decide; input splitting in the core runs in rounds, 1% of the timeout and
+    on the leaves it cannot decide; input splitting (core or torch) runs in rounds, 1% of the timeout and
     doubling, with falsification in the boxes each round left open), "bab" (the same without Z3), or "smt" (one plain Z3 encoding of the
     whole network per (box, conjunction); small networks only). ``timeout`` (seconds) is a hard
     wall-clock limit for the whole call. ``split``: "input" or "relu" (default: input for at most
@@ -108,8 +108,8 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
                          relu_below: int | None = None, max_leaves: int = max_leaves) -> dict[str, Any]:
         if on_torch and mode == "input":
             from ..torch_backend.bab import bab
-            return bab(net, _problems(prop), dev, time_limit=time_limit, max_nodes=max_nodes, max_leaves=max_leaves,
-                       lookahead=lookahead)
+            return bab(net, _problems(prop) if problems is None else problems, dev, time_limit=time_limit,
+                       max_nodes=max_nodes, max_leaves=max_leaves, lookahead=lookahead, keep_open=keep_open)
         from .. import _core
         return _core.branch_and_bound(net._core, _problems(prop) if problems is None else problems, mode=mode,
                                       time_limit=time_limit, max_nodes=max_nodes, max_leaves=max_leaves,
@@ -117,7 +117,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
                                       **({"relu_below": relu_below} if relu_below else {}))
 
     def guided(time_limit: float) -> dict[str, Any]:
-        """Input splitting in the core in rounds: each round searches for a time (GUIDED_SHARE of the
+        """Input splitting (core or torch) in rounds: each round searches for a time (GUIDED_SHARE of the
         timeout, doubling every round); if it does not decide, falsification searches the boxes it left
         open (and its undecided leaves), then the next round resumes from the open boxes. The result of
         the whole, in the root problems' numbering."""
@@ -168,7 +168,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
             # The next round resumes from the open boxes (a node's ReLU splits are dropped: its whole box is
             # searched again), with the first round's hybrid threshold (a share of the root's unstable units).
             if relu_below is None:
-                relu_below = s["relu_below"]
+                relu_below = s.get("relu_below")  # (the torch search splits inputs only: no threshold)
             # Sides measured against the original root's, so that the split choice (its guards against
             # slicing) is that of an uninterrupted search.
             problems = [(lo, hi) + tuple(base[k][2:5]) + (base[k][1] - base[k][0],) for k, lo, hi in boxes]
@@ -221,7 +221,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     tb = time.monotonic()
     log.info("verify: falsification found nothing in %.2f s; branch and bound (%s split, %.1f s left)",
              stats["phase_seconds"]["attack"], mode, deadline - tb)
-    if mode == "input" and not on_torch and attack:
+    if mode == "input" and attack:
         ta0 = stats["phase_seconds"]["attack"]
         r = guided(max(0.0, deadline - tb))
         stats["phase_seconds"]["bab"] = time.monotonic() - tb - (stats["phase_seconds"]["attack"] - ta0)
