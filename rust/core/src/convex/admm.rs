@@ -440,7 +440,8 @@ impl<'a> AdmmProblem<'a> {
                     bz2 += cw * zc[(c, j)] * zc[(c, j)];
                 }
             }
-            if check {
+            // At a check: the residuals (primal, dual, dual scale) the residual balancing below reads.
+            let residuals = if check {
                 // Dual residual rho * A^T B (z - z_old) and the scale rho * ||A^T (lam, nu, mu)||, via one GEMM each.
                 if !self.squared {
                     for k in 0..n {
@@ -478,45 +479,44 @@ impl<'a> AdmmProblem<'a> {
                     status = why;
                     break;
                 }
-                if let Some(acc) = accel.as_mut() {
-                    let thr = beta / (rho * cw);
-                    acc.after_iteration(settings.anderson_safeguard, thr, y, loss, rho, &mut zc, &mut lam, &mut s,
-                                        &mut nu, &mut q, &mut mu);
-                }
-                if adapt_now {
-                    // With the loss split off (q = F U) the u-step has no smooth term, so rho A^T y equals the
-                    // dual residual and cannot normalise it; those losses use the unnormalised rule.
-                    let (pn, dn) = if self.squared {
-                        (pres / au2.sqrt().max(bz2.sqrt()).max(1e-300), dres / ady.max(1e-300))
-                    } else {
-                        (pres, dres)
-                    };
-                    let ratio = (pn / dn.max(1e-300)).sqrt();
-                    if ratio.is_finite() && !(0.2..=5.0).contains(&ratio) {
-                        let new_rho = (rho * ratio).clamp(1e-6, 1e6);
-                        // Scaled duals are y / rho.
-                        let k = rho / new_rho;
-                        lam = &lam * faer::Scale(k);
-                        nu = &nu * faer::Scale(k);
-                        mu.iter_mut().for_each(|v| *v *= k);
-                        rho = new_rho;
-                        if self.squared {
-                            let t0 = Instant::now();
-                            local = Some(USolver::new(ops, rho, cw, self.usolver.kind(), self.pcg_tol)?);
-                            warm.invalidate();
-                            factor_seconds += t0.elapsed().as_secs_f64();
-                        }
-                        // Convergence needs rho fixed eventually, whether or not it costs a refactorisation.
-                        refactors += 1;
-                        if let Some(acc) = accel.as_mut() {
-                            acc.restart(&zc, &lam, &s, &nu, &q, &mu);
-                        }
-                    }
-                }
-            } else if let Some(acc) = accel.as_mut() {
+                Some((pres, dres, ady))
+            } else {
+                None
+            };
+            if let Some(acc) = accel.as_mut() {
                 let thr = beta / (rho * cw);
                 acc.after_iteration(settings.anderson_safeguard, thr, y, loss, rho, &mut zc, &mut lam, &mut s,
                                     &mut nu, &mut q, &mut mu);
+            }
+            if let (true, Some((pres, dres, ady))) = (adapt_now, residuals) {
+                // With the loss split off (q = F U) the u-step has no smooth term, so rho A^T y equals the
+                // dual residual and cannot normalise it; those losses use the unnormalised rule.
+                let (pn, dn) = if self.squared {
+                    (pres / au2.sqrt().max(bz2.sqrt()).max(1e-300), dres / ady.max(1e-300))
+                } else {
+                    (pres, dres)
+                };
+                let ratio = (pn / dn.max(1e-300)).sqrt();
+                if ratio.is_finite() && !(0.2..=5.0).contains(&ratio) {
+                    let new_rho = (rho * ratio).clamp(1e-6, 1e6);
+                    // Scaled duals are y / rho.
+                    let k = rho / new_rho;
+                    lam = &lam * faer::Scale(k);
+                    nu = &nu * faer::Scale(k);
+                    mu.iter_mut().for_each(|v| *v *= k);
+                    rho = new_rho;
+                    if self.squared {
+                        let t0 = Instant::now();
+                        local = Some(USolver::new(ops, rho, cw, self.usolver.kind(), self.pcg_tol)?);
+                        warm.invalidate();
+                        factor_seconds += t0.elapsed().as_secs_f64();
+                    }
+                    // Convergence needs rho fixed eventually, whether or not it costs a refactorisation.
+                    refactors += 1;
+                    if let Some(acc) = accel.as_mut() {
+                        acc.restart(&zc, &lam, &s, &nu, &q, &mu);
+                    }
+                }
             }
         }
         // Only a converged iterate is projected: there the violation, and so the move, is of the order of the
