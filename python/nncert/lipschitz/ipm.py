@@ -295,15 +295,17 @@ def _groups(st: dict[str, Any]) -> tuple[list[np.ndarray], np.ndarray, int]:
     return groups, np.asarray(st["E"], dtype=np.float64), max(len(g) for g in groups)
 
 
+def _leading_vars(norm: str, n0: int) -> tuple[int, int, np.ndarray | None]:
+    """(variables so far, index of rho, indices of d): rho is y[0]; l-inf adds the diagonal input multiplier d."""
+    if norm == "inf":
+        return 1 + n0, 0, np.arange(1, 1 + n0)
+    return 1, 0, None
+
+
 def build(chain: dict[str, Any], norm: str, Ws: list[np.ndarray], R: np.ndarray, n0: int, use_gamma: bool = True):
     """The LMIs, the linear constraints (rows of G y >= 0), the variable count and a decoder."""
     stages = chain["stages"]
-    nv = 1
-    rho = 0
-    d = None
-    if norm == "inf":
-        d = np.arange(nv, nv + n0)
-        nv += n0
+    nv, rho, d = _leading_vars(norm, n0)
     # incoming X_k as low-rank parts: (ids, distinct factors U (q, N, r), D (p, r, r), factor of each id (p,));
     # dense parts: (ids, mats)
     if norm == "2":
@@ -470,12 +472,7 @@ def build_general(chain: dict[str, Any], norm: str, Ws: list[np.ndarray], R: np.
     and X' as -V X' V^T, V = [S^T; G^T]. Variables are laid out stage by stage (q_k, then X_{k+1}), so the Hessian
     is banded. Returns (lmis, Glin, nv, decoder, groups decode (lam, gam) list, d, start)."""
     stages = chain["stages"]
-    nv = 1
-    rho = 0
-    d = None
-    if norm == "inf":
-        d = np.arange(nv, nv + n0)
-        nv += n0
+    nv, rho, d = _leading_vars(norm, n0)
     if norm == "2":
         inc = _In(n0, dense=([rho], [np.eye(n0)]))
     else:
@@ -969,11 +966,6 @@ def _factor(H: np.ndarray, band: int):
             continue
     Hr = H + 1e-12 * np.trace(H) / nv * np.eye(nv)
     return lambda rhs: np.linalg.lstsq(Hr, rhs, rcond=None)[0]
-
-
-def _newton_solve(H: np.ndarray, rhs: np.ndarray, band: int) -> np.ndarray:
-    """H^{-1} rhs (see :func:`_factor`)."""
-    return _factor(H, band)(rhs)
 
 
 def _lmi_ids(L: _Lmi) -> np.ndarray:

@@ -148,7 +148,7 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
     batch = batch or (2048 if dev.type == "cuda" else 64)
     max_nodes = max_nodes if max_nodes is not None else 1 << 62
     t = lambda v: torch.as_tensor(np.array(v, dtype=np.float64), dtype=dtype, device=dev)  # noqa: E731
-    P = [(t(p[0]), t(p[1]), t(p[2]), t(p[3]), t(p[4])) for p in problems]
+    P = [tuple(t(v) for v in p[:5]) for p in problems]
     K = max((len(p[4]) for p in P), default=1)
     Ay = torch.zeros((len(P), K, net.output_dim), dtype=dtype, device=dev)
     Ax = torch.zeros((len(P), K, net.input_dim), dtype=dtype, device=dev)

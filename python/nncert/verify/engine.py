@@ -20,7 +20,7 @@ METHODS = ("auto", "bab", "smt")
 BACKENDS = ("auto", "core", "torch")
 #: Inputs up to this many dimensions are split by input box; larger ones by ReLU phase.
 INPUT_SPLIT_MAX_DIM = 12
-#: Input splitting in the core runs this share of the timeout (at least GUIDED_MIN seconds) first; if
+#: Input splitting (core or torch) runs this share of the timeout (at least GUIDED_MIN seconds) first; if
 #: that does not decide, falsification searches the boxes it left open and the search resumes from them
 #: for twice as long, and so on.
 GUIDED_SHARE = 0.01
@@ -225,17 +225,15 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
         ta0 = stats["phase_seconds"]["attack"]
         r = guided(max(0.0, deadline - tb))
         stats["phase_seconds"]["bab"] = time.monotonic() - tb - (stats["phase_seconds"]["attack"] - ta0)
-        if r["outcome"] == "falsified":
-            stats.update({k: r["stats"][k] for k in ("nodes", "pruned", "max_depth", "max_queue", "stable", "unstable")})
-            stats["split"] = mode
-            return done("violated", "bab+attack", r["x"])
     else:
         r = branch_and_bound(mode, max(0.0, deadline - tb))
         stats["phase_seconds"]["bab"] = time.monotonic() - tb
     stats.update({k: r["stats"][k] for k in ("nodes", "pruned", "max_depth", "max_queue", "stable", "unstable")})
     stats["split"] = mode
-    stats["bab_leaves"] = len(r["leaves"])
     out = r["outcome"]
+    if out == "falsified":
+        return done("violated", "bab+attack", r["x"])
+    stats["bab_leaves"] = len(r["leaves"])
     if out == "holds":
         return done("holds", "bab")
     if out == "candidate":
