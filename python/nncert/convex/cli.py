@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="number of random gates (default 100), or 'all' for every pattern (exact formulation, small d)")
     p.add_argument("--beta", type=float, default=1e-3, help="group-norm weight (default 1e-3)")
     p.add_argument("--loss", default="squared", choices=["squared", "logistic", "hinge"])
-    p.add_argument("--solver", default="admm", choices=["admm", "admm-approx", "scp", "cvxpy"])
+    p.add_argument("--solver", default="admm", choices=["admm", "admm-approx", "scp", "cvxpy", "ipm"],
+                   help="ipm: interior-point method for the squared loss (fastest while a Pd x Pd or n x n matrix fits)")
     p.add_argument("--eps", type=float, default=0.0, help="l-inf adversarial radius (solver admm or cvxpy)")
     p.add_argument("--classify", action="store_true", help="treat the target as class labels")
     p.add_argument("--standardize", action="store_true")

@@ -28,7 +28,8 @@ class ReferenceSolution:
     objective: float
     status: str
     iterations: int
-    seconds: float
+    seconds: float  # the whole prob.solve(): cvxpy's compilation and the solver
+    solver_seconds: float = float("nan")  # the solver alone, as it reports (nan where it does not)
 
 
 def solve_reference(X: np.ndarray, y: np.ndarray, D: np.ndarray, beta: float, loss: str, eps: float = 0.0,
@@ -76,5 +77,6 @@ def solve_reference(X: np.ndarray, y: np.ndarray, D: np.ndarray, beta: float, lo
     if prob.status not in ("optimal", "optimal_inaccurate") or V.value is None:
         raise SolverError(f"cvxpy/{solver} returned status {prob.status!r}")
     iters = getattr(prob.solver_stats, "num_iters", None) or 0
+    solve_time = getattr(prob.solver_stats, "solve_time", None)
     return ReferenceSolution(np.asarray(V.value), np.asarray(W.value), float(prob.value), prob.status,
-                             int(iters), secs)
+                             int(iters), secs, float(solve_time) if solve_time is not None else float("nan"))
