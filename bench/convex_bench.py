@@ -1,11 +1,12 @@
-"""Convex training: nncert's ADMM and SCP (Rust) vs cvxpy + Clarabel and cvxpy + SCS on the same problem.
+"""Convex training: nncert's IPM, ADMM and SCP vs cvxpy + Clarabel and cvxpy + SCS on the same problem.
 
 Synthetic regression data (a random teacher two-layer ReLU net plus noise), the same sampled
 activation patterns for every solver, squared loss. The optimum f* is Clarabel's (interior point,
 default tolerances). "ADMM time to 1e-4": ConvexReLU(solver="admm") is run at tol 1e-5, then 3e-6, 1e-6,
 1e-7 (--tols), each run from scratch, once per Anderson memory (--anderson; 0 is the plain ADMM), until the returned weights (projected onto their cones, re-evaluated in
 numpy) are within 1e-4 relative of f* with cone-constraint violation below 1e-6 * max|X v|; the time of
-that whole fit (factorisation and projection included) is reported. SCS is run at eps 1e-5 and its
+that whole fit (factorisation and projection included) is reported. solver="ipm" is timed the same way with
+the sweep tol = 1e-4, 1e-6, 1e-8 (its tol is the relative duality gap). SCS is run at eps 1e-5 and its
 returned weights are evaluated by the same numpy objective. The SCP (solver="scp", the same random gates,
 unit-norm, as fixed neurons) solves a different, restricted program: its objective is >= f*, and its
 row reports time and relative excess over f*, not a time to f*.
@@ -39,7 +40,7 @@ def problem(n: int, d: int, seed: int = 0):
 
 def run(n: int, d: int, P: int, beta: float, scs: bool, clarabel: bool, anderson=(0, 10), tols=(1e-5, 3e-6, 1e-6, 1e-7),
         clarabel_time_limit: float | None = None, admm_time_limit: float | None = None, scp: bool = True,
-        fstar_given: float | None = None) -> dict:
+        fstar_given: float | None = None, ipm: bool = True) -> dict:
     X, y = problem(n, d)
     Xa = np.hstack([X, np.ones((n, 1))])
     D = sample_patterns(Xa, P, 0)
@@ -57,10 +58,11 @@ def run(n: int, d: int, P: int, beta: float, scs: bool, clarabel: bool, anderson
             ref = solve_reference(Xa, y, D, beta, "squared", **opts)
             fstar = F.objective(Xa, D, ref.V, ref.W, y, beta, "squared")
             row["clarabel_s"] = ref.seconds
+            row["clarabel_solver_s"] = ref.solver_seconds
             row["clarabel_objective"] = fstar
             row["clarabel_status"] = ref.status
-            print(f"cvxpy+Clarabel: {ref.seconds:.2f} s ({ref.status}), objective {fstar:.8g}, "
-                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+            print(f"cvxpy+Clarabel: {ref.seconds:.2f} s ({ref.status}; Clarabel's own solve time "
+                  f"{ref.solver_seconds:.2f} s), objective {fstar:.8g}, load {os.getloadavg()[0]:.1f}", flush=True)
         except nncert.SolverError as e:
             row["clarabel_error"] = f"{e} after {time.perf_counter() - t0:.1f} s (time limit {clarabel_time_limit})"
             print("cvxpy+Clarabel:", row["clarabel_error"], flush=True)
@@ -75,30 +77,52 @@ def run(n: int, d: int, P: int, beta: float, scs: bool, clarabel: bool, anderson
                   f"violation {row['scs_violation']:.1e}", flush=True)
         except nncert.SolverError as e:
             row["scs_error"] = str(e)
+    def timed_fit(key: str, tol: float, **kw):
+        """One whole fit from scratch; records it under key and returns (model, seconds, reached feasible 1e-4)."""
+        t0 = time.perf_counter()
+        m = nncert.ConvexReLU(patterns=D, beta=beta, tol=tol, time_limit=admm_time_limit, **kw).fit(X, y)
+        secs = time.perf_counter() - t0
+        scale = max(1.0, float(np.abs(Xa @ m.V_[0]).max(initial=0)), float(np.abs(Xa @ m.W_[0]).max(initial=0)))
+        gap = (m.objective_ - fstar) / abs(fstar) if fstar is not None else float("nan")
+        ok = gap <= 1e-4 and m.constraint_violation_ <= 1e-6 * scale
+        row.setdefault(f"{key}_runs", []).append({"tol": tol, "s": secs, "iters": int(m.n_iter_), "gap": gap,
+                                                  "objective": m.objective_, "status": m.status_,
+                                                  "violation": m.constraint_violation_, "load": os.getloadavg()[0]})
+        if ok:
+            row[f"{key}_time_to_1e-4_s"] = secs
+            row[f"{key}_iters_to_1e-4"] = int(m.n_iter_)
+        return m, secs, gap, ok
+
+    if ipm:
+        # The same protocol as the ADMM below: the first fit of the tolerance sweep whose weights are feasible and
+        # within 1e-4 of f*; the IPM's tol is its relative duality gap, so the sweep starts at 1e-4.
+        for tol in ((1e-4, 1e-6, 1e-8) if fstar is not None else (1e-6,)):
+            try:
+                m, secs, gap, ok = timed_fit("ipm", tol, solver="ipm")
+            except nncert.InvalidInputError as e:
+                row["ipm_error"] = str(e)
+                print("ipm:", e, flush=True)
+                break
+            row["ipm_runs"][-1]["system"] = m.ipm_system_
+            print(f"ipm tol {tol:.0e} ({m.ipm_system_} system): {secs:.2f} s, {m.n_iter_} Newton steps, {m.status_}, "
+                  f"objective {m.objective_:.10g}, gap {gap:.2e} (duality gap {m.ipm_gap_:.1e}), violation "
+                  f"{m.constraint_violation_:.1e}, load {os.getloadavg()[0]:.1f}", flush=True)
+            if ok:
+                break
     for mem in anderson:
         # Without a reference (f* unknown) one run at the last tolerance of the sweep, within the time limit.
         for tol in (tols if fstar is not None else tols[-1:]):
-            t0 = time.perf_counter()
-            m = nncert.ConvexReLU(patterns=D, beta=beta, tol=tol, max_iter=50000, anderson=mem,
-                                  time_limit=admm_time_limit).fit(X, y)
-            secs = time.perf_counter() - t0
-            scale = max(1.0, float(np.abs(Xa @ m.V_[0]).max(initial=0)), float(np.abs(Xa @ m.W_[0]).max(initial=0)))
-            gap = (m.objective_ - fstar) / abs(fstar) if fstar is not None else float("nan")
-            ok = gap <= 1e-4 and m.constraint_violation_ <= 1e-6 * scale
+            m, secs, gap, ok = timed_fit(f"admm{mem}", tol, max_iter=50000, anderson=mem)
             print(f"admm anderson {mem} tol {tol:.0e} ({m.u_solver_}): {secs:.2f} s, {m.n_iter_} iterations, "
                   f"{m.status_}, objective {m.objective_:.8g}, gap {gap:.2e}, violation {m.constraint_violation_:.1e}, "
                   f"accelerated steps {m.anderson_['accepted']} (rejected {m.anderson_['rejected']}), "
                   f"load {os.getloadavg()[0]:.1f}", flush=True)
-            key = f"admm{mem}"
-            row.setdefault(f"{key}_runs", []).append({"tol": tol, "s": secs, "iters": int(m.n_iter_), "gap": gap,
-                                                      "objective": m.objective_, "status": m.status_,
-                                                      "violation": m.constraint_violation_,
-                                                      "load": os.getloadavg()[0]})
             row["admm_u_solver"] = m.u_solver_
             if ok:
-                row[f"{key}_time_to_1e-4_s"] = secs
-                row[f"{key}_iters_to_1e-4"] = int(m.n_iter_)
                 break
+    for k in ("clarabel_s", "clarabel_solver_s", "scs_s"):
+        if k in row and "ipm_time_to_1e-4_s" in row:
+            row[k[:-2] + "_over_ipm"] = row[k] / row["ipm_time_to_1e-4_s"]
     if not scp:
         print(json.dumps(row), flush=True)
         return row
@@ -133,13 +157,14 @@ def main() -> None:
     ap.add_argument("--clarabel-time-limit", type=float, default=None, help="Clarabel's time_limit (seconds)")
     ap.add_argument("--admm-time-limit", type=float, default=None, help="time_limit of each ADMM fit (seconds)")
     ap.add_argument("--no-scp", action="store_true")
+    ap.add_argument("--no-ipm", action="store_true", help="skip solver='ipm'")
     ap.add_argument("--fstar", type=float, default=None,
                     help="f* of the same problem from an earlier Clarabel run (then Clarabel is not run)")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args()
     logging.getLogger("nncert.convex").setLevel(logging.ERROR)
     rows = [run(n, args.d, P, args.beta, not args.no_scs, not args.no_clarabel, args.anderson, args.tols,
-                args.clarabel_time_limit, args.admm_time_limit, not args.no_scp, args.fstar)
+                args.clarabel_time_limit, args.admm_time_limit, not args.no_scp, args.fstar, not args.no_ipm)
             for n in args.sizes for P in args.patterns]
     print("\n| n | d | P | ADMM u-step | Anderson memory | ADMM to 1e-4 (s) | iters | Clarabel (s) | SCS (s) | "
           "Clarabel/ADMM | SCS/ADMM | SCP (s) | SCP objective / f* - 1 |")
@@ -151,6 +176,16 @@ def main() -> None:
                   f"{f(f'admm{mem}_time_to_1e-4_s')} | {r.get(f'admm{mem}_iters_to_1e-4', '-')} | {f('clarabel_s')} | "
                   f"{f('scs_s')} | {f(f'clarabel_over_admm{mem}', '{:.1f}x')} | {f(f'scs_over_admm{mem}', '{:.1f}x')} | "
                   f"{f('scp_s')} | {f('scp_excess', '{:.2e}')} |")
+    if not args.no_ipm:
+        print("\n| n | d | P | IPM system | IPM to 1e-4 (s) | Newton steps | cvxpy + Clarabel (s) | Clarabel solve "
+              "alone (s) | cvxpy+Clarabel / IPM | Clarabel alone / IPM |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            f = lambda k, fmt="{:.2f}": fmt.format(r[k]) if k in r else "-"  # noqa: E731
+            system = r["ipm_runs"][-1]["system"] if r.get("ipm_runs") else "-"
+            print(f"| {r['n']} | {r['d']} | {r['P']} | {system} | {f('ipm_time_to_1e-4_s')} | "
+                  f"{r.get('ipm_iters_to_1e-4', '-')} | {f('clarabel_s')} | {f('clarabel_solver_s')} | "
+                  f"{f('clarabel_over_ipm', '{:.1f}x')} | {f('clarabel_solver_over_ipm', '{:.1f}x')} |")
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(rows, fh, indent=1)
