@@ -103,7 +103,7 @@ def run(n: int, d: int, P: int, beta: float, scs: bool, clarabel: bool, anderson
                 row["ipm_error"] = str(e)
                 print("ipm:", e, flush=True)
                 break
-            row["ipm_runs"][-1]["system"] = m.ipm_system_
+            row["ipm_runs"][-1].update(system=m.ipm_system_, duality_gap=m.ipm_gap_)
             print(f"ipm tol {tol:.0e} ({m.ipm_system_} system): {secs:.2f} s, {m.n_iter_} Newton steps, {m.status_}, "
                   f"objective {m.objective_:.10g}, gap {gap:.2e} (duality gap {m.ipm_gap_:.1e}), violation "
                   f"{m.constraint_violation_:.1e}, load {os.getloadavg()[0]:.1f}", flush=True)
@@ -150,8 +150,8 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=1.0)
     ap.add_argument("--no-scs", action="store_true")
     ap.add_argument("--no-clarabel", action="store_true")
-    ap.add_argument("--anderson", type=int, nargs="+", default=[0, 10],
-                    help="Anderson memories to compare (0: the plain ADMM with over-relaxation 1.6)")
+    ap.add_argument("--anderson", type=int, nargs="*", default=[0, 10],
+                    help="Anderson memories to compare (0: the plain ADMM with over-relaxation 1.6; none: no ADMM)")
     ap.add_argument("--tols", type=float, nargs="+", default=[1e-5, 3e-6, 1e-6, 1e-7],
                     help="the ADMM tolerance sweep (each run from scratch; the first feasible 1e-4 point counts)")
     ap.add_argument("--clarabel-time-limit", type=float, default=None, help="Clarabel's time_limit (seconds)")
@@ -177,14 +177,16 @@ def main() -> None:
                   f"{f('scs_s')} | {f(f'clarabel_over_admm{mem}', '{:.1f}x')} | {f(f'scs_over_admm{mem}', '{:.1f}x')} | "
                   f"{f('scp_s')} | {f('scp_excess', '{:.2e}')} |")
     if not args.no_ipm:
-        print("\n| n | d | P | IPM system | IPM to 1e-4 (s) | Newton steps | cvxpy + Clarabel (s) | Clarabel solve "
-              "alone (s) | cvxpy+Clarabel / IPM | Clarabel alone / IPM |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("\n| n | d | P | IPM system | IPM to 1e-4 (s) | Newton steps | last IPM run: tol, time, status, duality gap | "
+              "cvxpy + Clarabel (s) | Clarabel solve alone (s) | cvxpy+Clarabel / IPM | Clarabel alone / IPM |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             f = lambda k, fmt="{:.2f}": fmt.format(r[k]) if k in r else "-"  # noqa: E731
-            system = r["ipm_runs"][-1]["system"] if r.get("ipm_runs") else "-"
-            print(f"| {r['n']} | {r['d']} | {r['P']} | {system} | {f('ipm_time_to_1e-4_s')} | "
-                  f"{r.get('ipm_iters_to_1e-4', '-')} | {f('clarabel_s')} | {f('clarabel_solver_s')} | "
+            last = r["ipm_runs"][-1] if r.get("ipm_runs") else None
+            lastcol = (f"{last['tol']:.0e}, {last['s']:.2f} s, {last['status']}, {last['duality_gap']:.1e}"
+                       if last else r.get("ipm_error", "-"))
+            print(f"| {r['n']} | {r['d']} | {r['P']} | {last['system'] if last else '-'} | {f('ipm_time_to_1e-4_s')} | "
+                  f"{r.get('ipm_iters_to_1e-4', '-')} | {lastcol} | {f('clarabel_s')} | {f('clarabel_solver_s')} | "
                   f"{f('clarabel_over_ipm', '{:.1f}x')} | {f('clarabel_solver_over_ipm', '{:.1f}x')} |")
     if args.out:
         with open(args.out, "w") as fh:
