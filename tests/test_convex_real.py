@@ -77,3 +77,12 @@ def test_breast_cancer_matches_cvxpy_optimum():
 @pytest.mark.slow
 def test_digits_binary_accuracy():
     check("digits", 50, 3000, 1000)
+
+
+def test_breast_cancer_ipm_matches_cvxpy_optimum():
+    Xtr, Xte, ytr, yte = split("breast_cancer")
+    m = nncert.ConvexReLU(n_patterns=20, beta=1.0, solver="ipm", tol=1e-8).fit(Xtr, ytr)
+    ref = nncert.ConvexReLU(n_patterns=20, beta=1.0, solver="cvxpy", patterns=m.patterns_).fit(Xtr, ytr)
+    assert m.objective_ == pytest.approx(ref.objective_, rel=1e-6)
+    assert m.constraint_violation_ <= 1e-9
+    assert m.score(Xte, yte) >= 0.93

@@ -127,8 +127,11 @@ def demo_convex() -> None:
     y = np.sin(2 * X[:, 0]) + 0.5 * X[:, 1] ** 2
     m = nncert.ConvexReLU(n_patterns=30, beta=0.05, tol=1e-7, max_iter=20000).fit(X, y)
     ref = nncert.ConvexReLU(n_patterns=30, beta=0.05, solver="cvxpy", patterns=m.patterns_).fit(X, y)
+    ipm = nncert.ConvexReLU(n_patterns=30, beta=0.05, solver="ipm", patterns=m.patterns_, tol=1e-8).fit(X, y)
     net = m.to_network()
     print(f"ADMM ({m.u_solver_} u-step): objective {m.objective_:.8f} in {m.n_iter_} iterations ({m.status_})")
+    print(f"interior point ({ipm.ipm_system_} system): objective {ipm.objective_:.8f} in {ipm.n_iter_} Newton steps "
+          f"({ipm.status_}, duality gap {ipm.ipm_gap_:.0e})")
     print(f"cvxpy + Clarabel reference:  objective {ref.objective_:.8f}")
     print(f"network: {net!r}; max |net(X) - predict(X)| = {np.abs(net(X)[:, 0] - m.predict(X)).max():.1e}")
 

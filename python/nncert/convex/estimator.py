@@ -535,9 +535,9 @@ class ConvexReLU:
         rows, statuses, gaps, n_corr = [], [], [], 0
         deadline = time.perf_counter() + (float(self.time_limit) if self.time_limit is not None else np.inf)
         try:
+            solver = SquaredLossIPM(Xa, Y[:, 0], D, float(self.beta), memory_limit=self._memory_limit)
             for c in range(Y.shape[1]):
-                solver = SquaredLossIPM(Xa, Y[:, c], D, float(self.beta), memory_limit=self._memory_limit)
-                r = solver.run(tol=float(self.tol), feastol=float(self.tol), max_iter=steps,
+                r = solver.set_targets(Y[:, c]).run(tol=float(self.tol), feastol=float(self.tol), max_iter=steps,
                                time_limit=deadline - time.perf_counter(),
                                callback=lambda it, obj, pr, dr, c=c: progress(c, it, obj, pr, dr))
                 # Interior points keep every group strictly inside its cone; groups at round-off size are the

@@ -253,6 +253,15 @@ class SquaredLossIPM:
         self.sym = np.triu_indices(d)
         self.kron = self._kron_rows(0, n) if n * len(self.sym[0]) <= KRON_MAX_DOUBLES else None
 
+    def set_targets(self, y: np.ndarray) -> "SquaredLossIPM":
+        """Another output's targets: K and the row products depend on X and the patterns only, so several
+        outputs share them."""
+        y = np.asarray(y, dtype=np.float64)
+        if y.shape != (self.n,):
+            raise ValueError(f"targets must have shape ({self.n},), got {y.shape}")
+        self.y = y
+        return self
+
     def _pattern_rows(self, lo: int, hi: int) -> np.ndarray:
         """Rows lo:hi of G_D = [D_1 X, ..., D_P X], (hi - lo, Pd)."""
         Db, Xb = self.D[lo:hi], self.X[lo:hi]
