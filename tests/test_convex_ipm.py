@@ -172,3 +172,16 @@ def test_cli_convex_fit_with_ipm(tmp_path, capsys):
     same = nncert.ConvexReLU(solver="cvxpy", n_patterns=8, beta=0.1).fit(X, y)
     assert rep["status"] == "converged"
     assert rep["objective"] == pytest.approx(same.objective_, rel=1e-6)
+
+
+@pytest.mark.parametrize("c", [1e-5, 1e4])
+def test_target_scale_invariance(c):
+    # The program for (c y, c beta) has the optimum c^2 times that for (y, beta), with weights c times larger.
+    # Targets of size 1e-5 once stopped 1.5% above the optimum (an absolute gap tolerance and an absolute
+    # pruning threshold); the solver now works on unit-size targets and prunes relative to the data's scale.
+    X, Xa, y, D = data(10, 50, 3, 10)
+    base = nncert.ConvexReLU(solver="ipm", beta=0.1, patterns=D, tol=1e-8).fit(X, y)
+    scaled = nncert.ConvexReLU(solver="ipm", beta=0.1 * c, patterns=D, tol=1e-8).fit(X, c * y)
+    assert scaled.objective_ == pytest.approx(c * c * base.objective_, rel=1e-7)
+    np.testing.assert_allclose(scaled.V_, c * base.V_, rtol=1e-4, atol=1e-6 * c * np.abs(base.V_).max())
+    assert scaled.constraint_violation_ <= 1e-12 * c

@@ -51,12 +51,21 @@ def available_memory() -> float:
     return 4.0 * 2**30
 
 
-def prune_groups(M: np.ndarray, rel: float = 1e-6) -> np.ndarray:
-    """Zeroes the columns an interior-point solver leaves at round-off size instead of exactly zero
-    (the objective is re-evaluated afterwards, so this never hides a change)."""
+def weight_scale(X: np.ndarray, y: np.ndarray) -> float:
+    """The size of a group that explains targets y from features X (rms(y) / rms(X)): the scale below which an
+    interior-point solver's groups are round-off."""
+    xs = float(np.sqrt(np.mean(X * X))) if X.size else 0.0
+    ys = float(np.sqrt(np.mean(y * y))) if y.size else 0.0
+    return ys / xs if xs > 0 and ys > 0 else 1.0
+
+
+def prune_groups(M: np.ndarray, scale: float = 1.0, rel: float = 1e-6) -> np.ndarray:
+    """Zeroes the columns an interior-point solver leaves at round-off size instead of exactly zero: norms at most
+    rel times the larger of the largest norm and ``scale`` (weight_scale of the data, so that targets of size
+    1e-5 keep their groups; the objective is re-evaluated afterwards, so this never hides a change)."""
     norms = np.linalg.norm(M, axis=0)
     out = M.copy()
-    out[:, norms <= rel * max(1.0, norms.max(initial=0.0))] = 0.0
+    out[:, norms <= rel * max(scale, norms.max(initial=0.0))] = 0.0
     return out
 
 
@@ -352,7 +361,8 @@ class ConvexReLU:
             iters, statuses, hist = 0, [], []
             for c in range(k):
                 sol = solve_reference(Xa, Y[:, c], D, float(self.beta), self.loss, eps, feat)
-                V[c], W[c] = prune_groups(sol.V), prune_groups(sol.W)
+                ws = weight_scale(Xa, Y[:, c])
+                V[c], W[c] = prune_groups(sol.V, ws), prune_groups(sol.W, ws)
                 iters = max(iters, sol.iterations)
                 statuses.append(sol.status)
                 hist.append((c, sol.iterations, sol.objective, sol.seconds))
@@ -542,7 +552,8 @@ class ConvexReLU:
                                callback=lambda it, obj, pr, dr, c=c: progress(c, it, obj, pr, dr))
                 # Interior points keep every group strictly inside its cone; groups at round-off size are the
                 # zero groups of the optimum, and the projection removes what violation rounding left.
-                U = np.hstack([prune_groups(r.v), prune_groups(r.w)])
+                ws = weight_scale(Xa, Y[:, c])
+                U = np.hstack([prune_groups(r.v, ws), prune_groups(r.w, ws)])
                 U, _ = _core.convex_project_cones(Xa, D, np.ascontiguousarray(U))
                 P = D.shape[1]
                 V[c], W[c] = U[:, :P], U[:, P:]

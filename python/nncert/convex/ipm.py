@@ -41,7 +41,8 @@ log = logging.getLogger("nncert.convex")
 
 # Fraction of the step to the cone boundary (Mehrotra's safeguard).
 STEP_FRACTION = 0.99
-# Steps without a better iterate before the method stops as stalled.
+# Steps without a better iterate before the method stops as stalled (counted once the residuals are small: early
+# on the gap may grow while they fall).
 STALL_STEPS = 4
 # Above this many doubles the row-wise products x_a x_b (a <= b; n x d(d+1)/2) are not stored but formed per
 # block of rows at every Newton step.
@@ -223,10 +224,17 @@ class SquaredLossIPM:
 
     def __init__(self, X: np.ndarray, y: np.ndarray, D: np.ndarray, beta: float, system: str = "auto",
                  memory_limit: float = np.inf, correctors: int = 2):
+        # The method works on y / c (unit root-mean-square targets) with beta / c: the cones are unchanged,
+        # u = c u' and the objective is c^2 times the scaled one, so its tolerances (relative to
+        # max(1, |objective|)) mean the same for targets of any size (unscaled, targets of size 1e-5 stopped at an
+        # absolute gap of 1e-7, three orders of magnitude above the optimum). X is not rescaled: a uniform scale
+        # would also shrink the intercept column, and per-column scales change the group norms.
+        self.xscale = 1.0
         self.X = np.ascontiguousarray(X, dtype=np.float64)
-        self.y = np.asarray(y, dtype=np.float64)
         self.D = np.ascontiguousarray(D, dtype=np.float64)
-        self.beta = float(beta)
+        self.beta_given = float(beta)
+        self.n = self.X.shape[0]
+        self.set_targets(y)
         self.correctors = int(correctors)
         self.blas = _BlasThreads()
         n, d = self.X.shape
@@ -259,7 +267,10 @@ class SquaredLossIPM:
         y = np.asarray(y, dtype=np.float64)
         if y.shape != (self.n,):
             raise ValueError(f"targets must have shape ({self.n},), got {y.shape}")
-        self.y = y
+        rms = float(np.sqrt(np.mean(y * y))) if y.size else 0.0
+        self.yscale = rms if np.isfinite(rms) and rms > 0 else 1.0
+        self.y = y / self.yscale
+        self.beta = self.beta_given / (self.yscale * self.xscale)
         return self
 
     def _pattern_rows(self, lo: int, hi: int) -> np.ndarray:
@@ -479,16 +490,17 @@ class SquaredLossIPM:
             dres = float(np.sqrt(np.sum(rx_u ** 2) + np.sum(rx_t ** 2))) / q_norm
             relgap = gap / max(1.0, abs(pobj))
             elapsed = time.perf_counter() - t_start
-            hist.append((steps, pobj, pres, dres, relgap, elapsed))
+            obj_given = pobj * self.yscale ** 2
+            hist.append((steps, obj_given, pres, dres, relgap, elapsed))
             if callback is not None:
-                callback(steps, pobj, pres, dres)
+                callback(steps, obj_given, pres, dres)
             score = max(relgap / tol, pres / feastol, dres / feastol)
             if best is None or score < best[0]:
                 best = (score, steps, T, U, relgap)
             if score <= 1.0:
                 status = "converged"
                 break
-            if steps - best[1] >= STALL_STEPS:
+            if max(pres, dres) <= 100 * feastol and steps - best[1] >= STALL_STEPS:
                 # Late in the method rounding can stop progress short of tol; the best iterate is returned.
                 status = "stalled"
                 break
@@ -581,6 +593,7 @@ class SquaredLossIPM:
         _, _, T, U, relgap = best
         if not np.all(np.isfinite(U)):
             raise SolverError("the interior-point method produced non-finite weights")
+        U = U * (self.yscale / self.xscale)
         return IpmResult(v=U[:, :P].copy(), w=U[:, P:].copy(), status=status, iterations=steps,
                          history=np.array(hist), gap=relgap,
                          seconds=time.perf_counter() - t_start, system=self.system, stats={"centrality_correctors": n_corr})
