@@ -77,6 +77,13 @@ def test_ipm_matches_cvxpy(n, d, P, beta):
     assert model.ipm_gap_ < 1e-6
     assert model.objective_ == pytest.approx(fstar, rel=1e-6)
     assert model.constraint_violation_ <= 1e-10
+    # The dual certificate: a lower bound on the optimum, close to the returned objective.
+    assert model.ipm_lower_bound_ <= fstar + 1e-7 * abs(fstar)
+    assert model.objective_ - model.ipm_lower_bound_ <= 1e-4 * model.objective_
+    # Any multipliers give a valid (looser) bound; zero multipliers bound from below too.
+    P = D.shape[1]
+    loose = ipm.dual_lower_bound(Xa, y, D, beta, model.V_[0], model.W_[0], np.zeros((len(y), 2 * P)))
+    assert loose <= model.ipm_lower_bound_ + 1e-9 and loose <= fstar + 1e-9
     # The network it converts to has the same objective.
     net = model.to_network()
     f = net(X)[:, 0]

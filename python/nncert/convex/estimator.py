@@ -138,8 +138,10 @@ class ConvexReLU:
     last row is the bias when ``fit_intercept``), ``constraint_violation_``, ``status_``, ``u_solver_``,
     ``anderson_`` (ADMM: dict of memory, accepted and rejected accelerated points),
     ``classes_`` (classification), ``fit_seconds_``, ``device_`` (where the solver ran),
-    ``ipm_system_``, ``ipm_gap_`` (relative duality gap reached, the largest over outputs) and ``ipm_correctors_``
-    (``solver="ipm"``; its ``history_`` has a ``gap`` column instead of ``violation``),
+    ``ipm_system_``, ``ipm_gap_`` (relative duality gap reached, the largest over outputs), ``ipm_correctors_`` and
+    ``ipm_lower_bound_`` (``solver="ipm"``: a lower bound on the program's optimum from a dual-feasible point built
+    from the solver's multipliers after it returns, so ``objective_ - ipm_lower_bound_`` is a checked optimality gap
+    of the returned network; its ``history_`` has a ``gap`` column instead of ``violation``),
     ``robust_patterns_`` (``adversarial_eps > 0`` with ``solver="admm"``: which patterns' robust cones are not {0};
     the others' groups are zero in every feasible point and are left out of the solve),
     ``network_objective_`` (the objective of the ReLU network itself on the training data; equal to
@@ -539,10 +541,10 @@ class ConvexReLU:
         """The squared-loss program by the structured primal-dual interior-point method (convex/ipm.py): a
         few dozen Newton steps, each one dense Cholesky of a Pd x Pd (or n x n) matrix."""
         from .. import _core
-        from .ipm import SquaredLossIPM
+        from .ipm import SquaredLossIPM, dual_lower_bound
         steps = min(int(self.max_iter), IPM_MAX_STEPS)
         every, bar, progress = self._progress(Y.shape[1], "ConvexReLU IPM", total=steps)
-        rows, statuses, gaps, n_corr = [], [], [], 0
+        rows, statuses, gaps, n_corr, lower = [], [], [], 0, 0.0
         deadline = time.perf_counter() + (float(self.time_limit) if self.time_limit is not None else np.inf)
         try:
             solver = SquaredLossIPM(Xa, Y[:, 0], D, float(self.beta), memory_limit=self._memory_limit)
@@ -557,6 +559,7 @@ class ConvexReLU:
                 U, _ = _core.convex_project_cones(Xa, D, np.ascontiguousarray(U))
                 P = D.shape[1]
                 V[c], W[c] = U[:, :P], U[:, P:]
+                lower += dual_lower_bound(Xa, Y[:, c], D, float(self.beta), V[c], W[c], r.z)
                 h = r.history
                 rows.append(np.hstack([np.full((h.shape[0], 1), c), h]))
                 statuses.append(r.status)
@@ -572,6 +575,7 @@ class ConvexReLU:
         self.n_iter_ = int(max(int(h[-1, 0]) for h in [r_[:, 1:] for r_ in rows]))
         self.status_ = statuses[0] if len(set(statuses)) == 1 else statuses
         self.ipm_gap_ = max(gaps)
+        self.ipm_lower_bound_ = lower
         self.ipm_correctors_ = n_corr
         self.u_solver_ = None
         self.device_ = "cpu (numpy/LAPACK)"

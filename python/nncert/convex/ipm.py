@@ -92,6 +92,7 @@ class IpmResult:
     seconds: float
     system: str
     stats: dict = field(default_factory=dict)
+    z: np.ndarray | None = None  # multipliers of the linear cone constraints (n, 2P), in the data's units
 
 
 def _soc_scaling(s: np.ndarray, z: np.ndarray):
@@ -195,6 +196,28 @@ def _spd_inverse(B: np.ndarray) -> np.ndarray:
 def _lp_step(s: np.ndarray, ds: np.ndarray) -> float:
     worst = float(np.min(ds / s))
     return np.inf if worst >= 0 else -1.0 / worst
+
+
+def dual_lower_bound(X: np.ndarray, y: np.ndarray, D: np.ndarray, beta: float, V: np.ndarray, W: np.ndarray,
+                     z: np.ndarray) -> float:
+    """A lower bound on the optimum of the program, from any multipliers z >= 0 of the linear cone constraints.
+
+    The dual of the program is  max_lam  lam'y - ||lam||^2 / 2  s.t.  ||F_j'lam + A_j'z_j|| <= beta,  z_j >= 0,
+    with F_j = +-D_i X the group's loss columns and A_j = (2D_i - I) X its constraint rows (the group norms'
+    conjugates). lam = y - (predictions of V, W) and the solver's z, both divided by kappa = the largest
+    ||F_j'lam + A_j'z_j|| / beta when that exceeds 1 (the constraints are homogeneous), are dual feasible, so
+    their dual value bounds every feasible point's objective from below: a certificate computed after the solver
+    returns, with nothing taken from its own convergence test."""
+    P = D.shape[1]
+    lam = y - np.sum(D * (X @ (V - W)), axis=1)
+    z = np.maximum(z, 0.0)
+    S = 2.0 * D - 1.0
+    G = X.T @ (D * lam[:, None])  # F_j'lam for the v groups; the w groups have its negative
+    Cv = G + X.T @ (S * z[:, :P])
+    Cw = -G + X.T @ (S * z[:, P:])
+    kappa = max(1.0, float(np.max(np.linalg.norm(np.hstack([Cv, Cw]), axis=0), initial=0.0)) / beta)
+    lam = lam / kappa
+    return float(lam @ y - 0.5 * lam @ lam)
 
 
 def choose_system(n: int, d: int, P: int, system: str = "auto", memory_limit: float = np.inf) -> tuple[str, float]:
@@ -470,7 +493,7 @@ class SquaredLossIPM:
         hist = []
         status = "max_iter"
         steps = 0
-        best = None  # (score, step, T, U, relgap): the returned iterate
+        best = None  # (score, step, T, U, relgap, zl): the returned iterate
         n_corr = 0
         q_norm = max(1.0, float(np.sqrt(np.sum(q_u ** 2) + np.sum(q_t ** 2))))
         for it in range(max_iter + 1):
@@ -496,7 +519,7 @@ class SquaredLossIPM:
                 callback(steps, obj_given, pres, dres)
             score = max(relgap / tol, pres / feastol, dres / feastol)
             if best is None or score < best[0]:
-                best = (score, steps, T, U, relgap)
+                best = (score, steps, T, U, relgap, zl)
             if score <= 1.0:
                 status = "converged"
                 break
@@ -590,10 +613,11 @@ class SquaredLossIPM:
             sl, sq = sl + alpha * dsl, sq + alpha * dsq
             zl, zq = zl + alpha * dzl, zq + alpha * dzq
             steps += 1
-        _, _, T, U, relgap = best
+        _, _, T, U, relgap, zl = best
         if not np.all(np.isfinite(U)):
             raise SolverError("the interior-point method produced non-finite weights")
         U = U * (self.yscale / self.xscale)
         return IpmResult(v=U[:, :P].copy(), w=U[:, P:].copy(), status=status, iterations=steps,
                          history=np.array(hist), gap=relgap,
-                         seconds=time.perf_counter() - t_start, system=self.system, stats={"centrality_correctors": n_corr})
+                         seconds=time.perf_counter() - t_start, system=self.system, stats={"centrality_correctors": n_corr},
+                         z=zl * self.yscale)
