@@ -192,3 +192,18 @@ def test_target_scale_invariance(c):
     assert scaled.objective_ == pytest.approx(c * c * base.objective_, rel=1e-7)
     np.testing.assert_allclose(scaled.V_, c * base.V_, rtol=1e-4, atol=1e-6 * c * np.abs(base.V_).max())
     assert scaled.constraint_violation_ <= 1e-12 * c
+
+
+def test_exact_formulation_degenerate_run_returns_its_best_iterate(recwarn):
+    # patterns="all" on 15 points: 211 patterns, many cones without interior; the run overflows after reaching a
+    # gap of ~4e-6 and must return its best iterate (finite, feasible, near the optimum) without numpy warnings.
+    rng = np.random.default_rng(1)
+    X = (rng.standard_normal((40, 2)) * [3, 0.1] + [5, -2])[:15]
+    y = np.sin(X[:, 0])
+    model = nncert.ConvexReLU(solver="ipm", patterns="all", beta=0.1, tol=1e-8).fit(X, y)
+    ref = nncert.ConvexReLU(solver="cvxpy", patterns="all", beta=0.1).fit(X, y)
+    assert np.all(np.isfinite(model.history_["objective"]))
+    assert model.objective_ == pytest.approx(ref.objective_, rel=1e-6)
+    assert model.constraint_violation_ <= 1e-10
+    assert model.ipm_lower_bound_ <= ref.objective_ * (1 + 1e-7)
+    assert not [w for w in recwarn.list if issubclass(w.category, RuntimeWarning)]

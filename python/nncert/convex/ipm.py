@@ -449,7 +449,9 @@ class SquaredLossIPM:
     # -- the method ------------------------------------------------------------------------------------------
     def run(self, tol: float = 1e-8, feastol: float = 1e-8, max_iter: int = 100, time_limit: float = np.inf,
             callback: Callable | None = None) -> IpmResult:
-        with self.blas.serial():
+        # Late in a degenerate run (cones without interior) a direction can overflow; that is detected below and
+        # the best iterate returned, so numpy's warnings would only be noise.
+        with self.blas.serial(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return self._run(tol, feastol, max_iter, time_limit, callback)
 
     def _run(self, tol, feastol, max_iter, time_limit, callback) -> IpmResult:
@@ -607,6 +609,9 @@ class SquaredLossIPM:
                 dirn, alpha, ds_l = cand, a_new, ds_l + corr
                 n_corr += 1
             dT, dU, dsl, dsq, dzl, dzq = dirn
+            if not (np.isfinite(alpha) and all(np.all(np.isfinite(a)) for a in dirn)):
+                status = "numerical_error"
+                break
             log.debug("IPM step %d: sigma %.3g, step %.3g", steps, sigma, alpha)
             T = T + alpha * dT
             U = U + alpha * dU
