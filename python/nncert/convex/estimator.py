@@ -544,10 +544,12 @@ class ConvexReLU:
         from .ipm import SquaredLossIPM, dual_lower_bound
         steps = min(int(self.max_iter), IPM_MAX_STEPS)
         every, bar, progress = self._progress(Y.shape[1], "ConvexReLU IPM", total=steps)
-        rows, statuses, gaps, n_corr, lower = [], [], [], 0, 0.0
+        rows, statuses, gaps, steps_taken, n_corr, lower = [], [], [], [], 0, 0.0
         deadline = time.perf_counter() + (float(self.time_limit) if self.time_limit is not None else np.inf)
         try:
             solver = SquaredLossIPM(Xa, Y[:, 0], D, float(self.beta), memory_limit=self._memory_limit)
+            self.ipm_system_ = solver.system
+            P = D.shape[1]
             for c in range(Y.shape[1]):
                 r = solver.set_targets(Y[:, c]).run(tol=float(self.tol), feastol=float(self.tol), max_iter=steps,
                                time_limit=deadline - time.perf_counter(),
@@ -557,22 +559,21 @@ class ConvexReLU:
                 ws = weight_scale(Xa, Y[:, c])
                 U = np.hstack([prune_groups(r.v, ws), prune_groups(r.w, ws)])
                 U, _ = _core.convex_project_cones(Xa, D, np.ascontiguousarray(U))
-                P = D.shape[1]
                 V[c], W[c] = U[:, :P], U[:, P:]
                 lower += dual_lower_bound(Xa, Y[:, c], D, float(self.beta), V[c], W[c], r.z)
                 h = r.history
                 rows.append(np.hstack([np.full((h.shape[0], 1), c), h]))
                 statuses.append(r.status)
                 gaps.append(r.gap)
+                steps_taken.append(r.iterations)
                 n_corr += r.stats.get("centrality_correctors", 0)
-                self.ipm_system_ = r.system
         finally:
             if bar is not None:
                 bar.close()
         H = np.vstack(rows)
         self.history_ = {"output": H[:, 0].astype(int), "iter": H[:, 1].astype(int), "objective": H[:, 2],
                          "primal_residual": H[:, 3], "dual_residual": H[:, 4], "gap": H[:, 5], "seconds": H[:, 6]}
-        self.n_iter_ = int(max(int(h[-1, 0]) for h in [r_[:, 1:] for r_ in rows]))
+        self.n_iter_ = max(steps_taken)
         self.status_ = statuses[0] if len(set(statuses)) == 1 else statuses
         self.ipm_gap_ = max(gaps)
         self.ipm_lower_bound_ = lower

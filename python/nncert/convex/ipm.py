@@ -36,6 +36,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from ..errors import SolverError
+from .formulation import predictions
 
 log = logging.getLogger("nncert.convex")
 
@@ -67,7 +68,7 @@ class _BlasThreads:
             self.ctl = ThreadpoolController()
             self.threads = max([i["num_threads"] for i in self.ctl.info() if i["user_api"] == "blas"], default=1)
         except Exception:  # noqa: BLE001 - missing or unusable: leave the BLAS as it is
-            self.ctl = None
+            self.ctl, self.threads = None, 1
 
     def limit(self, threads: int):
         if self.ctl is None:
@@ -78,7 +79,7 @@ class _BlasThreads:
         return self.limit(1)
 
     def parallel(self):
-        return self.limit(self.threads) if self.ctl is not None else contextlib.nullcontext()
+        return self.limit(self.threads)
 
 
 @dataclass
@@ -209,7 +210,7 @@ def dual_lower_bound(X: np.ndarray, y: np.ndarray, D: np.ndarray, beta: float, V
     their dual value bounds every feasible point's objective from below: a certificate computed after the solver
     returns, with nothing taken from its own convergence test."""
     P = D.shape[1]
-    lam = y - np.sum(D * (X @ (V - W)), axis=1)
+    lam = y - predictions(X, D, V, W)
     z = np.maximum(z, 0.0)
     S = 2.0 * D - 1.0
     G = X.T @ (D * lam[:, None])  # F_j'lam for the v groups; the w groups have its negative
@@ -252,17 +253,15 @@ class SquaredLossIPM:
         # max(1, |objective|)) mean the same for targets of any size (unscaled, targets of size 1e-5 stopped at an
         # absolute gap of 1e-7, three orders of magnitude above the optimum). X is not rescaled: a uniform scale
         # would also shrink the intercept column, and per-column scales change the group norms.
-        self.xscale = 1.0
         self.X = np.ascontiguousarray(X, dtype=np.float64)
         self.D = np.ascontiguousarray(D, dtype=np.float64)
-        self.beta_given = float(beta)
-        self.n = self.X.shape[0]
-        self.set_targets(y)
-        self.correctors = int(correctors)
-        self.blas = _BlasThreads()
         n, d = self.X.shape
         P = self.D.shape[1]
         self.n, self.d, self.P = n, d, P
+        self.beta_given = float(beta)
+        self.set_targets(y)
+        self.correctors = int(correctors)
+        self.blas = _BlasThreads()
         self.S2 = np.hstack([2.0 * self.D - 1.0, 2.0 * self.D - 1.0])  # (n, 2P): sign of group j's rows
         self.system, self.memory_bytes = choose_system(n, d, P, system, memory_limit)
         system = self.system
@@ -293,7 +292,7 @@ class SquaredLossIPM:
         rms = float(np.sqrt(np.mean(y * y))) if y.size else 0.0
         self.yscale = rms if np.isfinite(rms) and rms > 0 else 1.0
         self.y = y / self.yscale
-        self.beta = self.beta_given / (self.yscale * self.xscale)
+        self.beta = self.beta_given / self.yscale
         return self
 
     def _pattern_rows(self, lo: int, hi: int) -> np.ndarray:
@@ -302,10 +301,9 @@ class SquaredLossIPM:
         return (Db[:, :, None] * Xb[:, None, :]).reshape(hi - lo, self.P * self.d)
 
     # -- operators -------------------------------------------------------------------------------------------
-    def residual_vector(self, U: np.ndarray) -> np.ndarray:
-        """F u - y with F u = sum_i D_i X (v_i - w_i)."""
-        P = self.P
-        return np.sum(self.D * (self.X @ (U[:, :P] - U[:, P:])), axis=1) - self.y
+    def predict(self, U: np.ndarray) -> np.ndarray:
+        """F u = sum_i D_i X (v_i - w_i)."""
+        return predictions(self.X, self.D, U[:, :self.P], U[:, self.P:])
 
     def loss_gradient(self, r: np.ndarray) -> np.ndarray:
         g = self.X.T @ (self.D * r[:, None])
@@ -337,9 +335,6 @@ class SquaredLossIPM:
     # -- Newton system ---------------------------------------------------------------------------------------
     def factor(self, omega: np.ndarray, Winv2: np.ndarray):
         """Factor P + G' W^{-2} G for LP scalings omega (n, 2P) and second-order cone blocks Winv2 (2P, d+1, d+1)."""
-        return self._factor(omega, Winv2)
-
-    def _factor(self, omega: np.ndarray, Winv2: np.ndarray):
         P, d = self.P, self.d
         M = self.group_grams(omega)
         M += Winv2[:, 1:, 1:]
@@ -371,8 +366,7 @@ class SquaredLossIPM:
             GLt = np.matmul(np.swapaxes(L, 1, 2), self.GDt).reshape(P * d, self.n)
             with self.blas.parallel():
                 Cn = sla.blas.dsyrk(1.0, GLt.T, lower=1)
-            Cn[np.diag_indices_from(Cn)] += 1.0
-            with self.blas.parallel():
+                Cn[np.diag_indices_from(Cn)] += 1.0
                 fac["chol"] = sla.cho_factor(Cn, lower=True, overwrite_a=True, check_finite=False)
             fac["E"] = E
         return fac
@@ -409,7 +403,7 @@ class SquaredLossIPM:
 
     def apply(self, omega: np.ndarray, Winv2: np.ndarray, dt: np.ndarray, du: np.ndarray):
         """(P + G'W^{-2}G)(dt, du) through the operators (for iterative refinement)."""
-        g = self.loss_gradient(self.residual_vector(du) + self.y)
+        g = self.loss_gradient(self.predict(du))
         g += self.X.T @ (omega * (self.X @ du))
         tu = np.hstack([dt[:, None], du.T])
         wt = np.einsum("jkl,jl->jk", Winv2, tu)
@@ -498,8 +492,8 @@ class SquaredLossIPM:
         best = None  # (score, step, T, U, relgap, zl): the returned iterate
         n_corr = 0
         q_norm = max(1.0, float(np.sqrt(np.sum(q_u ** 2) + np.sum(q_t ** 2))))
-        for it in range(max_iter + 1):
-            r = self.residual_vector(U)
+        for _ in range(max_iter + 1):
+            r = self.predict(U) - self.y
             pobj = 0.5 * float(r @ r) + beta * float(T.sum())
             # Residuals: r_x = P x + q + G'z, r_z = G x + s.
             gt, gu = GT_apply(zl, zq)
@@ -546,7 +540,6 @@ class SquaredLossIPM:
             omega = zl / sl
             lam_l = np.sqrt(sl * zl)
             lam_q = _soc_apply(beta_q, wbar, zq)
-            Wq = _soc_matrix(beta_q, wbar)
             Wq_inv = _soc_matrix(beta_q, wbar, inverse=True)
             Winv2 = Wq_inv @ Wq_inv
             try:
@@ -621,7 +614,7 @@ class SquaredLossIPM:
         _, _, T, U, relgap, zl = best
         if not np.all(np.isfinite(U)):
             raise SolverError("the interior-point method produced non-finite weights")
-        U = U * (self.yscale / self.xscale)
+        U = U * self.yscale
         return IpmResult(v=U[:, :P].copy(), w=U[:, P:].copy(), status=status, iterations=steps,
                          history=np.array(hist), gap=relgap,
                          seconds=time.perf_counter() - t_start, system=self.system, stats={"centrality_correctors": n_corr},
