@@ -128,7 +128,8 @@ def test_torch_leaves_carry_core_bounds_and_z3_decides_them():
 
 
 def test_timeout_holds_on_the_torch_path():
-    net = nncert.Network.from_onnx(data_path("vnncomp2021", "acasxu", "ACASXU_run2a_1_1_batch_2000.onnx"))
+    # (the core needs ~3 s for this instance, the torch path on a CPU ~10 s)
+    net = nncert.Network.from_onnx(data_path("vnncomp2021", "acasxu", "ACASXU_run2a_4_2_batch_2000.onnx"))
     p = Property.from_vnnlib(data_path("vnncomp2021", "acasxu", "prop_2.vnnlib"))
     r = nncert.verify(net, p, timeout=1.5, backend="torch")
     assert r.status == "timeout" and r.counterexample is None
@@ -161,7 +162,7 @@ def test_lookahead_splits_the_side_that_matters():
     # y = relu(x0) - relu(x0 - 0.5) (x0 clipped to [0, 0.5]) on [-1, 1]^3: is y >= 0.6 anywhere? No, but the
     # chord of relu(x0) over [-1, 1] cannot show it; splitting x0 at 0 stabilises units, x1 and x2 do nothing
     from nncert.devices import CPU
-    from nncert.torch_backend.bab import _lookahead, bab
+    from nncert.torch_backend.bab import _lookahead, bab, flat
     from nncert.torch_backend.propagate import objective, propagate
 
     net = nncert.Network([nncert.Dense(np.array([[1.0, 0, 0], [1.0, 0, 0]]), np.array([0.0, -0.5])), nncert.ReLU(),
@@ -169,13 +170,19 @@ def test_lookahead_splits_the_side_that_matters():
     f64 = dict(dtype=torch.float64)
     lo, hi = -torch.ones((1, 3), **f64), torch.ones((1, 3), **f64)
     a_y, a_x, c = -torch.ones((1, 1, 1), **f64), torch.zeros((1, 1, 3), **f64), torch.full((1, 1), -0.6, **f64)
-    lb, _ = objective(propagate(net, lo, hi), a_y, a_x)
+    root = propagate(net, lo, hi)
+    lb, _ = objective(root, a_y, a_x)
     score = (lb - c).max(1).values
     assert float(score) < 0  # not proved on the whole box
     for heuristic in (1, 2):  # whatever side the coefficient heuristic proposes
-        dim, _ = _lookahead(net, lo, hi, a_y, a_x, c, score, torch.tensor([heuristic]), torch.tensor([0]),
-                            2 * torch.ones((1, 3), **f64), 1e-8, 1e-7)
+        dim, _, proved, pre = _lookahead(net, lo, hi, a_y, a_x, c, score, torch.tensor([heuristic]),
+                                         torch.tensor([0]), 2 * torch.ones((1, 3), **f64), 1e-8, 1e-7,
+                                         flat(root.pre, lo), [2])
         assert int(dim) == 0
+        # both halves of x0 are proved (x0 <= 0: y = 0; x0 >= 0: y = x0 - relu(x0 - 0.5) <= 0.5), and each comes
+        # back with its own bounds: the pre-activations x0 and x0 - 0.5 over x0 in [-1, 0] and [0, 1]
+        assert proved.tolist() == [[True, True]]
+        np.testing.assert_allclose(pre[0].numpy(), [[-1.0, -1.5, 0.0, -0.5], [0.0, -0.5, 1.0, 0.5]])
     problems = [(-np.ones(3), np.ones(3), -np.ones((1, 1)), np.zeros((1, 3)), np.array([-0.6]))]
     on, off = (bab(net, problems, CPU, time_limit=30, lookahead=look) for look in (True, False))
     assert on["outcome"] == off["outcome"] == "holds"
@@ -208,3 +215,52 @@ def test_stopped_search_returns_its_open_boxes_and_resumes_to_the_same_verdict()
     r = nncert.verify(net, bad, timeout=30, backend="torch")
     assert r.status == "violated"
     check_violation(net, bad, r)
+
+
+def test_search_matches_the_core_node_for_node_with_fixed_slopes():
+    """Each box starts from its parent's bounds (or the lookahead's of its half) and halves the lookahead proved
+    are not searched again, as in the core: with fixed slopes on both sides the two searches are the same tree
+    (ACAS Xu 2_1 / property 3: 113 nodes each; the torch search took 3,148 nodes before it used the parent's
+    bounds)."""
+    from nncert import _core
+    from nncert.devices import CPU
+    from nncert.torch_backend.bab import bab
+    from nncert.verify.engine import _problems
+
+    net = nncert.Network.from_onnx(data_path("vnncomp2021", "acasxu", "ACASXU_run2a_2_1_batch_2000.onnx"))
+    problems = _problems(Property.from_vnnlib(data_path("vnncomp2021", "acasxu", "prop_3.vnnlib")).bind(5))
+    core = _core.branch_and_bound(net._core, problems, time_limit=60, opt_iters=0)
+    tr = bab(net, problems, CPU, time_limit=60)
+    assert core["outcome"] == tr["outcome"] == "holds"
+    assert tr["stats"]["relu_below"] == core["stats"]["relu_below"] > 0
+    # the same tree up to rounding in the choice between sides of (nearly) equal merit
+    assert abs(tr["stats"]["nodes"] - core["stats"]["nodes"]) <= 0.1 * core["stats"]["nodes"]
+    assert tr["stats"]["max_depth"] == core["stats"]["max_depth"]
+
+
+def test_hybrid_hands_boxes_with_few_unstable_units_to_relu_splitting():
+    """ACAS Xu 4_2 / property 2: input halving alone leaves a few unstable units that it removes only slowly
+    (a timeout after 30 s on the torch path before); the boxes the torch search hands to the core's ReLU
+    splitting (with split multipliers) prove it, as the core alone does."""
+    net = nncert.Network.from_onnx(data_path("vnncomp2021", "acasxu", "ACASXU_run2a_4_2_batch_2000.onnx"))
+    prop = Property.from_vnnlib(data_path("vnncomp2021", "acasxu", "prop_2.vnnlib"))
+    r = nncert.verify(net, prop, timeout=120, backend="torch")
+    assert r.status == "holds" == nncert.verify(net, prop, timeout=120).status
+    assert r.stats["relu_nodes"] > 0
+
+
+def test_handed_off_box_keeps_its_problem_number():
+    """A counterexample the core's ReLU splitting finds in a handed-off box is reported for the box's own root
+    problem (here the second of two; relu_below = 1000 hands every unstable box over at once)."""
+    from nncert.devices import CPU
+    from nncert.torch_backend.bab import bab
+
+    net = nncert.Network([nncert.Dense([[1.0, -1.0], [-1.0, 1.0]]), nncert.ReLU(), nncert.Dense([[1.0, 1.0]])])
+    lo, hi = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    never = (lo, hi, np.array([[1.0]]), np.zeros((1, 2)), np.array([-0.5]))  # |x0 - x1| <= -0.5
+    corners = (lo, hi, np.array([[-1.0]]), np.zeros((1, 2)), np.array([-2.0]))  # |x0 - x1| >= 2
+    r = bab(net, [never, corners], CPU, time_limit=20, relu_below=1000)
+    assert r["outcome"] == "candidate" and r["problem"] == 1 and r["stats"]["relu_nodes"] > 0
+    assert abs(r["x"][0] - r["x"][1]) >= 2.0
+    plain = bab(net, [never, corners], CPU, time_limit=20, relu_share=0.0)
+    assert plain["outcome"] == "candidate" and plain["problem"] == 1 and plain["stats"]["relu_nodes"] == 0

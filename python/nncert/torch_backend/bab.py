@@ -68,6 +68,15 @@ def stability(acts: list, pre: list) -> tuple[int, int]:
     return s, u
 
 
+def unstable_counts(acts: list, pre: list) -> Any:
+    """Unstable ReLU/LeakyReLU units of every box (B,): the count the hybrid compares with its threshold."""
+    u = 0
+    for act, (l, h) in zip(acts, pre):
+        if act.kind in ("relu", "leaky_relu"):
+            u = u + ((l < 0) & (h > 0)).sum(1)
+    return u
+
+
 def _last_argmax(v: Any) -> Any:
     return v.shape[1] - 1 - v.flip(1).argmax(1)
 
@@ -91,11 +100,28 @@ def _split_dims(lo: Any, hi: Any, lam_best: Any, w0: Any, min_width: float) -> A
 LOOKAHEAD_MAX_DIM, MAX_SLICES = 16, 2
 
 
+def flat(pre: list, lo: Any) -> Any:
+    """Pre-activation bounds [(l, u)] per layer, each (B, n_k), of the boxes ``lo`` (B, n) as one
+    (B, 2 sum n_k) tensor (a queue column)."""
+    import torch
+    return torch.cat([lo[:, :0]] + [torch.cat([l, u], 1) for l, u in pre], 1)
+
+
+def unflat(v: Any, widths: list[int]) -> list:
+    out, k = [], 0
+    for n in widths:
+        out.append((v[:, k:k + n], v[:, k + n:k + 2 * n]))
+        k += 2 * n
+    return out
+
+
 def _lookahead(net: Any, lo: Any, hi: Any, a_y: Any, a_x: Any, c: Any, node_m: Any, dim: Any, slices: Any,
-               w0: Any, margin: float, min_width: float) -> tuple[Any, Any]:
+               w0: Any, margin: float, min_width: float, prior: Any, widths: list[int]) -> tuple[Any, ...]:
     """The side to split for each of the S boxes (lo, hi), as the core picks it: bound both halves along every
-    side (one batch of 2 n S boxes) and keep the side whose halves leave the least total gap (a proved half
-    counts as no gap); the heuristic's ``dim`` wins ties. Returns (dims, the children's slice counters)."""
+    side (one batch of 2 n S boxes, the box's own bounds ``prior`` (flat) intersected in) and keep the side
+    whose halves leave the least total gap (a proved half counts as no gap); the heuristic's ``dim`` wins ties.
+    Returns (dims, the children's slice counters, per box and half of the chosen side: proved (S, 2) and its
+    bounds (S, 2, flat))."""
     import torch
 
     S, n = lo.shape
@@ -107,9 +133,10 @@ def _lookahead(net: Any, lo: Any, hi: Any, a_y: Any, a_x: Any, c: Any, node_m: A
     c_hi[:, :, 0] = torch.where(eye, mid[:, None, :], c_hi[:, :, 0])
     c_lo[:, :, 1] = torch.where(eye, mid[:, None, :], c_lo[:, :, 1])
     rep = lambda v: v[:, None].expand(S, 2 * n, *v.shape[1:]).reshape(S * 2 * n, *v.shape[1:])  # noqa: E731
-    q = propagate(net, c_lo.reshape(-1, n), c_hi.reshape(-1, n))
+    q = propagate(net, c_lo.reshape(-1, n), c_hi.reshape(-1, n), prior=unflat(rep(prior), widths))
     lb, _ = objective(q, rep(a_y), rep(a_x))
     m = (lb - rep(c) - margin).max(1).values  # -gap of each half
+    proved = (q.infeasible | (m > 0)).reshape(S, n, 2)
     m = torch.where(q.infeasible, torch.zeros_like(m), m).reshape(S, n, 2)
     left = m.clamp(max=0).sum(2)
     worse = m.min(2).values
@@ -126,18 +153,28 @@ def _lookahead(net: Any, lo: Any, hi: Any, a_y: Any, a_x: Any, c: Any, node_m: A
     rel = torch.where(w0 > 0, widths / torch.where(w0 > 0, w0, torch.ones_like(w0)), torch.zeros_like(widths))
     widest = _last_argmax(rel)
     far = rel.gather(1, widest[:, None])[:, 0] > 32 * rel.gather(1, out[:, None])[:, 0]
-    return torch.where(far, widest, out), kid_slices
+    out = torch.where(far, widest, out)
+    rows = torch.arange(S, device=lo.device)
+    return out, kid_slices, proved[rows, out], flat(q.pre, q.lo).reshape(S, n, 2, -1)[rows, out]
 
 
 def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, max_nodes: int | None = None,
         margin: float = 1e-8, batch: int | None = None, min_width: float = 1e-7, max_leaves: int = 10000,
-        dtype: Any = None, lookahead: bool = True, keep_open: bool = False) -> dict[str, Any]:
+        dtype: Any = None, lookahead: bool = True, keep_open: bool = False, relu_share: float = 0.2,
+        relu_below: int | None = None, opt_iters: int | None = None) -> dict[str, Any]:
     """Branch and bound over ``problems`` (a list of (lo, hi, a_y, a_x, c): is some x in the box with
     a_y f(x) + a_x x <= c?, optionally with a sixth entry: the root box's side widths, against which split
     sides are measured when a search resumes from sub-boxes) on the torch ``device`` (a
     :class:`~nncert.devices.Device`). lookahead: choose each split side as the core does, by bounding both
     halves along every side (inputs up to 16). keep_open: a search stopped by its time or node limit also returns
-    ``open``, its undecided boxes as (problem, lo, hi, None, None), most undecided first, as the core does."""
+    ``open``, its undecided boxes as (problem, lo, hi, None, None), most undecided first, as the core does.
+
+    Hybrid, as in the core: with every activation a ReLU or LeakyReLU, a box whose unstable units are at most
+    ``relu_share`` of its root's (or at most ``relu_below``, e.g. when a search resumes from sub-boxes) is
+    not split further on the device but handed to the core's ReLU-split branch and bound (split multipliers,
+    ``opt_iters`` steps per node; on the CPU) once the device's queue is empty. Input halving alone removes
+    the last few unstable units slowly (ACAS Xu 4_2 / property 2: a timeout after 30 s without, against 3 s
+    in the core)."""
     import torch
 
     t0 = time.monotonic()
@@ -160,9 +197,12 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
     W0 = torch.stack([t(p[5]) if len(p) > 5 else q[1] - q[0] for p, q in zip(problems, P)]) if P else None
     acts = _acts(compiled(net, dev, dtype), [])
     module = torch_module(net, device, dtype)
+    hybrid = relu_share > 0 and bool(acts) and all(a.kind in ("relu", "leaky_relu") for a in acts)
     stats: dict[str, Any] = {"nodes": 0, "pruned": 0, "infeasible": 0, "leaves": 0, "max_depth": 0, "max_queue": 0,
-                             "stable": 0, "unstable": 0, "seconds": 0.0}
+                             "stable": 0, "unstable": 0, "seconds": 0.0, "relu_below": 0, "relu_nodes": 0}
     leaves: list[tuple] = []
+    # boxes handed to the core's ReLU splitting: lo, hi, problem, score
+    h_lo, h_hi, h_pr, h_sc = [], [], [], []
 
     def finish(outcome: str, **extra: Any) -> dict[str, Any]:
         stats["seconds"] = time.monotonic() - t0
@@ -173,19 +213,57 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
         ``unsearched`` = (lo, hi, problem)) go back to the caller, lowest score first."""
         if not keep_open:
             return finish(outcome)
-        lo, hi, pr, sc = q_lo, q_hi, q_pr, q_sc
+        lo, hi, pr, sc = (torch.cat([q] + h) for q, h in zip((q_lo, q_hi, q_pr, q_sc), (h_lo, h_hi, h_pr, h_sc)))
         if unsearched:
             u_lo, u_hi, u_pr = unsearched
             lo, hi, pr = torch.cat([u_lo, lo]), torch.cat([u_hi, hi]), torch.cat([u_pr, pr])
             sc = torch.cat([torch.full((u_lo.shape[0],), -float("inf"), dtype=dtype, device=dev), sc])
         order = torch.argsort(sc, stable=True).tolist()
         lo64, hi64, pr64 = (v.cpu().numpy() for v in (lo.double(), hi.double(), pr))
-        return finish(outcome, open=[(int(pr64[k]), lo64[k].copy(), hi64[k].copy(), None, None) for k in order])
+        return finish(outcome, open=[(int(pr64[k]), lo64[k].copy(), hi64[k].copy(), None, None) for k in order]
+                      + extra_open)
+
+    extra_open: list[tuple] = []
+    thr = torch.zeros(len(P), dtype=torch.long, device=dev)  # per problem: hand off at or below this many units
+
+    def relu_search() -> dict[str, Any] | None:
+        """The handed-off boxes searched by the core with ReLU splits; the final result if that ends the search."""
+        from .. import _core
+
+        lo, hi, pr = torch.cat(h_lo), torch.cat(h_hi), torch.cat(h_pr).tolist()
+        h_lo.clear(), h_hi.clear(), h_pr.clear(), h_sc.clear()
+        lo64, hi64 = lo.double().cpu().numpy(), hi.double().cpu().numpy()
+        w0 = W0.double().cpu().numpy()
+        sub = [(lo64[k], hi64[k]) + tuple(np.ascontiguousarray(problems[i][j], dtype=np.float64) for j in (2, 3, 4))
+               + (w0[i],) for k, i in enumerate(pr)]
+        r = _core.branch_and_bound(net._core, sub, mode="input", time_limit=max(0.0, deadline - time.monotonic()),
+                                   max_nodes=max(1, max_nodes - stats["nodes"]), margin=margin, min_width=min_width,
+                                   max_leaves=max(1, max_leaves - len(leaves)), opt_iters=opt_iters,
+                                   lookahead=lookahead, keep_open=keep_open, relu_below=int(thr[pr].max()))
+        s = r["stats"]
+        for key in ("nodes", "pruned", "infeasible", "leaves"):
+            stats[key] += s[key]
+        stats["relu_nodes"] += s["nodes"]
+        stats["max_queue"] = max(stats["max_queue"], s["max_queue"])
+        leaves.extend((pr[leaf[0]],) + tuple(leaf[1:]) for leaf in r["leaves"])
+        if r["outcome"] == "candidate":
+            return finish("candidate", x=np.asarray(r["x"], dtype=np.float64), problem=pr[r["problem"]])
+        if r["outcome"] in ("timeout", "node_limit"):
+            extra_open.extend((pr[o[0]],) + tuple(o[1:]) for o in r.get("open", []))
+            return stop(r["outcome"])
+        return None
 
     with torch.no_grad():
-        if P and time.monotonic() < deadline:
-            root = propagate(net, P[0][0][None], P[0][1][None])
+        widths: list[int] = []
+        q_pri = torch.zeros((len(P), 0), dtype=dtype, device=dev)  # each box's pre-activation bounds (flat)
+        if P:
+            root = propagate(net, torch.stack([p[0] for p in P]), torch.stack([p[1] for p in P]))
+            widths, q_pri = [l.shape[1] for l, _ in root.pre], flat(root.pre, root.lo)
             stats["stable"], stats["unstable"] = stability(acts, root.pre)
+            if hybrid:
+                thr = (relu_share * unstable_counts(acts, root.pre).double()).long() if relu_below is None \
+                    else torch.full((len(P),), int(relu_below), dtype=torch.long, device=dev)
+                stats["relu_below"] = int(thr[0])
         # the queue: boxes, root problem, score (lowest first), depth
         q_lo = torch.stack([p[0] for p in P]) if P else torch.zeros((0, net.input_dim), dtype=dtype, device=dev)
         q_hi = torch.stack([p[1] for p in P]) if P else q_lo.clone()
@@ -196,11 +274,16 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
         look = lookahead and net.input_dim <= LOOKAHEAD_MAX_DIM
         per_box = 0.0  # seconds per box of the recent batches (sizes the next batch near the deadline)
         cap = max(len(P), 8)
-        while q_lo.shape[0] > 0:
+        while q_lo.shape[0] > 0 or h_lo:
             if time.monotonic() >= deadline:
                 return stop("timeout")
             if stats["nodes"] >= max_nodes:
                 return stop("node_limit")
+            if q_lo.shape[0] == 0:
+                done = relu_search()
+                if done is not None:
+                    return done
+                continue
             # batches grow from a few boxes to ``batch``, and none is planned longer than a third of the time left
             take = min(batch, cap, q_lo.shape[0], max_nodes - stats["nodes"])
             if per_box > 0:
@@ -209,14 +292,14 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
             tb = time.monotonic()
             order = torch.argsort(q_sc, stable=True)
             sel, rest = order[:take], order[take:]
-            b_lo, b_hi, b_pr, b_dp, b_sl = q_lo[sel], q_hi[sel], q_pr[sel], q_dp[sel], q_sl[sel]
-            q_lo, q_hi, q_pr, q_sc, q_dp, q_sl = (v[rest] for v in (q_lo, q_hi, q_pr, q_sc, q_dp, q_sl))
+            b_lo, b_hi, b_pr, b_dp, b_sl, b_pri = (v[sel] for v in (q_lo, q_hi, q_pr, q_dp, q_sl, q_pri))
+            q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri = (v[rest] for v in (q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri))
             stats["nodes"] += take
             stats["max_depth"] = max(stats["max_depth"], int(b_dp.max()))
             kids = None
             # all root problems in one padded batch: rows a = 0, c = +inf never prune and are always met
             a_y, a_x, c, valid = Ay[b_pr], Ax[b_pr], Cc[b_pr], Valid[b_pr]
-            prop = propagate(net, b_lo, b_hi)
+            prop = propagate(net, b_lo, b_hi, prior=unflat(b_pri, widths))
             lb, lam = objective(prop, a_y, a_x)
             score, best = (lb - c).max(1)
             safe = prop.infeasible | (score > margin)
@@ -238,6 +321,13 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                     s_i, c_i = ok.nonzero()[0].tolist()
                     return finish("candidate", x=cand[s_i, c_i].cpu().numpy().astype(np.float64),
                                   problem=int(b_pr[o[s_i]]))
+                if hybrid:  # few unstable units left: ReLU splitting in the core decides these boxes
+                    un = unstable_counts(acts, [(l[o], u[o]) for l, u in prop.pre])
+                    hand = (un > 0) & (un <= thr[b_pr[o]])
+                    if bool(hand.any()):
+                        k = o[hand]
+                        h_lo.append(b_lo[k]), h_hi.append(b_hi[k]), h_pr.append(b_pr[k]), h_sc.append(score[k])
+                        o, lo_o, hi_o = o[~hand], lo_o[~hand], hi_o[~hand]
                 is_leaf = (hi_o - lo_o).max(1).values < min_width
                 for k in is_leaf.nonzero()[:, 0].tolist():
                     j = int(o[k])
@@ -256,21 +346,32 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                     lam_best = lam[sp, best[sp]]
                     dim = _split_dims(lo_s, hi_s, lam_best, W0[b_pr[sp]], min_width)
                     kid_sl = torch.zeros_like(b_sl[sp])
+                    # the children start from this box's bounds (valid on both halves), or from their own where
+                    # the lookahead bounded them; halves it proved are not searched again
+                    pri = flat(prop.pre, b_lo)[sp]
+                    kid_pri, kid_done = torch.stack([pri, pri], 1), torch.zeros((sp.numel(), 2), dtype=torch.bool,
+                                                                                  device=dev)
                     if look and time.monotonic() >= deadline:  # the lookahead costs 2n bound passes a box
                         return stop("timeout", lo_s, hi_s, b_pr[sp])
                     if look:
-                        dim, kid_sl = _lookahead(net, lo_s, hi_s, a_y[sp], a_x[sp], c[sp], score[sp], dim,
-                                                 b_sl[sp], W0[b_pr[sp]], margin, min_width)
+                        dim, kid_sl, kid_done, kid_pri = _lookahead(net, lo_s, hi_s, a_y[sp], a_x[sp], c[sp],
+                                                                    score[sp], dim, b_sl[sp], W0[b_pr[sp]], margin,
+                                                                    min_width, pri, widths)
                     mid = 0.5 * (lo_s.gather(1, dim[:, None]) + hi_s.gather(1, dim[:, None]))
                     hi1, lo2 = hi_s.clone(), lo_s.clone()
                     hi1.scatter_(1, dim[:, None], mid)
                     lo2.scatter_(1, dim[:, None], mid)
-                    kids = (torch.cat([lo_s, lo2]), torch.cat([hi1, hi_s]), b_pr[sp].repeat(2), score[sp].repeat(2),
-                            b_dp[sp].repeat(2) + 1, kid_sl.repeat(2))
+                    keep = ~torch.cat([kid_done[:, 0], kid_done[:, 1]])
+                    n_done = int((~keep).sum())
+                    stats["nodes"] += n_done  # bounded (by the lookahead) and proved: searched nodes, as in the core
+                    stats["pruned"] += n_done
+                    kids = tuple(v[keep] for v in (
+                        torch.cat([lo_s, lo2]), torch.cat([hi1, hi_s]), b_pr[sp].repeat(2), score[sp].repeat(2),
+                        b_dp[sp].repeat(2) + 1, kid_sl.repeat(2), torch.cat([kid_pri[:, 0], kid_pri[:, 1]])))
             dt = (time.monotonic() - tb) / take
             per_box = dt if per_box == 0 else 0.5 * (per_box + dt)
             if kids is not None:
-                q_lo, q_hi, q_pr, q_sc, q_dp, q_sl = (torch.cat([q, k]) for q, k in
-                                                      zip((q_lo, q_hi, q_pr, q_sc, q_dp, q_sl), kids))
+                q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri = (torch.cat([q, k]) for q, k in
+                                                             zip((q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri), kids))
             stats["max_queue"] = max(stats["max_queue"], q_lo.shape[0])
     return finish("undecided" if leaves else "holds")

@@ -83,7 +83,8 @@ def back_substitute(ctx: list[list], lam: Any) -> tuple[Any, Any]:
     return lam, c
 
 
-def _walk(layers: list, ctx: list[list], l: Any, u: Any, st: Propagation, crown: bool) -> tuple[Any, Any]:
+def _walk(layers: list, ctx: list[list], l: Any, u: Any, st: Propagation, crown: bool,
+          prior: list | None) -> tuple[Any, Any]:
     import torch
 
     for layer in layers:
@@ -92,7 +93,7 @@ def _walk(layers: list, ctx: list[list], l: Any, u: Any, st: Propagation, crown:
             ctx[-1].append(("dense", layer))
         elif isinstance(layer, TResidual):
             ctx.append([])
-            fl, fu = _walk(layer.inner, ctx, l, u, st, crown)
+            fl, fu = _walk(layer.inner, ctx, l, u, st, crown, prior)
             inner = ctx.pop()
             ctx[-1].append(("res", (inner, layer.skip)))
             if layer.skip is not None:
@@ -101,6 +102,9 @@ def _walk(layers: list, ctx: list[list], l: Any, u: Any, st: Propagation, crown:
         else:
             assert isinstance(layer, TAct)
             B, n = l.shape
+            if prior is not None:  # as in the core: first, so that units it makes stable need no linear bounds
+                pl, pu = prior[len(st.pre)]
+                l, u = torch.maximum(l, pl), torch.minimum(u, pu)
             only_first_dense = len(ctx) == 1 and len(ctx[0]) == 1 and ctx[0][0][0] == "dense"
             has_ops = any(level for level in ctx)
             if crown and has_ops and not only_first_dense:
@@ -125,15 +129,16 @@ def _walk(layers: list, ctx: list[list], l: Any, u: Any, st: Propagation, crown:
     return l, u
 
 
-def propagate(net: Any, lo: Any, hi: Any, crown: bool = True) -> Propagation:
+def propagate(net: Any, lo: Any, hi: Any, crown: bool = True, prior: list | None = None) -> Propagation:
     """Bounds of every layer of ``net`` over the boxes [lo, hi] (torch tensors (B, input_dim), on the device
-    and in the dtype to compute in)."""
+    and in the dtype to compute in). ``prior``: pre-activation bounds valid on each box (e.g. its parent's), one
+    (l, u) pair of (B, n) per activation layer as in ``Propagation.pre``, intersected in."""
     import torch
 
     layers = compiled(net, lo.device, lo.dtype)
     st = Propagation(ops=[], lo=lo, hi=hi, infeasible=torch.zeros(lo.shape[0], dtype=torch.bool, device=lo.device))
     ctx: list[list] = [[]]
-    st.out = _walk(layers, ctx, lo, hi, st, crown)
+    st.out = _walk(layers, ctx, lo, hi, st, crown, prior)
     st.ops = ctx.pop()
     return st
 

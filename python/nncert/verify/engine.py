@@ -75,8 +75,9 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     default (20, used in ReLU-split mode), 0: fixed CROWN slopes only (the torch input-split path always
     uses fixed slopes). ``device``: None or "cpu" runs the engine in the Rust core on the CPU; "cuda" /
     "cuda:k" runs the bound computations (root bounds, input-splitting branch and bound in batches of boxes) and the
-    falsification with torch ops on that device, in float64; ReLU-split branch and bound, Z3 leaves and the
-    counterexample replay stay on the CPU. ``backend``: "auto" (by device), "core" or "torch" ("torch" with
+    falsification with torch ops on that device, in float64; ReLU-split branch and bound (also for the boxes
+    the device's input splitting hands over when few unstable ReLUs are left, as the core's hybrid does), Z3
+    leaves and the counterexample replay stay on the CPU. ``backend``: "auto" (by device), "core" or "torch" ("torch" with
     device "cpu" runs the torch path on the CPU, for testing). Progress is reported as log lines on the
     ``nncert.verify`` logger (one per phase)."""
     t0 = time.monotonic()
@@ -109,7 +110,8 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
         if on_torch and mode == "input":
             from ..torch_backend.bab import bab
             return bab(net, _problems(prop) if problems is None else problems, dev, time_limit=time_limit,
-                       max_nodes=max_nodes, max_leaves=max_leaves, lookahead=lookahead, keep_open=keep_open)
+                       max_nodes=max_nodes, max_leaves=max_leaves, lookahead=lookahead, keep_open=keep_open,
+                       relu_below=relu_below, opt_iters=bound_iters)
         from .. import _core
         return _core.branch_and_bound(net._core, _problems(prop) if problems is None else problems, mode=mode,
                                       time_limit=time_limit, max_nodes=max_nodes, max_leaves=max_leaves,
@@ -134,8 +136,9 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
             if not total:
                 total = dict(s)
             else:
-                for key in ("nodes", "pruned", "infeasible", "leaves"):
-                    total[key] += s[key]
+                for key in ("nodes", "pruned", "infeasible", "leaves", "relu_nodes"):
+                    if key in s:  # (relu_nodes: the torch search's boxes handed to the core's ReLU splitting)
+                        total[key] += s[key]
                 for key in ("max_depth", "max_queue"):
                     total[key] = max(total[key], s[key])
                 total.pop("proved_volume", None)  # the rounds' shares do not add up
@@ -168,7 +171,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
             # The next round resumes from the open boxes (a node's ReLU splits are dropped: its whole box is
             # searched again), with the first round's hybrid threshold (a share of the root's unstable units).
             if relu_below is None:
-                relu_below = s.get("relu_below")  # (the torch search splits inputs only: no threshold)
+                relu_below = s.get("relu_below") or None  # (0: no hybrid)
             # Sides measured against the original root's, so that the split choice (its guards against
             # slicing) is that of an uninterrupted search.
             problems = [(lo, hi) + tuple(base[k][2:5]) + (base[k][1] - base[k][0],) for k, lo, hi in boxes]
@@ -228,7 +231,8 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     else:
         r = branch_and_bound(mode, max(0.0, deadline - tb))
         stats["phase_seconds"]["bab"] = time.monotonic() - tb
-    stats.update({k: r["stats"][k] for k in ("nodes", "pruned", "max_depth", "max_queue", "stable", "unstable")})
+    stats.update({k: r["stats"][k] for k in ("nodes", "pruned", "max_depth", "max_queue", "stable", "unstable",
+                                             "relu_nodes") if k in r["stats"]})
     stats["split"] = mode
     out = r["outcome"]
     if out == "falsified":
