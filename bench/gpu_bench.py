@@ -82,6 +82,40 @@ def bounds_section(dev, n_boxes):
     err = float(np.abs(lb[0].cpu().numpy() - ref).max())
     print(f"bounds  ACAS Xu 1_1, {n_boxes} boxes: core {t_core:.3f} s (1 thread, extrapolated from {k}), "
           f"torch {t_t:.3f} s, core/torch {t_core / t_t:.1f}x, max |diff| box 0 {err:.1e}")
+    kernel_profile(dev, go, t_t)
+
+
+def gemm_rate(dev, n=4096, reps=5):
+    """The device's measured float64 GEMM rate (FLOP/s): the reference the bounds kernels are compared with."""
+    import torch
+
+    a = torch.randn(n, n, dtype=torch.float64, device=dev.torch())
+    a @ a
+    sync(dev)
+    _, t = timed(lambda: ([a @ a for _ in range(reps)], sync(dev)))
+    return 2 * n ** 3 * reps / t
+
+
+def kernel_profile(dev, go, seconds):
+    """FLOP rate of one batched bound pass (FLOPs counted by torch's FlopCounterMode: the matmuls of the
+    back-substitution) against the device's float64 GEMM rate, and the kernels taking most device time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        go()
+    flops, ref = fc.get_total_flops(), gemm_rate(dev)
+    print(f"bounds  kernels: {flops / 1e9:.2f} GFLOP per pass in {seconds:.3f} s = {flops / seconds / 1e9:.1f} GFLOP/s; "
+          f"float64 GEMM on this device {ref / 1e9:.0f} GFLOP/s: {100 * flops / seconds / ref:.1f}% of it")
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        go()
+    key = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    ev = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0), reverse=True)
+    total = sum(getattr(e, key, 0) for e in ev) or 1
+    print("bounds  top kernels by self " + ("device" if dev.type == "cuda" else "CPU") + " time: " + "; ".join(
+        f"{e.key} {100 * getattr(e, key, 0) / total:.0f}% ({e.count} calls)" for e in ev[:6]))
 
 
 def verify_section(device, timeout, acas, mnist):

@@ -11,6 +11,11 @@
 #      core (competition timeouts) and then the torch path on the device (a quarter of them) per instance, one row
 #      per instance as it finishes (bench/verify_bench.py --device cuda); give it what is left of the budget.
 # usage: NNCERT_DATA=... bench/gpu_session.sh OUTDIR 2>&1 | tee OUTDIR/session.log
+# Within a 15-minute device budget (the machine's start counts too), skip the training and run a sample of the
+# full sets at a tenth of the competition timeouts:
+#   TRAIN_LIMIT=0 VERIFY_FULL_LIMIT=200 VERIFY_ACAS=40 VERIFY_MNIST=10 VERIFY_SCALE=0.1 VERIFY_DEVICE_SCALE=0.1 \
+#       bench/gpu_session.sh OUT
+# (VERIFY_DEVICE_SCALE: the torch path's share of the competition timeouts; default a quarter of VERIFY_SCALE)
 # Needs: the built package (python/nncert/_core*.so), torch with CUDA, numpy, scipy, onnx, tqdm, pytest,
 # hypothesis, z3-solver, scs and pyamg (cvxpy is not needed). The benchmark data subset it reads: ACAS Xu nets
 # 1_1, 2_1, 3_3, 1_9, 4_5 with props 1-4 and 7, MNIST 256x2 and 256x6 with 4 props, lipschitz/8fc_128, and
@@ -37,22 +42,27 @@ nproc
 $PY -c "import torch, numpy, scipy, nncert; print('torch', torch.__version__, torch.cuda.get_device_name(0), \
 'numpy', numpy.__version__, 'scipy', scipy.__version__, 'nncert', nncert.__version__)"
 
-# 1. training in the background: the TrainConfig defaults are the shipped model's recipe
+# 1. training in the background: the TrainConfig defaults are the shipped model's recipe (TRAIN_LIMIT=0: skipped)
 TRAIN_LIMIT=${TRAIN_LIMIT:-150}
-$PY -m nncert.cli dcdm-train --device cuda --threads 8 --time-limit "$TRAIN_LIMIT" --out /tmp/dcdm_fresh.pt \
-    > /tmp/train.log 2>&1 &
-TRAIN=$!
+TRAIN=
+if [ "$TRAIN_LIMIT" -gt 0 ]; then
+    $PY -m nncert.cli dcdm-train --device cuda --threads 8 --time-limit "$TRAIN_LIMIT" --out /tmp/dcdm_fresh.pt \
+        > /tmp/train.log 2>&1 &
+    TRAIN=$!
+fi
 
 # 2. the GPU tests (concurrently with the training: correctness only, no timings)
 step gpu-tests 150 $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_torch_lipschitz.py \
     tests/test_torch_bounds.py tests/test_network.py tests/test_torch_convex.py tests/test_torch_verify.py \
     tests/test_solvers_dcdm.py tests/test_solvers.py
 
-wait $TRAIN
-echo "=== training"
-tr '\r' '\n' < /tmp/train.log | grep -v '^dcdm-train: ' | tail -n 5
-tr '\r' '\n' < /tmp/train.log | grep '^dcdm-train: ' | tail -n 1
-cp /tmp/dcdm_fresh.pt "$OUT/" 2>/dev/null
+if [ -n "$TRAIN" ]; then
+    wait $TRAIN
+    echo "=== training"
+    tr '\r' '\n' < /tmp/train.log | grep -v '^dcdm-train: ' | tail -n 5
+    tr '\r' '\n' < /tmp/train.log | grep '^dcdm-train: ' | tail -n 1
+    cp /tmp/dcdm_fresh.pt "$OUT/" 2>/dev/null
+fi
 
 # 3. solvers, nothing else on the device
 step solvers-128 110 $PY bench/solvers_bench.py --sizes 128 --device cuda --methods cg,cg-gpu,dcdm-gpu,pyamg \
@@ -71,6 +81,9 @@ step gpu-convex 60 $PY bench/gpu_bench.py --device cuda --only convex --convex-n
 step gpu-convex-60k 30 $PY bench/gpu_bench.py --device cuda --only convex --convex-iters 10 --convex-skip-core
 # 6. the full verification sets, core vs device per instance (optional: needs the whole ACAS Xu and MNIST data)
 VERIFY_FULL_LIMIT=${VERIFY_FULL_LIMIT:-0}
-[ "$VERIFY_FULL_LIMIT" -gt 0 ] && step verify-full "$VERIFY_FULL_LIMIT" $PY bench/verify_bench.py --acas 186 \
-    --mnist 30 --timeout-scale 1 --device-timeout-scale 0.25 --z3 0 --device cuda --output "$OUT/verify_full_gpu.csv"
+VERIFY_SCALE=${VERIFY_SCALE:-1}
+[ "$VERIFY_FULL_LIMIT" -gt 0 ] && step verify-full "$VERIFY_FULL_LIMIT" $PY bench/verify_bench.py \
+    --acas "${VERIFY_ACAS:-186}" --mnist "${VERIFY_MNIST:-30}" --timeout-scale "$VERIFY_SCALE" \
+    --device-timeout-scale "${VERIFY_DEVICE_SCALE:-$(python3 -c "print($VERIFY_SCALE / 4)")}" --z3 0 --device cuda \
+    --output "$OUT/verify_full_gpu.csv"
 echo "=== done at $(date -u +%T)"
