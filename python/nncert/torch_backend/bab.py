@@ -2,8 +2,9 @@
 
 The same search as ``rust/core/src/bounds/bab.rs`` in ``SplitMode::Input`` (best-first on the largest
 bound margin, node pruned when some row's lower bound exceeds its ``c`` by more than ``margin``, box
-centre and bound-minimising vertices tried as candidates, split on the input side where the binding row's
-linear bound is most sensitive), but the lowest-scored nodes of the queue (all root problems together, their
+centre and bound-minimising vertices tried as candidates, the side chosen by the same lookahead, each box
+starting from its parent's bounds, optimised slopes gated as in the core, boxes with few unstable ReLUs handed
+to the core's ReLU splitting), but the lowest-scored nodes of the queue (all root problems together, their
 conjunctions padded to one row count) are bounded together by
 :func:`~nncert.torch_backend.propagate.propagate`: batches grow from 8 boxes to ``batch`` and are sized from
 the measured time per box so that the deadline holds. Bounds are computed in float64 (``dtype`` is for
@@ -21,6 +22,7 @@ import numpy as np
 from ..errors import InvalidInputError, ShapeError
 from .compiled import TAct, TResidual, compiled
 from .network_ops import torch_module
+from .optimize import optimise, select
 from .propagate import objective, propagate
 
 
@@ -95,6 +97,12 @@ def _split_dims(lo: Any, hi: Any, lam_best: Any, w0: Any, min_width: float) -> A
     return torch.where(pick, widest, dim)
 
 
+#: The core's default optimisation gate for input splitting (``bounds::default_gate``): a box is optimised only
+#: when its gap is at most this times the gain the last optimisation on its path achieved.
+OPT_GATE = 1.0
+#: The core's default optimisation steps per node and row (``OptOptions::default``).
+OPT_ITERS = 20
+
 # the core's lookahead constants (rust/core/src/bounds/bab.rs): only up to this many inputs, and at most this
 # many splits in a row that leave the worse half no better than its parent
 LOOKAHEAD_MAX_DIM, MAX_SLICES = 16, 2
@@ -112,6 +120,21 @@ def unflat(v: Any, widths: list[int]) -> list:
     for n in widths:
         out.append((v[:, k:k + n], v[:, k + n:k + 2 * n]))
         k += 2 * n
+    return out
+
+
+def _flat_warm(params: list, widths: list[int], K: int, B: int, like: Any) -> Any:
+    """Slopes per activation layer ((B, K, n) or None) as one (B, K sum n) tensor (a queue column)."""
+    import torch
+    return torch.cat([like.new_zeros((B, 0))] + [(like.new_zeros((B, K, n)) if q is None else q).reshape(B, K * n)
+                                                 for q, n in zip(params, widths)], 1)
+
+
+def _unflat_warm(v: Any, widths: list[int], K: int) -> list:
+    out, k = [], 0
+    for n in widths:
+        out.append(v[:, k:k + K * n].reshape(-1, K, n))
+        k += K * n
     return out
 
 
@@ -168,6 +191,11 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
     :class:`~nncert.devices.Device`). lookahead: choose each split side as the core does, by bounding both
     halves along every side (inputs up to 16). keep_open: a search stopped by its time or node limit also returns
     ``open``, its undecided boxes as (problem, lo, hi, None, None), most undecided first, as the core does.
+
+    Optimised slopes, as in the core: a box whose gap the gain of the last optimisation on its path could close
+    (gate 1; every box without one) gets ``opt_iters`` (None: 20) steps of alpha-CROWN on its rows
+    (:mod:`~nncert.torch_backend.optimize`), warm-started from its parent's slopes; the split choice and the
+    candidate vertices keep the fixed-slope coefficients. 0: fixed slopes only.
 
     Hybrid, as in the core: with every activation a ReLU or LeakyReLU, a box whose unstable units are at most
     ``relu_share`` of its root's (or at most ``relu_below``, e.g. when a search resumes from sub-boxes) is
@@ -271,6 +299,12 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
         q_sc = torch.full((len(P),), -float("inf"), dtype=dtype, device=dev)
         q_dp = torch.zeros(len(P), dtype=torch.long, device=dev)
         q_sl = torch.zeros(len(P), dtype=torch.long, device=dev)  # lookahead slices in a row
+        # optimised slopes: the gain of the last optimisation on the path (NaN: none yet) and its slopes (flat)
+        iters = OPT_ITERS if opt_iters is None else int(opt_iters)
+        q_gain = torch.full((len(P),), float("nan"), dtype=dtype, device=dev)
+        q_warm = torch.zeros((len(P), K * sum(widths) if iters else 0), dtype=dtype, device=dev)
+        q_has = torch.zeros(len(P), dtype=torch.bool, device=dev)
+        cols = lambda: (q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_warm, q_has)  # noqa: E731
         look = lookahead and net.input_dim <= LOOKAHEAD_MAX_DIM
         per_box = 0.0  # seconds per box of the recent batches (sizes the next batch near the deadline)
         cap = max(len(P), 8)
@@ -292,8 +326,9 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
             tb = time.monotonic()
             order = torch.argsort(q_sc, stable=True)
             sel, rest = order[:take], order[take:]
+            _, _, _, _, _, _, _, b_gain, b_warm, b_has = (v[sel] for v in cols())
             b_lo, b_hi, b_pr, b_dp, b_sl, b_pri = (v[sel] for v in (q_lo, q_hi, q_pr, q_dp, q_sl, q_pri))
-            q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri = (v[rest] for v in (q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri))
+            q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_warm, q_has = (v[rest] for v in cols())
             stats["nodes"] += take
             stats["max_depth"] = max(stats["max_depth"], int(b_dp.max()))
             kids = None
@@ -301,6 +336,17 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
             a_y, a_x, c, valid = Ay[b_pr], Ax[b_pr], Cc[b_pr], Valid[b_pr]
             prop = propagate(net, b_lo, b_hi, prior=unflat(b_pri, widths))
             lb, lam = objective(prop, a_y, a_x)
+            if iters:  # optimised slopes on the boxes whose gap the last gain on their path could close
+                gap0 = (c + margin - lb).min(1).values
+                go = ~prop.infeasible & ~((lb - c) > margin).any(1) & (torch.isnan(b_gain) | (gap0 <= OPT_GATE * b_gain))
+                g = go.nonzero()[:, 0]
+                if g.numel():
+                    lb_o, params = optimise(select(prop, g), acts, a_y[g], a_x[g], (c + margin)[g],
+                                            _unflat_warm(b_warm[g], widths, K), b_has[g], iters)
+                    lb[g] = torch.maximum(lb[g], lb_o)  # (the split choice keeps the fixed-slope coefficients)
+                    b_gain[g] = gap0[g] - (c + margin - lb)[g].min(1).values
+                    b_warm[g] = _flat_warm(params, widths, K, g.numel(), lb)
+                    b_has[g] = True
             score, best = (lb - c).max(1)
             safe = prop.infeasible | (score > margin)
             stats["pruned"] += int(safe.sum())
@@ -367,11 +413,12 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                     stats["pruned"] += n_done
                     kids = tuple(v[keep] for v in (
                         torch.cat([lo_s, lo2]), torch.cat([hi1, hi_s]), b_pr[sp].repeat(2), score[sp].repeat(2),
-                        b_dp[sp].repeat(2) + 1, kid_sl.repeat(2), torch.cat([kid_pri[:, 0], kid_pri[:, 1]])))
+                        b_dp[sp].repeat(2) + 1, kid_sl.repeat(2), torch.cat([kid_pri[:, 0], kid_pri[:, 1]]),
+                        b_gain[sp].repeat(2), b_warm[sp].repeat(2, 1), b_has[sp].repeat(2)))
             dt = (time.monotonic() - tb) / take
             per_box = dt if per_box == 0 else 0.5 * (per_box + dt)
             if kids is not None:
-                q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri = (torch.cat([q, k]) for q, k in
-                                                             zip((q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri), kids))
+                q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_warm, q_has = (
+                    torch.cat([q, k]) for q, k in zip(cols(), kids))
             stats["max_queue"] = max(stats["max_queue"], q_lo.shape[0])
     return finish("undecided" if leaves else "holds")

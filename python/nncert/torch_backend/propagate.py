@@ -42,9 +42,25 @@ def concretize(lam: Any, c: Any, lo: Any, hi: Any) -> Any:
     return c + (lam.clamp(min=0) @ lo[..., None])[..., 0] + (lam.clamp(max=0) @ hi[..., None])[..., 0]
 
 
-def _back_act(r: Diag | Pairs, lam: Any, c: Any) -> tuple[Any, Any]:
+@dataclass
+class AlphaDiag:
+    """A ReLU/LeakyReLU relaxation whose lower line on the units in ``mask`` is ``alpha z`` (alpha-CROWN), with
+    one slope per objective row: alpha (B, K, n) within [leak slope, 1], mask (B, n) (unstable units)."""
+    base: Diag
+    alpha: Any
+    mask: Any
+
+
+def _back_act(r: Diag | Pairs | AlphaDiag, lam: Any, c: Any) -> tuple[Any, Any]:
     import torch
 
+    if isinstance(r, AlphaDiag):
+        m, d = r.mask[:, None, :], r.base
+        ls = torch.where(m, r.alpha, d.ls[:, None, :])
+        li = torch.where(m, torch.zeros_like(r.alpha), d.li[:, None, :])
+        pos = lam >= 0
+        c = c + torch.where(pos, lam * li, lam * d.ui[:, None, :]).sum(-1)
+        return torch.where(pos, lam * ls, lam * d.us[:, None, :]), c
     if isinstance(r, Diag):
         pos = lam >= 0
         c = c + torch.where(pos, lam * r.li[:, None, :], lam * r.ui[:, None, :]).sum(-1)

@@ -72,8 +72,8 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     wall-clock limit for the whole call. ``split``: "input" or "relu" (default: input for at most
     12 inputs). ``bound_iters``: gradient steps per node and objective row of the optimised bounds
     (alpha-CROWN slopes, beta-CROWN split multipliers) in the core's branch and bound; None: the core's
-    default (20, used in ReLU-split mode), 0: fixed CROWN slopes only (the torch input-split path always
-    uses fixed slopes). ``device``: None or "cpu" runs the engine in the Rust core on the CPU; "cuda" /
+    default (20; input splitting optimises only the nodes the last gain on their path could close, on
+    the torch path too), 0: fixed CROWN slopes only. ``device``: None or "cpu" runs the engine in the Rust core on the CPU; "cuda" /
     "cuda:k" runs the bound computations (root bounds, input-splitting branch and bound in batches of boxes) and the
     falsification with torch ops on that device, in float64; ReLU-split branch and bound (also for the boxes
     the device's input splitting hands over when few unstable ReLUs are left, as the core's hybrid does), Z3
