@@ -126,7 +126,7 @@ def test_optimised_slopes_match_the_rust_core(act, residual):
     crown, _ = objective(p, A_y, A_x)
     acts = _acts(compiled(net, torch.device("cpu"), torch.float64), [])
     inf = torch.full((12, 2), float("inf"), dtype=torch.float64)
-    opt, params = optimise(p, acts, A_y, A_x, inf, iters=20)
+    opt, _, params, _ = optimise(p, acts, A_y, A_x, inf, iters=20)
     got = torch.maximum(opt, crown).numpy()
     xs = rng.uniform(lo[:, None], hi[:, None], size=(12, 400, 3))
     for b in range(12):
@@ -138,7 +138,7 @@ def test_optimised_slopes_match_the_rust_core(act, residual):
     if act == nncert.ReLU() and not residual:
         assert (got - crown.numpy()).sum() > 1e-3  # the optimisation does something here
     half = torch.arange(12) < 6
-    again, _ = optimise(p, acts, A_y, A_x, inf, warm=params, warm_mask=half, iters=20)
+    again, _, _, _ = optimise(p, acts, A_y, A_x, inf, warm=params, warm_mask=half, iters=20)
     again = torch.maximum(again, crown).numpy()
     assert np.all(again[:6] >= got[:6] - 1e-12)
     np.testing.assert_array_equal(again[6:], got[6:])

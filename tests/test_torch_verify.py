@@ -266,3 +266,80 @@ def test_handed_off_box_keeps_its_problem_number():
     assert abs(r["x"][0] - r["x"][1]) >= 2.0
     plain = bab(net, [never, corners], CPU, time_limit=20, relu_share=0.0)
     assert plain["outcome"] == "candidate" and plain["problem"] == 1 and plain["stats"]["relu_nodes"] == 0
+
+
+def _leafy_net():
+    """A 4-8-8-2 ReLU net (seeded) whose ReLU-split search leaves leaves for Z3 at the threshold below."""
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        layers = []
+        for k, (m, n) in enumerate(((8, 4), (8, 8), (2, 8))):
+            layers.append(nncert.Dense(rng.normal(size=(m, n)) / np.sqrt(n), 0.3 * rng.normal(size=m)))
+            if k < 2:
+                layers.append(nncert.ReLU())
+        net = nncert.Network(layers)
+        top = (net(rng.uniform(-1, 1, (20000, 4))) @ np.array([1.0, -1.0])).max()
+    box = [(-np.ones(4), np.ones(4))]
+    return net, Property(box, [(-np.array([[1.0, -1.0]]), np.array([-(top + 0.01)]))])
+
+
+def test_relu_split_search_on_torch_matches_the_core_and_its_leaves_go_to_z3():
+    """ReLU splitting on the device (nncert.torch_backend.bab_relu: phases clamped into the bounds, alpha/beta-
+    CROWN on every node, the core's branching rule) searches the core's tree; its leaves (all phases fixed,
+    bound still short) carry their splits and bounds to Z3 on the CPU. Here the first leaf's Z3 model does not
+    replay in float32 and a later one does: the verdict is the core's (the engine used to stop at the first)."""
+    from nncert import _core
+    from nncert.devices import CPU
+    from nncert.torch_backend.bab_relu import bab_relu
+    from nncert.verify.engine import _problems
+
+    net, prop = _leafy_net()
+    problems = _problems(prop.bind(2))
+    tr = bab_relu(net, problems, CPU, time_limit=30)
+    core = _core.branch_and_bound(net._core, problems, mode="relu", time_limit=30)
+    assert tr["outcome"] == core["outcome"] == "undecided"
+    assert tr["stats"]["nodes"] == core["stats"]["nodes"] and len(tr["leaves"]) == len(core["leaves"])
+    same = lambda leaves: sorted(sorted(map(tuple, leaf[3])) for leaf in leaves)  # noqa: E731
+    assert same(tr["leaves"]) == same(core["leaves"])
+    for backend in ("core", "torch"):
+        r = nncert.verify(net, prop, timeout=30, split="relu", attack=False, backend=backend)
+        assert r.status == "violated" and r.method == "bab+z3" and r.stats["z3_leaves"] >= 1
+        check_violation(net, prop, r)
+
+
+def test_z3_answers_that_decide_nothing_give_unknown(monkeypatch):
+    from nncert.verify import smt
+
+    net, prop = _leafy_net()
+    monkeypatch.setattr(smt, "check", lambda enc, deadline: ("unknown", None))
+    for backend in ("core", "torch"):
+        r = nncert.verify(net, prop, timeout=30, split="relu", attack=False, backend=backend)
+        assert r.status == "unknown" and r.message == "Z3 returned unknown"
+        assert r.stats["z3_leaves"] == r.stats["bab_leaves"] > 1  # every leaf was tried
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_relu_split_search_on_torch_same_tree_as_the_core(seed):
+    from nncert import _core
+    from nncert.devices import CPU
+    from nncert.torch_backend.bab_relu import bab_relu
+
+    rng = np.random.default_rng(seed)
+    net = random_relu_net(rng, (4, 12, 12, 2))
+    net = nncert.Network([l if not isinstance(l, nncert.MaxMin) else nncert.ReLU() for l in net.layers])
+    lo, hi = -np.ones(4), np.ones(4)
+    top = (net(rng.uniform(lo, hi, (20000, 4))) @ np.array([1.0, -1.0])).max()
+    problem = (lo, hi, -np.array([[1.0, -1.0]]), np.zeros((1, 4)), np.array([-(top + 0.05 * (1 + abs(top)))]))
+    tr = bab_relu(net, [problem], CPU, time_limit=30)
+    core = _core.branch_and_bound(net._core, [problem], mode="relu", time_limit=30)
+    assert tr["outcome"] == core["outcome"]
+    if core["outcome"] != "candidate":  # (a candidate's node count depends on the batch order)
+        assert tr["stats"]["nodes"] == core["stats"]["nodes"] and tr["stats"]["max_depth"] == core["stats"]["max_depth"]
+
+
+def test_mnist_relu_split_on_torch():
+    net = nncert.Network.from_onnx(data_path("vnncomp2021", "mnistfc", "mnist-net_256x2.onnx"))
+    prop = Property.from_vnnlib(data_path("vnncomp2021", "mnistfc", "prop_0_0.03.vnnlib"))
+    core, tr = nncert.verify(net, prop, timeout=60), nncert.verify(net, prop, timeout=60, backend="torch")
+    assert core.status == tr.status == "holds" and tr.stats["split"] == "relu"
+    assert tr.stats["nodes"] == core.stats["nodes"]

@@ -79,6 +79,88 @@ def unstable_counts(acts: list, pre: list) -> Any:
     return u
 
 
+class Search:
+    """What the device's searches share: the limits, the padded problem tensors, the network on the device, the
+    statistics and leaves, and the result dict."""
+
+    def __init__(self, net: Any, problems: list[tuple], device: Any, time_limit: float, max_nodes: int | None,
+                 batch: int | None, dtype: Any) -> None:
+        import torch
+
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + max(0.0, float(time_limit))
+        _check(net, problems)
+        self.dev = device.torch()
+        self.dtype = dtype or torch.float64
+        self.batch = batch or (2048 if self.dev.type == "cuda" else 64)
+        self.max_nodes = max_nodes if max_nodes is not None else 1 << 62
+        self.P, self.K, self.Ay, self.Ax, self.Cc, self.Valid = problem_tensors(net, problems, self.dev, self.dtype)
+        self.acts = _acts(compiled(net, self.dev, self.dtype), [])
+        self.module = torch_module(net, device, self.dtype)
+        self.stats: dict[str, Any] = {"nodes": 0, "pruned": 0, "infeasible": 0, "leaves": 0, "max_depth": 0,
+                                      "max_queue": 0, "stable": 0, "unstable": 0, "seconds": 0.0, "relu_below": 0}
+        self.leaves: list[tuple] = []
+
+        self._cap, self._per, self._tb = max(len(self.P), 8), 0.0, 0.0
+
+    def plan(self, queued: int) -> int:
+        """How many queued nodes the next batch takes: batches grow from a few nodes to ``batch``, and none is
+        planned longer than a third of the time left (from the measured time per node)."""
+        take = min(self.batch, self._cap, queued, self.max_nodes - self.stats["nodes"])
+        if self._per > 0:
+            take = max(1, min(take, int((self.deadline - time.monotonic()) / (3 * self._per))))
+        self._cap *= 2
+        self._tb = time.monotonic()
+        return take
+
+    def measured(self, taken: int) -> None:
+        """Records the time per node of the batch just done."""
+        dt = (time.monotonic() - self._tb) / taken
+        self._per = dt if self._per == 0 else 0.5 * (self._per + dt)
+
+    def finish(self, outcome: str, **extra: Any) -> dict[str, Any]:
+        self.stats["seconds"] = time.monotonic() - self.t0
+        return {"outcome": outcome, "leaves": self.leaves, "stats": self.stats, **extra}
+
+
+def problem_tensors(net: Any, problems: list[tuple], dev: Any, dtype: Any) -> tuple:
+    """The problems as tensors: P (per problem (lo, hi, a_y, a_x, c)), the padded row count K, and Ay (N, K, out),
+    Ax (N, K, in), Cc (N, K), Valid (N, K) (padding rows: a = 0, c = +inf, never prune, always met)."""
+    import torch
+
+    t = lambda v: torch.as_tensor(np.array(v, dtype=np.float64), dtype=dtype, device=dev)  # noqa: E731
+    P = [tuple(t(v) for v in p[:5]) for p in problems]
+    K = max((len(p[4]) for p in P), default=1)
+    Ay = torch.zeros((len(P), K, net.output_dim), dtype=dtype, device=dev)
+    Ax = torch.zeros((len(P), K, net.input_dim), dtype=dtype, device=dev)
+    Cc = torch.full((len(P), K), float("inf"), dtype=dtype, device=dev)
+    Valid = torch.zeros((len(P), K), dtype=torch.bool, device=dev)
+    for i, (_, _, a_y, a_x, c) in enumerate(P):
+        k = len(c)
+        Ay[i, :k], Ax[i, :k], Cc[i, :k], Valid[i, :k] = a_y, a_x, c, True
+    return P, K, Ay, Ax, Cc, Valid
+
+
+def first_candidate(module: Any, lo: Any, hi: Any, lam: Any, a_y: Any, a_x: Any, c: Any,
+                    valid: Any) -> tuple[int, np.ndarray] | None:
+    """Cheap concrete candidates of S boxes: the centre and, per row, the box vertex minimising the row's linear
+    lower bound (lam (S, K, n)); the first that meets every row of its conjunction, as (box, x in float64)."""
+    import torch
+
+    centre = 0.5 * (lo + hi)
+    verts = torch.where(lam >= 0, lo[:, None], hi[:, None])
+    verts = torch.where(valid[..., None], verts, centre[:, None])
+    cand = torch.cat([centre[:, None], verts], 1)  # (S, 1 + K, n)
+    S, C, n = cand.shape
+    y = module(cand.reshape(S * C, n)).reshape(S, C, -1)
+    v = y @ a_y.transpose(1, 2) + cand @ a_x.transpose(1, 2) - c[:, None]  # (S, C, K)
+    ok = (v <= 0).all(2)
+    if not bool(ok.any()):
+        return None
+    s_i, c_i = ok.nonzero()[0].tolist()
+    return s_i, cand[s_i, c_i].cpu().numpy().astype(np.float64)
+
+
 def _last_argmax(v: Any) -> Any:
     return v.shape[1] - 1 - v.flip(1).argmax(1)
 
@@ -205,36 +287,16 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
     in the core)."""
     import torch
 
-    t0 = time.monotonic()
-    deadline = t0 + max(0.0, float(time_limit))
-    _check(net, problems)
-    dev = device.torch()
-    dtype = dtype or torch.float64
-    batch = batch or (2048 if dev.type == "cuda" else 64)
-    max_nodes = max_nodes if max_nodes is not None else 1 << 62
+    ctx = Search(net, problems, device, time_limit, max_nodes, batch, dtype)
+    deadline, dev, dtype, max_nodes = ctx.deadline, ctx.dev, ctx.dtype, ctx.max_nodes
+    P, K, Ay, Ax, Cc, Valid, acts, module = ctx.P, ctx.K, ctx.Ay, ctx.Ax, ctx.Cc, ctx.Valid, ctx.acts, ctx.module
+    stats, leaves, finish = ctx.stats, ctx.leaves, ctx.finish
+    stats["relu_nodes"] = 0
     t = lambda v: torch.as_tensor(np.array(v, dtype=np.float64), dtype=dtype, device=dev)  # noqa: E731
-    P = [tuple(t(v) for v in p[:5]) for p in problems]
-    K = max((len(p[4]) for p in P), default=1)
-    Ay = torch.zeros((len(P), K, net.output_dim), dtype=dtype, device=dev)
-    Ax = torch.zeros((len(P), K, net.input_dim), dtype=dtype, device=dev)
-    Cc = torch.full((len(P), K), float("inf"), dtype=dtype, device=dev)
-    Valid = torch.zeros((len(P), K), dtype=torch.bool, device=dev)
-    for i, (_, _, a_y, a_x, c) in enumerate(P):
-        k = len(c)
-        Ay[i, :k], Ax[i, :k], Cc[i, :k], Valid[i, :k] = a_y, a_x, c, True
     W0 = torch.stack([t(p[5]) if len(p) > 5 else q[1] - q[0] for p, q in zip(problems, P)]) if P else None
-    acts = _acts(compiled(net, dev, dtype), [])
-    module = torch_module(net, device, dtype)
     hybrid = relu_share > 0 and bool(acts) and all(a.kind in ("relu", "leaky_relu") for a in acts)
-    stats: dict[str, Any] = {"nodes": 0, "pruned": 0, "infeasible": 0, "leaves": 0, "max_depth": 0, "max_queue": 0,
-                             "stable": 0, "unstable": 0, "seconds": 0.0, "relu_below": 0, "relu_nodes": 0}
-    leaves: list[tuple] = []
     # boxes handed to the core's ReLU splitting: lo, hi, problem, score
     h_lo, h_hi, h_pr, h_sc = [], [], [], []
-
-    def finish(outcome: str, **extra: Any) -> dict[str, Any]:
-        stats["seconds"] = time.monotonic() - t0
-        return {"outcome": outcome, "leaves": leaves, "stats": stats, **extra}
 
     def stop(outcome: str, *unsearched: Any) -> dict[str, Any]:
         """A time or node limit: with keep_open, the queue (and the boxes taken from it but not split:
@@ -306,8 +368,6 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
         q_has = torch.zeros(len(P), dtype=torch.bool, device=dev)
         cols = lambda: (q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_warm, q_has)  # noqa: E731
         look = lookahead and net.input_dim <= LOOKAHEAD_MAX_DIM
-        per_box = 0.0  # seconds per box of the recent batches (sizes the next batch near the deadline)
-        cap = max(len(P), 8)
         while q_lo.shape[0] > 0 or h_lo:
             if time.monotonic() >= deadline:
                 return stop("timeout")
@@ -318,12 +378,7 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                 if done is not None:
                     return done
                 continue
-            # batches grow from a few boxes to ``batch``, and none is planned longer than a third of the time left
-            take = min(batch, cap, q_lo.shape[0], max_nodes - stats["nodes"])
-            if per_box > 0:
-                take = max(1, min(take, int((deadline - time.monotonic()) / (3 * per_box))))
-            cap *= 2
-            tb = time.monotonic()
+            take = ctx.plan(q_lo.shape[0])
             order = torch.argsort(q_sc, stable=True)
             sel, rest = order[:take], order[take:]
             _, _, _, _, _, _, _, b_gain, b_warm, b_has = (v[sel] for v in cols())
@@ -341,7 +396,7 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                 go = ~prop.infeasible & ~((lb - c) > margin).any(1) & (torch.isnan(b_gain) | (gap0 <= OPT_GATE * b_gain))
                 g = go.nonzero()[:, 0]
                 if g.numel():
-                    lb_o, params = optimise(select(prop, g), acts, a_y[g], a_x[g], (c + margin)[g],
+                    lb_o, _, params, _ = optimise(select(prop, g), acts, a_y[g], a_x[g], (c + margin)[g],
                                             _unflat_warm(b_warm[g], widths, K), b_has[g], iters)
                     lb[g] = torch.maximum(lb[g], lb_o)  # (the split choice keeps the fixed-slope coefficients)
                     b_gain[g] = gap0[g] - (c + margin - lb)[g].min(1).values
@@ -353,20 +408,10 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
             stats["infeasible"] += int(prop.infeasible.sum())
             o = (~safe).nonzero()[:, 0]
             if o.numel():
-                # cheap concrete candidates: the centre and, per row, the box vertex minimising the bound
                 lo_o, hi_o = b_lo[o], b_hi[o]
-                centre = 0.5 * (lo_o + hi_o)
-                verts = torch.where(lam[o] >= 0, lo_o[:, None], hi_o[:, None])
-                verts = torch.where(valid[o][..., None], verts, centre[:, None])
-                cand = torch.cat([centre[:, None], verts], 1)  # (S, 1 + K, n)
-                S, C, n = cand.shape
-                y = module(cand.reshape(S * C, n)).reshape(S, C, -1)
-                v = y @ a_y[o].transpose(1, 2) + cand @ a_x[o].transpose(1, 2) - c[o][:, None]  # (S, C, K)
-                ok = (v <= 0).all(2)
-                if bool(ok.any()):
-                    s_i, c_i = ok.nonzero()[0].tolist()
-                    return finish("candidate", x=cand[s_i, c_i].cpu().numpy().astype(np.float64),
-                                  problem=int(b_pr[o[s_i]]))
+                found = first_candidate(module, lo_o, hi_o, lam[o], a_y[o], a_x[o], c[o], valid[o])
+                if found is not None:
+                    return finish("candidate", x=found[1], problem=int(b_pr[o[found[0]]]))
                 if hybrid:  # few unstable units left: ReLU splitting in the core decides these boxes
                     un = unstable_counts(acts, [(l[o], u[o]) for l, u in prop.pre])
                     hand = (un > 0) & (un <= thr[b_pr[o]])
@@ -415,8 +460,7 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                         torch.cat([lo_s, lo2]), torch.cat([hi1, hi_s]), b_pr[sp].repeat(2), score[sp].repeat(2),
                         b_dp[sp].repeat(2) + 1, kid_sl.repeat(2), torch.cat([kid_pri[:, 0], kid_pri[:, 1]]),
                         b_gain[sp].repeat(2), b_warm[sp].repeat(2, 1), b_has[sp].repeat(2)))
-            dt = (time.monotonic() - tb) / take
-            per_box = dt if per_box == 0 else 0.5 * (per_box + dt)
+            ctx.measured(take)
             if kids is not None:
                 q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_warm, q_has = (
                     torch.cat([q, k]) for q, k in zip(cols(), kids))

@@ -43,24 +43,30 @@ def concretize(lam: Any, c: Any, lo: Any, hi: Any) -> Any:
 
 
 @dataclass
-class AlphaDiag:
-    """A ReLU/LeakyReLU relaxation whose lower line on the units in ``mask`` is ``alpha z`` (alpha-CROWN), with
-    one slope per objective row: alpha (B, K, n) within [leak slope, 1], mask (B, n) (unstable units)."""
+class ParamDiag:
+    """A ReLU/LeakyReLU relaxation with free parameters per objective row (K rows): where ``mask`` (B, n) (unstable
+    units) the lower line is ``alpha z`` (alpha-CROWN; alpha (B, K, n) within [leak slope, 1]), and ``bz``
+    (B, K, n) is added to the coefficient that reaches the pre-activation (beta-CROWN: beta s z_j <= 0 on the
+    sub-domain of a split s z_j <= 0); either may be None."""
     base: Diag
-    alpha: Any
-    mask: Any
+    alpha: Any = None
+    mask: Any = None
+    bz: Any = None
 
 
-def _back_act(r: Diag | Pairs | AlphaDiag, lam: Any, c: Any) -> tuple[Any, Any]:
+def _back_act(r: Diag | Pairs | ParamDiag, lam: Any, c: Any) -> tuple[Any, Any]:
     import torch
 
-    if isinstance(r, AlphaDiag):
-        m, d = r.mask[:, None, :], r.base
-        ls = torch.where(m, r.alpha, d.ls[:, None, :])
-        li = torch.where(m, torch.zeros_like(r.alpha), d.li[:, None, :])
+    if isinstance(r, ParamDiag):
+        d = r.base
+        ls, li = d.ls[:, None, :], d.li[:, None, :]
+        if r.alpha is not None:
+            m = r.mask[:, None, :]
+            ls, li = torch.where(m, r.alpha, ls), torch.where(m, torch.zeros_like(r.alpha), li)
         pos = lam >= 0
         c = c + torch.where(pos, lam * li, lam * d.ui[:, None, :]).sum(-1)
-        return torch.where(pos, lam * ls, lam * d.us[:, None, :]), c
+        out = torch.where(pos, lam * ls, lam * d.us[:, None, :])
+        return (out if r.bz is None else out + r.bz), c
     if isinstance(r, Diag):
         pos = lam >= 0
         c = c + torch.where(pos, lam * r.li[:, None, :], lam * r.ui[:, None, :]).sum(-1)
@@ -74,33 +80,36 @@ def _back_act(r: Diag | Pairs | AlphaDiag, lam: Any, c: Any) -> tuple[Any, Any]:
     return out, c + (va * ca[..., 2] + vb * cb[..., 2]).sum(-1)
 
 
-def _back_list(ops: list, lam: Any, c: Any) -> tuple[Any, Any]:
+def _back_list(ops: list, lam: Any, c: Any, record: list | None) -> tuple[Any, Any]:
     for kind, op in reversed(ops):
         if kind == "dense":
             c = c + lam @ op.b
             lam = lam @ op.W
         elif kind == "act":
+            if record is not None:
+                record.append(lam)
             lam, c = _back_act(op, lam, c)
         else:
             inner, skip = op
-            f, c = _back_list(inner, lam, c)
+            f, c = _back_list(inner, lam, c, record)
             lam = f + (lam if skip is None else lam @ skip.W)
     return lam, c
 
 
-def back_substitute(ctx: list[list], lam: Any) -> tuple[Any, Any]:
+def back_substitute(ctx: list[list], lam: Any, record: list | None = None) -> tuple[Any, Any]:
     """Sends the rows of ``lam`` (B, K, n_cur) back through every level of ``ctx`` to the input; returns the
-    input coefficients (B, K, n_in) and the constant (B, K) of each row's lower bound."""
+    input coefficients (B, K, n_in) and the constant (B, K) of each row's lower bound. ``record``: a list that
+    receives the coefficients on every activation's output, last activation first."""
     import torch
 
     c = torch.zeros(lam.shape[:2], dtype=lam.dtype, device=lam.device)
     for level in reversed(ctx):
-        lam, c = _back_list(level, lam, c)
+        lam, c = _back_list(level, lam, c, record)
     return lam, c
 
 
 def _walk(layers: list, ctx: list[list], l: Any, u: Any, st: Propagation, crown: bool,
-          prior: list | None) -> tuple[Any, Any]:
+          prior: list | None, splits: list | None) -> tuple[Any, Any]:
     import torch
 
     for layer in layers:
@@ -109,7 +118,7 @@ def _walk(layers: list, ctx: list[list], l: Any, u: Any, st: Propagation, crown:
             ctx[-1].append(("dense", layer))
         elif isinstance(layer, TResidual):
             ctx.append([])
-            fl, fu = _walk(layer.inner, ctx, l, u, st, crown, prior)
+            fl, fu = _walk(layer.inner, ctx, l, u, st, crown, prior, splits)
             inner = ctx.pop()
             ctx[-1].append(("res", (inner, layer.skip)))
             if layer.skip is not None:
@@ -121,6 +130,9 @@ def _walk(layers: list, ctx: list[list], l: Any, u: Any, st: Propagation, crown:
             if prior is not None:  # as in the core: first, so that units it makes stable need no linear bounds
                 pl, pu = prior[len(st.pre)]
                 l, u = torch.maximum(l, pl), torch.minimum(u, pu)
+            if splits is not None and splits[len(st.pre)] is not None:  # ReLU phases: active z >= 0, inactive z <= 0
+                sp = splits[len(st.pre)]
+                l, u = torch.where(sp > 0, l.clamp(min=0), l), torch.where(sp < 0, u.clamp(max=0), u)
             only_first_dense = len(ctx) == 1 and len(ctx[0]) == 1 and ctx[0][0][0] == "dense"
             has_ops = any(level for level in ctx)
             if crown and has_ops and not only_first_dense:
@@ -145,16 +157,19 @@ def _walk(layers: list, ctx: list[list], l: Any, u: Any, st: Propagation, crown:
     return l, u
 
 
-def propagate(net: Any, lo: Any, hi: Any, crown: bool = True, prior: list | None = None) -> Propagation:
+def propagate(net: Any, lo: Any, hi: Any, crown: bool = True, prior: list | None = None,
+              splits: list | None = None) -> Propagation:
     """Bounds of every layer of ``net`` over the boxes [lo, hi] (torch tensors (B, input_dim), on the device
     and in the dtype to compute in). ``prior``: pre-activation bounds valid on each box (e.g. its parent's), one
-    (l, u) pair of (B, n) per activation layer as in ``Propagation.pre``, intersected in."""
+    (l, u) pair of (B, n) per activation layer as in ``Propagation.pre``, intersected in. ``splits``: ReLU phases
+    per activation layer (None or (B, n) int8: +1 active, z >= 0; -1 inactive, z <= 0; 0 free), as in the core
+    clamped into the unit's interval before its linear bounds."""
     import torch
 
     layers = compiled(net, lo.device, lo.dtype)
     st = Propagation(ops=[], lo=lo, hi=hi, infeasible=torch.zeros(lo.shape[0], dtype=torch.bool, device=lo.device))
     ctx: list[list] = [[]]
-    st.out = _walk(layers, ctx, lo, hi, st, crown, prior)
+    st.out = _walk(layers, ctx, lo, hi, st, crown, prior, splits)
     st.ops = ctx.pop()
     return st
 

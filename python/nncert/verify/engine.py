@@ -74,10 +74,10 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     (alpha-CROWN slopes, beta-CROWN split multipliers) in the core's branch and bound; None: the core's
     default (20; input splitting optimises only the nodes the last gain on their path could close, on
     the torch path too), 0: fixed CROWN slopes only. ``device``: None or "cpu" runs the engine in the Rust core on the CPU; "cuda" /
-    "cuda:k" runs the bound computations (root bounds, input-splitting branch and bound in batches of boxes) and the
-    falsification with torch ops on that device, in float64; ReLU-split branch and bound (also for the boxes
-    the device's input splitting hands over when few unstable ReLUs are left, as the core's hybrid does), Z3
-    leaves and the counterexample replay stay on the CPU. ``backend``: "auto" (by device), "core" or "torch" ("torch" with
+    "cuda:k" runs the bound computations (root bounds, both branch and bounds in batches of sub-problems, with
+    the core's optimised bounds and split choices) and the falsification with torch ops on that device, in
+    float64; the boxes the device's input splitting hands over when few unstable ReLUs are left (the core's
+    hybrid), the Z3 leaves and the counterexample replay stay on the CPU. ``backend``: "auto" (by device), "core" or "torch" ("torch" with
     device "cpu" runs the torch path on the CPU, for testing). Progress is reported as log lines on the
     ``nncert.verify`` logger (one per phase)."""
     t0 = time.monotonic()
@@ -112,6 +112,10 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
             return bab(net, _problems(prop) if problems is None else problems, dev, time_limit=time_limit,
                        max_nodes=max_nodes, max_leaves=max_leaves, lookahead=lookahead, keep_open=keep_open,
                        relu_below=relu_below, opt_iters=bound_iters)
+        if on_torch and not keep_open:
+            from ..torch_backend.bab_relu import bab_relu
+            return bab_relu(net, _problems(prop) if problems is None else problems, dev, time_limit=time_limit,
+                            max_nodes=max_nodes, max_leaves=max_leaves, opt_iters=bound_iters)
         from .. import _core
         return _core.branch_and_bound(net._core, _problems(prop) if problems is None else problems, mode=mode,
                                       time_limit=time_limit, max_nodes=max_nodes, max_leaves=max_leaves,
@@ -258,6 +262,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
 
     tz = time.monotonic()
     log.info("verify: %d leaves undecided by bounds go to Z3", len(r["leaves"]))
+    undecided = ""  # why some leaf is neither proved nor a replayed counterexample
     try:
         for problem, lo, hi, splits, pre in r["leaves"]:
             i, j = prop.pairs[problem]
@@ -266,12 +271,24 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
             smt.add_conjunction(enc, a_y, a_x, c)
             stats["z3_leaves"] += 1
             res, x = smt.check(enc, deadline)
-            if res != "unsat":
-                return _z3_verdict(net, prop, res, x, lo, hi, deadline, done, "bab+z3")
+            if res == "unsat":
+                continue
+            if res == "timeout":
+                return done("timeout", "bab+z3")
+            # a model that does not replay, or Z3's "unknown", leaves this leaf open: a later leaf may still
+            # give a counterexample that replays
+            if res == "sat":
+                x = deepen(net, prop, np.clip(x, lo, hi), deadline)
+                if x is not None:
+                    return done("violated", "bab+z3", x)
+            undecided = undecided or ("a Z3 model did not replay through the network" if res == "sat"
+                                      else "Z3 returned unknown")
     except smt.EncodingTimeout:
         return done("timeout", "bab+z3")
     finally:
         stats["phase_seconds"]["z3"] = time.monotonic() - tz
+    if undecided:
+        return done("unknown", "bab+z3", message=undecided)
     return done("holds", "bab+z3")
 
 
