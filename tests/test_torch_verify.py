@@ -343,3 +343,18 @@ def test_mnist_relu_split_on_torch():
     core, tr = nncert.verify(net, prop, timeout=60), nncert.verify(net, prop, timeout=60, backend="torch")
     assert core.status == tr.status == "holds" and tr.stats["split"] == "relu"
     assert tr.stats["nodes"] == core.stats["nodes"]
+
+
+def test_queue_outgrowing_its_memory_share_stops_the_search(monkeypatch):
+    """A queue past its share of the device's free memory ends the search as unknown (a node limit), never as a
+    crash of the process; the verdict says why."""
+    from nncert.torch_backend import bab as tb
+
+    net = nncert.Network.from_onnx(data_path("vnncomp2021", "acasxu", "ACASXU_run2a_4_2_batch_2000.onnx"))
+    prop = Property.from_vnnlib(data_path("vnncomp2021", "acasxu", "prop_2.vnnlib"))
+    monkeypatch.setattr(tb, "QUEUE_MEMORY_SHARE", 1e-12)
+    r = nncert.verify(net, prop, timeout=60, backend="torch")
+    assert r.status == "unknown" and "memory" in r.message
+    net, leafy = _leafy_net()
+    r = nncert.verify(net, leafy, timeout=60, split="relu", attack=False, backend="torch")
+    assert r.status == "unknown" and "memory" in r.message

@@ -71,3 +71,23 @@ def require_torch(what: str) -> None:
         import torch  # noqa: F401
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise InvalidInputError(f"{what}: the torch backend needs torch (pip install 'nncert[torch]')") from e
+
+
+def available_memory() -> float:
+    """Bytes of host memory available now (MemAvailable), or 4 GiB where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return 4.0 * 2**30
+
+
+def free_memory(device: Device) -> float:
+    """Bytes free now on ``device``: the CUDA device's free memory, or the host's available memory."""
+    if device.type == "cuda":
+        import torch
+        return float(torch.cuda.mem_get_info(device.torch())[0])
+    return available_memory()

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._arrays import as_float_array, check_finite, is_torch_tensor
-from ..devices import require_torch, resolve_device
+from ..devices import available_memory, require_torch, resolve_device
 from ..errors import InvalidInputError, ShapeError, SolverError, UnsupportedModelError
 from . import formulation as F
 from .patterns import check_patterns, enumerate_patterns, robust_nontrivial, sample_gates, sample_patterns
@@ -37,18 +37,6 @@ CHECK_EVERY = 10
 PCG_DECAY = 1e-2
 HISTORY_FIELDS = ("iter", "objective", "primal_residual", "dual_residual", "violation", "seconds",
                   "inner_iterations")
-
-
-def available_memory() -> float:
-    """Bytes of memory available now (MemAvailable), or 4 GiB where it cannot be read."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
-    except OSError:  # pragma: no cover - not Linux
-        pass
-    return 4.0 * 2**30
 
 
 def weight_scale(X: np.ndarray, y: np.ndarray) -> float:

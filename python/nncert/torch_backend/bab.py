@@ -102,6 +102,16 @@ class Search:
         self.leaves: list[tuple] = []
 
         self._cap, self._per, self._tb = max(len(self.P), 8), 0.0, 0.0
+        from ..devices import free_memory
+        self.queue_budget = QUEUE_MEMORY_SHARE * free_memory(device)
+
+    def queue_full(self, columns: tuple) -> bool:
+        """Whether the queue's tensors outgrew their share of the device's free memory (the search then stops
+        with a node limit and ``stats["memory_limit"]``, instead of running out of memory)."""
+        full = sum(v.element_size() * v.numel() for v in columns) > self.queue_budget
+        if full:
+            self.stats["memory_limit"] = True
+        return full
 
     def plan(self, queued: int) -> int:
         """How many queued nodes the next batch takes: batches grow from a few nodes to ``batch``, and none is
@@ -184,6 +194,8 @@ def _split_dims(lo: Any, hi: Any, lam_best: Any, w0: Any, min_width: float) -> A
 OPT_GATE = 1.0
 #: The core's default optimisation steps per node and row (``OptOptions::default``).
 OPT_ITERS = 20
+#: The share of the device's free memory (at the start) the queue may take.
+QUEUE_MEMORY_SHARE = 0.5
 
 # the core's lookahead constants (rust/core/src/bounds/bab.rs): only up to this many inputs, and at most this
 # many splits in a row that leave the worse half no better than its parent
@@ -464,5 +476,7 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
             if kids is not None:
                 q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_warm, q_has = (
                     torch.cat([q, k]) for q, k in zip(cols(), kids))
+                if ctx.queue_full(cols()):
+                    return stop("node_limit")
             stats["max_queue"] = max(stats["max_queue"], q_lo.shape[0])
     return finish("undecided" if leaves else "holds")

@@ -169,5 +169,7 @@ def bab_relu(net: Any, problems: list[tuple], device: Any, time_limit: float = 6
             ctx.measured(take)
             if kids is not None:
                 q_pr, q_sp, q_pri, q_sc, q_dp, q_wa, q_wb, q_has = (torch.cat([q, k]) for q, k in zip(cols(), kids))
+                if ctx.queue_full(cols()):
+                    return finish("node_limit")
             stats["max_queue"] = max(stats["max_queue"], q_pr.shape[0])
     return finish("undecided" if leaves else "holds")

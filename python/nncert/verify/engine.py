@@ -252,6 +252,8 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     if out == "timeout":
         return done("timeout", "bab")
     if out == "node_limit":
+        if r["stats"].get("memory_limit"):
+            return done("unknown", "bab", message="the branch and bound queue outgrew its share of the device's memory")
         return done("unknown", "bab", message=f"more than {max_leaves} undecided leaves")
     # undecided leaves
     if method == "bab":
