@@ -358,3 +358,16 @@ def test_queue_outgrowing_its_memory_share_stops_the_search(monkeypatch):
     net, leafy = _leafy_net()
     r = nncert.verify(net, leafy, timeout=60, split="relu", attack=False, backend="torch")
     assert r.status == "unknown" and "memory" in r.message
+
+
+def test_relu_split_on_torch_without_activations():
+    """A network without activations has nothing to branch on: its bound is exact, so it holds or its bound's
+    minimising vertex is a counterexample (sum x = -3 at x = -1: y >= 3.5 never, y >= 2.5 at x = 1)."""
+    from nncert.devices import CPU
+    from nncert.torch_backend.bab_relu import bab_relu
+
+    net = nncert.Network([nncert.Dense(np.ones((1, 3)))])
+    lo, hi = -np.ones(3), np.ones(3)
+    assert bab_relu(net, [(lo, hi, -np.ones((1, 1)), np.zeros((1, 3)), np.array([-3.5]))], CPU)["outcome"] == "holds"
+    r = bab_relu(net, [(lo, hi, -np.ones((1, 1)), np.zeros((1, 3)), np.array([-2.5]))], CPU)
+    assert r["outcome"] == "candidate" and r["x"].sum() >= 2.5

@@ -33,8 +33,8 @@ def _layers(v: Any, widths: list[int]) -> list:
     return out
 
 
-def branch_choice(acts: list, pre: list, vout: list) -> tuple[Any, Any]:
-    """The unit each node branches on, as a flat unit index (S,), and whether it has one (S,): the largest
+def branch_choice(acts: list, pre: list, vout: list, count: int, device: Any) -> tuple[Any, Any]:
+    """The unit each of the ``count`` nodes branches on, as a flat unit index (S,), and whether it has one (S,): the largest
     ``max(-v, 0) * u (-l) / (u - l) * |1 - slope|`` over unstable ReLU/LeakyReLU units (v: the binding row's
     coefficient on the unit's output), ties to the widest ``u (-l) / (u - l)``, then to the first, as in the core."""
     import torch
@@ -52,6 +52,9 @@ def branch_choice(acts: list, pre: list, vout: list) -> tuple[Any, Any]:
         ninf = torch.full_like(l, -float("inf"))
         scores.append(torch.where(unst, s, ninf))
         widths.append(torch.where(unst, w, ninf))
+    if not scores:  # no activations: nothing to branch on
+        return (torch.zeros(count, dtype=torch.long, device=device),
+                torch.zeros(count, dtype=torch.bool, device=device))
     s, w = torch.cat(scores, 1), torch.cat(widths, 1)
     top = s.max(1, keepdim=True).values
     tie = (s == top) & torch.isfinite(s)
@@ -144,7 +147,7 @@ def bab_relu(net: Any, problems: list[tuple], device: Any, time_limit: float = 6
                 pick_row = lambda qs: [None if q is None else q[og, row][:, None] for q in qs]  # noqa: E731
                 vout = output_coefficients(select(prop, o), a_y[o, row][:, None], pick_row(alphas), pick_row(betas),
                                            [s[o] for s in splits])
-                unit, has_unit = branch_choice(acts, [(l[o], u[o]) for l, u in prop.pre], vout)
+                unit, has_unit = branch_choice(acts, [(l[o], u[o]) for l, u in prop.pre], vout, o.numel(), dev)
                 for k in (~has_unit).nonzero()[:, 0].tolist():
                     j = int(o[k])
                     sp = b_sp[j].cpu().numpy()
