@@ -50,6 +50,20 @@ def test_cli_verify_batch_summary_and_csv(tmp_path, capsys):
     assert statuses == ["holds", "holds", "holds", "violated", "holds"]
 
 
+def test_cli_verify_device(tmp_path, capsys):
+    """--device: cpu is the Rust core; cuda where there is none is the protocol's error word with the reason."""
+    onnx = data_path("vnncomp2021", "test", "test_sat.onnx")
+    prop = data_path("vnncomp2021", "test", "test_prop.vnnlib")
+    assert main(["verify", str(onnx), str(prop), "--timeout", "20", "--device", "cpu", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"status": "violated"' in out and "Rust core" in out
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        assert main(["verify", str(onnx), str(prop), "--device", "cuda"]) == 1
+        out = capsys.readouterr()
+        assert out.out.strip() == "error" and "CUDA" in out.err
+
+
 def small_net():
     return nncert.Network([nncert.Dense([[1.0, -1.0], [-1.0, 1.0]]), nncert.ReLU(), nncert.Dense([[1.0, 1.0]])])
 

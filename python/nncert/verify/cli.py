@@ -16,9 +16,15 @@ def add_verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("property", help="VNN-LIB property file")
     p.add_argument("--timeout", type=float, default=60.0, help="wall-clock limit in seconds (default 60)")
     p.add_argument("--method", default="auto", choices=["auto", "bab", "smt"])
+    add_device_arg(p)
     p.add_argument("--result", default=None, help="write the result word (VNN-COMP style) to this file")
     p.add_argument("--counterexample", default=None, help="write the counterexample ((X_0 v) ... (Y_0 v) ...) here")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu (the Rust core; default) or cuda / cuda:K (bounds, branch and "
+                   "bound and attacks with torch on that GPU)")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -30,7 +36,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         net = load_model(args.model)
         prop = Property.from_vnnlib(args.property)
-        r = verify(net, prop, timeout=args.timeout, method=args.method)
+        r = verify(net, prop, timeout=args.timeout, method=args.method, device=args.device)
         word = r.status
     except Exception as e:  # the VNN-COMP protocol wants the word "error" on any failure
         print(f"nncert verify: error: {e}", file=sys.stderr)
@@ -60,6 +66,7 @@ def add_batch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="run only the first N instances")
     p.add_argument("--output", default=None, help="CSV of per-instance results (default: print only)")
     p.add_argument("--json", action="store_true", help="print the per-instance results as JSON lines")
+    add_device_arg(p)
 
 
 def read_instances(path: str) -> list[tuple[str, str, float]]:
@@ -92,7 +99,7 @@ def cmd_verify_batch(args: argparse.Namespace) -> int:
         try:
             if onnx not in nets:
                 nets[onnx] = load_model(onnx)
-            r = verify(nets[onnx], Property.from_vnnlib(vnnlib), timeout=t * args.timeout_scale)
+            r = verify(nets[onnx], Property.from_vnnlib(vnnlib), timeout=t * args.timeout_scale, device=args.device)
             status, nodes = r.status, r.stats.get("nodes", 0)
         except Exception as e:
             status, nodes = "error", 0
