@@ -371,3 +371,24 @@ def test_relu_split_on_torch_without_activations():
     assert bab_relu(net, [(lo, hi, -np.ones((1, 1)), np.zeros((1, 3)), np.array([-3.5]))], CPU)["outcome"] == "holds"
     r = bab_relu(net, [(lo, hi, -np.ones((1, 1)), np.zeros((1, 3)), np.array([-2.5]))], CPU)
     assert r["outcome"] == "candidate" and r["x"].sum() >= 2.5
+
+
+@pytest.mark.gpu
+def test_both_searches_on_cuda_match_the_core():
+    """On the GPU: ReLU splitting (MNIST 256x2) searches the core's tree, and input splitting with the hybrid
+    hand-off (ACAS Xu 4_2 / property 2) proves what the core proves."""
+    from nncert import _core
+    from nncert.devices import resolve_device
+    from nncert.torch_backend.bab_relu import bab_relu
+    from nncert.verify.engine import _problems
+
+    net = nncert.Network.from_onnx(data_path("vnncomp2021", "mnistfc", "mnist-net_256x2.onnx"))
+    prop = Property.from_vnnlib(data_path("vnncomp2021", "mnistfc", "prop_0_0.03.vnnlib")).bind(10)
+    problems = _problems(prop)
+    core = _core.branch_and_bound(net._core, problems, mode="relu", time_limit=60)
+    gpu = bab_relu(net, problems, resolve_device("cuda"), time_limit=60)
+    assert gpu["outcome"] == core["outcome"] == "holds" and gpu["stats"]["nodes"] == core["stats"]["nodes"]
+    net = nncert.Network.from_onnx(data_path("vnncomp2021", "acasxu", "ACASXU_run2a_4_2_batch_2000.onnx"))
+    prop = Property.from_vnnlib(data_path("vnncomp2021", "acasxu", "prop_2.vnnlib"))
+    r = nncert.verify(net, prop, timeout=120, device="cuda")
+    assert r.status == "holds" and r.stats["device"].startswith("cuda") and r.stats["relu_nodes"] > 0
