@@ -71,9 +71,9 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     whole network per (box, conjunction); small networks only). ``timeout`` (seconds) is a hard
     wall-clock limit for the whole call. ``split``: "input" or "relu" (default: input for at most
     12 inputs). ``bound_iters``: gradient steps per node and objective row of the optimised bounds
-    (alpha-CROWN slopes, beta-CROWN split multipliers) in the core's branch and bound; None: the core's
-    default (20; input splitting optimises only the nodes the last gain on their path could close, on
-    the torch path too), 0: fixed CROWN slopes only. ``device``: None or "cpu" runs the engine in the Rust core on the CPU; "cuda" /
+    (alpha-CROWN slopes, beta-CROWN split multipliers) in the branch and bound (core or torch); None: the
+    default (20; input splitting optimises only the nodes the last gain on their path could close), 0: fixed
+    CROWN slopes only. ``device``: None or "cpu" runs the engine in the Rust core on the CPU; "cuda" /
     "cuda:k" runs the bound computations (root bounds, both branch and bounds in batches of sub-problems, with
     the core's optimised bounds and split choices) and the falsification with torch ops on that device, in
     float64; the boxes the device's input splitting hands over when few unstable ReLUs are left (the core's
