@@ -318,15 +318,26 @@ def test_z3_answers_that_decide_nothing_give_unknown(monkeypatch):
         assert r.stats["z3_leaves"] == r.stats["bab_leaves"] > 1  # every leaf was tried
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_relu_split_search_on_torch_same_tree_as_the_core(seed):
+@pytest.mark.parametrize("act", [nncert.ReLU(), nncert.LeakyReLU(0.1)], ids=repr)
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("seed", range(3))
+def test_relu_split_search_on_torch_same_tree_as_the_core(act, residual, seed):
+    """Same outcome, node count, depth and number of leaves as the core's ReLU splitting (holds, undecided and
+    candidate cases among these nets; residual blocks and leaky slopes in the relaxations and multipliers)."""
     from nncert import _core
     from nncert.devices import CPU
     from nncert.torch_backend.bab_relu import bab_relu
 
     rng = np.random.default_rng(seed)
-    net = random_relu_net(rng, (4, 12, 12, 2))
-    net = nncert.Network([l if not isinstance(l, nncert.MaxMin) else nncert.ReLU() for l in net.layers])
+    layers, widths = [], (4, 10, 10, 2)
+    for k in range(len(widths) - 1):
+        n, m = widths[k], widths[k + 1]
+        layers.append(nncert.Dense(rng.normal(size=(m, n)) / np.sqrt(n), 0.3 * rng.normal(size=m)))
+        if k + 2 < len(widths):
+            layers.append(act)
+            if residual:
+                layers.append(nncert.Residual([nncert.Dense(0.5 * rng.normal(size=(m, m)) / np.sqrt(m)), act]))
+    net = nncert.Network(layers)
     lo, hi = -np.ones(4), np.ones(4)
     top = (net(rng.uniform(lo, hi, (20000, 4))) @ np.array([1.0, -1.0])).max()
     problem = (lo, hi, -np.array([[1.0, -1.0]]), np.zeros((1, 4)), np.array([-(top + 0.05 * (1 + abs(top)))]))
@@ -335,6 +346,7 @@ def test_relu_split_search_on_torch_same_tree_as_the_core(seed):
     assert tr["outcome"] == core["outcome"]
     if core["outcome"] != "candidate":  # (a candidate's node count depends on the batch order)
         assert tr["stats"]["nodes"] == core["stats"]["nodes"] and tr["stats"]["max_depth"] == core["stats"]["max_depth"]
+        assert len(tr["leaves"]) == len(core["leaves"])
 
 
 def test_mnist_relu_split_on_torch():
