@@ -240,20 +240,33 @@ def test_search_matches_the_core_node_for_node(opt_iters):
     assert tr["stats"]["max_depth"] == core["stats"]["max_depth"]
 
 
-def test_hybrid_hands_boxes_with_few_unstable_units_to_relu_splitting():
+def test_hybrid_switches_boxes_with_few_unstable_units_to_relu_splitting():
     """ACAS Xu 4_2 / property 2: input halving alone leaves a few unstable units that it removes only slowly
-    (a timeout after 30 s on the torch path before); the boxes the torch search hands to the core's ReLU
-    splitting (with split multipliers) prove it, as the core alone does."""
+    (a timeout after 30 s on the torch path before); boxes with at most 20% of the root's unstable units are
+    split on ReLU phases from then on (split multipliers; halved again once every unit is fixed), and the proof
+    is the core's. 1_1 / property 5: the same tree as the core's hybrid, node for node."""
+    from nncert import _core
+    from nncert.devices import CPU
+    from nncert.torch_backend.bab import bab
+    from nncert.verify.engine import _problems
+
     net = nncert.Network.from_onnx(data_path("vnncomp2021", "acasxu", "ACASXU_run2a_4_2_batch_2000.onnx"))
     prop = Property.from_vnnlib(data_path("vnncomp2021", "acasxu", "prop_2.vnnlib"))
     r = nncert.verify(net, prop, timeout=120, backend="torch")
     assert r.status == "holds" == nncert.verify(net, prop, timeout=120).status
     assert r.stats["relu_nodes"] > 0
+    net = nncert.Network.from_onnx(data_path("vnncomp2021", "acasxu", "ACASXU_run2a_1_1_batch_2000.onnx"))
+    problems = _problems(Property.from_vnnlib(data_path("vnncomp2021", "acasxu", "prop_5.vnnlib")).bind(5))
+    tr, core = bab(net, problems, CPU, time_limit=120), _core.branch_and_bound(net._core, problems, time_limit=120)
+    assert tr["outcome"] == core["outcome"] == "holds" and tr["stats"]["relu_below"] == core["stats"]["relu_below"]
+    assert tr["stats"]["relu_nodes"] > 0
+    assert abs(tr["stats"]["nodes"] - core["stats"]["nodes"]) <= 0.05 * core["stats"]["nodes"]
+    assert tr["stats"]["max_depth"] == core["stats"]["max_depth"]
 
 
-def test_handed_off_box_keeps_its_problem_number():
-    """A counterexample the core's ReLU splitting finds in a handed-off box is reported for the box's own root
-    problem (here the second of two; relu_below = 1000 hands every unstable box over at once)."""
+def test_relu_split_box_keeps_its_problem_number():
+    """A counterexample ReLU splitting finds below an input box is reported for the box's own root problem
+    (here the second of two; relu_below = 1000 switches every unstable box to ReLU splitting at once)."""
     from nncert.devices import CPU
     from nncert.torch_backend.bab import bab
 
@@ -284,18 +297,18 @@ def _leafy_net():
 
 
 def test_relu_split_search_on_torch_matches_the_core_and_its_leaves_go_to_z3():
-    """ReLU splitting on the device (nncert.torch_backend.bab_relu: phases clamped into the bounds, alpha/beta-
+    """ReLU splitting on the device (nncert.torch_backend.bab, mode="relu": phases clamped into the bounds, alpha/beta-
     CROWN on every node, the core's branching rule) searches the core's tree; its leaves (all phases fixed,
     bound still short) carry their splits and bounds to Z3 on the CPU. Here the first leaf's Z3 model does not
     replay in float32 and a later one does: the verdict is the core's (the engine used to stop at the first)."""
     from nncert import _core
     from nncert.devices import CPU
-    from nncert.torch_backend.bab_relu import bab_relu
+    from nncert.torch_backend.bab import bab
     from nncert.verify.engine import _problems
 
     net, prop = _leafy_net()
     problems = _problems(prop.bind(2))
-    tr = bab_relu(net, problems, CPU, time_limit=30)
+    tr = bab(net, problems, CPU, time_limit=30, mode="relu")
     core = _core.branch_and_bound(net._core, problems, mode="relu", time_limit=30)
     assert tr["outcome"] == core["outcome"] == "undecided"
     assert tr["stats"]["nodes"] == core["stats"]["nodes"] and len(tr["leaves"]) == len(core["leaves"])
@@ -326,7 +339,7 @@ def test_relu_split_search_on_torch_same_tree_as_the_core(act, residual, seed):
     candidate cases among these nets; residual blocks and leaky slopes in the relaxations and multipliers)."""
     from nncert import _core
     from nncert.devices import CPU
-    from nncert.torch_backend.bab_relu import bab_relu
+    from nncert.torch_backend.bab import bab
 
     rng = np.random.default_rng(seed)
     layers, widths = [], (4, 10, 10, 2)
@@ -341,7 +354,7 @@ def test_relu_split_search_on_torch_same_tree_as_the_core(act, residual, seed):
     lo, hi = -np.ones(4), np.ones(4)
     top = (net(rng.uniform(lo, hi, (20000, 4))) @ np.array([1.0, -1.0])).max()
     problem = (lo, hi, -np.array([[1.0, -1.0]]), np.zeros((1, 4)), np.array([-(top + 0.05 * (1 + abs(top)))]))
-    tr = bab_relu(net, [problem], CPU, time_limit=30)
+    tr = bab(net, [problem], CPU, time_limit=30, mode="relu")
     core = _core.branch_and_bound(net._core, [problem], mode="relu", time_limit=30)
     assert tr["outcome"] == core["outcome"]
     if core["outcome"] != "candidate":  # (a candidate's node count depends on the batch order)
@@ -376,12 +389,12 @@ def test_relu_split_on_torch_without_activations():
     """A network without activations has nothing to branch on: its bound is exact, so it holds or its bound's
     minimising vertex is a counterexample (sum x = -3 at x = -1: y >= 3.5 never, y >= 2.5 at x = 1)."""
     from nncert.devices import CPU
-    from nncert.torch_backend.bab_relu import bab_relu
+    from nncert.torch_backend.bab import bab
 
     net = nncert.Network([nncert.Dense(np.ones((1, 3)))])
     lo, hi = -np.ones(3), np.ones(3)
-    assert bab_relu(net, [(lo, hi, -np.ones((1, 1)), np.zeros((1, 3)), np.array([-3.5]))], CPU)["outcome"] == "holds"
-    r = bab_relu(net, [(lo, hi, -np.ones((1, 1)), np.zeros((1, 3)), np.array([-2.5]))], CPU)
+    assert bab(net, [(lo, hi, -np.ones((1, 1)), np.zeros((1, 3)), np.array([-3.5]))], CPU, mode="relu")["outcome"] == "holds"
+    r = bab(net, [(lo, hi, -np.ones((1, 1)), np.zeros((1, 3)), np.array([-2.5]))], CPU, mode="relu")
     assert r["outcome"] == "candidate" and r["x"].sum() >= 2.5
 
 
@@ -391,14 +404,14 @@ def test_both_searches_on_cuda_match_the_core():
     hand-off (ACAS Xu 4_2 / property 2) proves what the core proves."""
     from nncert import _core
     from nncert.devices import resolve_device
-    from nncert.torch_backend.bab_relu import bab_relu
+    from nncert.torch_backend.bab import bab
     from nncert.verify.engine import _problems
 
     net = nncert.Network.from_onnx(data_path("vnncomp2021", "mnistfc", "mnist-net_256x2.onnx"))
     prop = Property.from_vnnlib(data_path("vnncomp2021", "mnistfc", "prop_0_0.03.vnnlib")).bind(10)
     problems = _problems(prop)
     core = _core.branch_and_bound(net._core, problems, mode="relu", time_limit=60)
-    gpu = bab_relu(net, problems, resolve_device("cuda"), time_limit=60)
+    gpu = bab(net, problems, resolve_device("cuda"), time_limit=60, mode="relu")
     assert gpu["outcome"] == core["outcome"] == "holds" and gpu["stats"]["nodes"] == core["stats"]["nodes"]
     net = nncert.Network.from_onnx(data_path("vnncomp2021", "acasxu", "ACASXU_run2a_4_2_batch_2000.onnx"))
     prop = Property.from_vnnlib(data_path("vnncomp2021", "acasxu", "prop_2.vnnlib"))

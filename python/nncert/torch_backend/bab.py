@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import InvalidInputError, ShapeError
 from .compiled import TAct, TResidual, compiled
 from .network_ops import torch_module
-from .optimize import optimise, select
+from .optimize import optimise, output_coefficients, select
 from .propagate import objective, propagate
 
 
@@ -275,30 +275,73 @@ def _lookahead(net: Any, lo: Any, hi: Any, a_y: Any, a_x: Any, c: Any, node_m: A
     return out, kid_slices, proved[rows, out], flat(q.pre, q.lo).reshape(S, n, 2, -1)[rows, out]
 
 
+def _layers(v: Any, widths: list[int]) -> list:
+    """A (B, sum n_k) per-unit tensor as its per-layer (B, n_k) slices."""
+    out, k = [], 0
+    for n in widths:
+        out.append(v[:, k:k + n])
+        k += n
+    return out
+
+
+def branch_choice(acts: list, pre: list, vout: list, count: int, device: Any) -> tuple[Any, Any]:
+    """The unit each of the ``count`` nodes branches on, as a flat unit index (S,), and whether it has one (S,): the largest
+    ``max(-v, 0) * u (-l) / (u - l) * |1 - slope|`` over unstable ReLU/LeakyReLU units (v: the binding row's
+    coefficient on the unit's output), ties to the widest ``u (-l) / (u - l)``, then to the first, as in the core."""
+    import torch
+
+    scores, widths = [], []
+    for act, (l, u), v in zip(acts, pre, vout):
+        unst = (l < 0) & (u > 0)
+        if act.kind in ("relu", "leaky_relu"):
+            slope = act.slope if act.kind == "leaky_relu" else 0.0
+            w = torch.where(unst, u * (-l) / torch.where(unst, u - l, torch.ones_like(l)), torch.zeros_like(l))
+            s = (-v).clamp(min=0) * w * abs(1.0 - slope)
+        else:
+            unst = torch.zeros_like(unst)
+            w = s = torch.zeros_like(l)
+        ninf = torch.full_like(l, -float("inf"))
+        scores.append(torch.where(unst, s, ninf))
+        widths.append(torch.where(unst, w, ninf))
+    if not scores:  # no activations: nothing to branch on
+        return (torch.zeros(count, dtype=torch.long, device=device),
+                torch.zeros(count, dtype=torch.bool, device=device))
+    s, w = torch.cat(scores, 1), torch.cat(widths, 1)
+    top = s.max(1, keepdim=True).values
+    tie = (s == top) & torch.isfinite(s)
+    w2 = torch.where(tie, w, torch.full_like(w, -float("inf")))
+    pick = (tie & (w2 == w2.max(1, keepdim=True).values)).to(torch.int8).argmax(1)
+    return pick, torch.isfinite(top[:, 0])
+
+
 def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, max_nodes: int | None = None,
         margin: float = 1e-8, batch: int | None = None, min_width: float = 1e-7, max_leaves: int = 10000,
         dtype: Any = None, lookahead: bool = True, keep_open: bool = False, relu_share: float = 0.2,
-        relu_below: int | None = None, opt_iters: int | None = None) -> dict[str, Any]:
+        relu_below: int | None = None, opt_iters: int | None = None, mode: str = "input") -> dict[str, Any]:
     """Branch and bound over ``problems`` (a list of (lo, hi, a_y, a_x, c): is some x in the box with
     a_y f(x) + a_x x <= c?, optionally with a sixth entry: the root box's side widths, against which split
     sides are measured when a search resumes from sub-boxes) on the torch ``device`` (a
-    :class:`~nncert.devices.Device`). lookahead: choose each split side as the core does, by bounding both
-    halves along every side (inputs up to 16). keep_open: a search stopped by its time or node limit also returns
-    ``open``, its undecided boxes as (problem, lo, hi, None, None), most undecided first, as the core does.
+    :class:`~nncert.devices.Device`), splitting input boxes (``mode="input"``) or ReLU phases (``"relu"``).
+    lookahead: choose each input split side as the core does, by bounding both halves along every side (inputs up
+    to 16). keep_open: a search stopped by its time or node limit also returns ``open``, its undecided boxes as
+    (problem, lo, hi, None, None), most undecided first, as the core does.
 
-    Optimised slopes, as in the core: a box whose gap the gain of the last optimisation on its path could close
-    (gate 1; every box without one) gets ``opt_iters`` (None: 20) steps of alpha-CROWN on its rows
-    (:mod:`~nncert.torch_backend.optimize`), warm-started from its parent's slopes; the split choice and the
-    candidate vertices keep the fixed-slope coefficients. 0: fixed slopes only.
+    Optimised bounds, as in the core: ``opt_iters`` (None: 20) steps of alpha-CROWN (and beta-CROWN where a node
+    has ReLU splits) on a node's rows (:mod:`~nncert.torch_backend.optimize`), warm-started from its parent's;
+    input splitting optimises a box only when its gap is within the gain of the last optimisation on its path
+    (gate 1; every box without one) and keeps the fixed-slope coefficients for its split choice and vertices;
+    nodes with ReLU splits are optimised always and use the optimised coefficients. 0: fixed slopes only.
 
-    Hybrid, as in the core: with every activation a ReLU or LeakyReLU, a box whose unstable units are at most
-    ``relu_share`` of its root's (or at most ``relu_below``, e.g. when a search resumes from sub-boxes) is
-    not split further on the device but handed to the core's ReLU-split branch and bound (split multipliers,
-    ``opt_iters`` steps per node; on the CPU) once the device's queue is empty. Input halving alone removes
-    the last few unstable units slowly (ACAS Xu 4_2 / property 2: a timeout after 30 s without, against 3 s
-    in the core)."""
+    ReLU splitting branches on the unstable unit whose chord costs the binding row's bound most (BaBSR-style); a
+    node without unstable units is a leaf for Z3. Hybrid, as in the core: with every activation a ReLU or
+    LeakyReLU, an input box whose unstable units are at most ``relu_share`` of its root's (or at most
+    ``relu_below``, e.g. when a search resumes from sub-boxes) is split on ReLU phases from then on, and once all
+    its units are fixed its box is halved again (keeping the phases). Input halving alone removes the last few
+    unstable units slowly (ACAS Xu 4_2 / property 2: a timeout after 30 s without, against 3 s in the core)."""
     import torch
 
+    if mode not in ("input", "relu"):
+        raise InvalidInputError(f"mode must be 'input' or 'relu', got {mode!r}")
     ctx = Search(net, problems, device, time_limit, max_nodes, batch, dtype)
     deadline, dev, dtype, max_nodes = ctx.deadline, ctx.dev, ctx.dtype, ctx.max_nodes
     P, K, Ay, Ax, Cc, Valid, acts, module = ctx.P, ctx.K, ctx.Ay, ctx.Ax, ctx.Cc, ctx.Valid, ctx.acts, ctx.module
@@ -306,58 +349,40 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
     stats["relu_nodes"] = 0
     t = lambda v: torch.as_tensor(np.array(v, dtype=np.float64), dtype=dtype, device=dev)  # noqa: E731
     W0 = torch.stack([t(p[5]) if len(p) > 5 else q[1] - q[0] for p, q in zip(problems, P)]) if P else None
-    hybrid = relu_share > 0 and bool(acts) and all(a.kind in ("relu", "leaky_relu") for a in acts)
-    # boxes handed to the core's ReLU splitting: lo, hi, problem, score
-    h_lo, h_hi, h_pr, h_sc = [], [], [], []
+    relu_like = [a.kind in ("relu", "leaky_relu") for a in acts]
+    alpha_layers = [ok and (a.kind == "relu" or a.slope <= 1.0) for a, ok in zip(acts, relu_like)]
+    hybrid = mode == "input" and relu_share > 0 and bool(acts) and all(relu_like)
+    iters = OPT_ITERS if opt_iters is None else int(opt_iters)
+    gate = OPT_GATE if mode == "input" else float("inf")
 
     def stop(outcome: str, *unsearched: Any) -> dict[str, Any]:
         """A time or node limit: with keep_open, the queue (and the boxes taken from it but not split:
         ``unsearched`` = (lo, hi, problem)) go back to the caller, lowest score first."""
         if not keep_open:
             return finish(outcome)
-        lo, hi, pr, sc = (torch.cat([q] + h) for q, h in zip((q_lo, q_hi, q_pr, q_sc), (h_lo, h_hi, h_pr, h_sc)))
+        lo, hi, pr, sc = q_lo, q_hi, q_pr, q_sc
         if unsearched:
             u_lo, u_hi, u_pr = unsearched
             lo, hi, pr = torch.cat([u_lo, lo]), torch.cat([u_hi, hi]), torch.cat([u_pr, pr])
             sc = torch.cat([torch.full((u_lo.shape[0],), -float("inf"), dtype=dtype, device=dev), sc])
         order = torch.argsort(sc, stable=True).tolist()
         lo64, hi64, pr64 = (v.cpu().numpy() for v in (lo.double(), hi.double(), pr))
-        return finish(outcome, open=[(int(pr64[k]), lo64[k].copy(), hi64[k].copy(), None, None) for k in order]
-                      + extra_open)
+        return finish(outcome, open=[(int(pr64[k]), lo64[k].copy(), hi64[k].copy(), None, None) for k in order])
 
-    extra_open: list[tuple] = []
-    thr = torch.zeros(len(P), dtype=torch.long, device=dev)  # per problem: hand off at or below this many units
-
-    def relu_search() -> dict[str, Any] | None:
-        """The handed-off boxes searched by the core with ReLU splits; the final result if that ends the search."""
-        from .. import _core
-
-        lo, hi, pr = torch.cat(h_lo), torch.cat(h_hi), torch.cat(h_pr).tolist()
-        h_lo.clear(), h_hi.clear(), h_pr.clear(), h_sc.clear()
-        lo64, hi64 = lo.double().cpu().numpy(), hi.double().cpu().numpy()
-        w0 = W0.double().cpu().numpy()
-        sub = [(lo64[k], hi64[k]) + tuple(np.ascontiguousarray(problems[i][j], dtype=np.float64) for j in (2, 3, 4))
-               + (w0[i],) for k, i in enumerate(pr)]
-        r = _core.branch_and_bound(net._core, sub, mode="input", time_limit=max(0.0, deadline - time.monotonic()),
-                                   max_nodes=max(1, max_nodes - stats["nodes"]), margin=margin, min_width=min_width,
-                                   max_leaves=max(1, max_leaves - len(leaves)), opt_iters=opt_iters,
-                                   lookahead=lookahead, keep_open=keep_open, relu_below=int(thr[pr].max()))
-        s = r["stats"]
-        for key in ("nodes", "pruned", "infeasible", "leaves"):
-            stats[key] += s[key]
-        stats["relu_nodes"] += s["nodes"]
-        stats["max_queue"] = max(stats["max_queue"], s["max_queue"])
-        leaves.extend((pr[leaf[0]],) + tuple(leaf[1:]) for leaf in r["leaves"])
-        if r["outcome"] == "candidate":
-            return finish("candidate", x=np.asarray(r["x"], dtype=np.float64), problem=pr[r["problem"]])
-        if r["outcome"] in ("timeout", "node_limit"):
-            extra_open.extend((pr[o[0]],) + tuple(o[1:]) for o in r.get("open", []))
-            return stop(r["outcome"])
-        return None
+    def leaf(j: int, prop: Any, b_pr: Any, b_lo: Any, b_hi: Any, b_sp: Any) -> None:
+        sp = b_sp[j].cpu().numpy()
+        units = np.flatnonzero(sp)
+        lay = np.searchsorted(offsets, units, side="right") - 1
+        leaves.append((int(b_pr[j]), b_lo[j].cpu().numpy().astype(np.float64), b_hi[j].cpu().numpy().astype(np.float64),
+                       [(int(a), int(f - offsets[a]), bool(sp[f] > 0)) for a, f in zip(lay, units)],
+                       [(l[j].cpu().numpy().astype(np.float64), u[j].cpu().numpy().astype(np.float64))
+                        for l, u in prop.pre]))
+        stats["leaves"] += 1
 
     with torch.no_grad():
         widths: list[int] = []
         q_pri = torch.zeros((len(P), 0), dtype=dtype, device=dev)  # each box's pre-activation bounds (flat)
+        thr = torch.zeros(len(P), dtype=torch.long, device=dev)  # per problem: ReLU-split at or below this many units
         if P:
             root = propagate(net, torch.stack([p[0] for p in P]), torch.stack([p[1] for p in P]))
             widths, q_pri = [l.shape[1] for l, _ in root.pre], flat(root.pre, root.lo)
@@ -366,116 +391,146 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                 thr = (relu_share * unstable_counts(acts, root.pre).double()).long() if relu_below is None \
                     else torch.full((len(P),), int(relu_below), dtype=torch.long, device=dev)
                 stats["relu_below"] = int(thr[0])
-        # the queue: boxes, root problem, score (lowest first), depth
+        U = sum(widths)
+        offsets = np.concatenate([[0], np.cumsum(widths)]).astype(int)
+        # the queue: boxes, root problem, score (lowest first), depth, lookahead slices in a row, bounds (flat), the
+        # gain of the last optimisation on the path (NaN: none yet), its slopes and multipliers (flat; has: any
+        # yet) and the ReLU phases (+1 active, -1 inactive, 0 free; one column per unit)
         q_lo = torch.stack([p[0] for p in P]) if P else torch.zeros((0, net.input_dim), dtype=dtype, device=dev)
         q_hi = torch.stack([p[1] for p in P]) if P else q_lo.clone()
         q_pr = torch.arange(len(P), device=dev)
         q_sc = torch.full((len(P),), -float("inf"), dtype=dtype, device=dev)
         q_dp = torch.zeros(len(P), dtype=torch.long, device=dev)
-        q_sl = torch.zeros(len(P), dtype=torch.long, device=dev)  # lookahead slices in a row
-        # optimised slopes: the gain of the last optimisation on the path (NaN: none yet) and its slopes (flat)
-        iters = OPT_ITERS if opt_iters is None else int(opt_iters)
+        q_sl = torch.zeros(len(P), dtype=torch.long, device=dev)
         q_gain = torch.full((len(P),), float("nan"), dtype=dtype, device=dev)
-        q_warm = torch.zeros((len(P), K * sum(widths) if iters else 0), dtype=dtype, device=dev)
+        q_wa = torch.zeros((len(P), K * U if iters else 0), dtype=dtype, device=dev)
+        q_wb = torch.zeros_like(q_wa)
         q_has = torch.zeros(len(P), dtype=torch.bool, device=dev)
-        cols = lambda: (q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_warm, q_has)  # noqa: E731
+        q_sp = torch.zeros((len(P), U), dtype=torch.int8, device=dev)
+        cols = lambda: (q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_wa, q_wb, q_has, q_sp)  # noqa: E731
         look = lookahead and net.input_dim <= LOOKAHEAD_MAX_DIM
-        while q_lo.shape[0] > 0 or h_lo:
+        while q_lo.shape[0] > 0:
             if time.monotonic() >= deadline:
                 return stop("timeout")
             if stats["nodes"] >= max_nodes:
                 return stop("node_limit")
-            if q_lo.shape[0] == 0:
-                done = relu_search()
-                if done is not None:
-                    return done
-                continue
             take = ctx.plan(q_lo.shape[0])
             order = torch.argsort(q_sc, stable=True)
             sel, rest = order[:take], order[take:]
-            _, _, _, _, _, _, _, b_gain, b_warm, b_has = (v[sel] for v in cols())
-            b_lo, b_hi, b_pr, b_dp, b_sl, b_pri = (v[sel] for v in (q_lo, q_hi, q_pr, q_dp, q_sl, q_pri))
-            q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_warm, q_has = (v[rest] for v in cols())
+            b_lo, b_hi, b_pr, _, b_dp, b_sl, b_pri, b_gain, b_wa, b_wb, b_has, b_sp = (v[sel] for v in cols())
+            q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_wa, q_wb, q_has, q_sp = (v[rest] for v in cols())
             stats["nodes"] += take
             stats["max_depth"] = max(stats["max_depth"], int(b_dp.max()))
-            kids = None
             # all root problems in one padded batch: rows a = 0, c = +inf never prune and are always met
             a_y, a_x, c, valid = Ay[b_pr], Ax[b_pr], Cc[b_pr], Valid[b_pr]
-            prop = propagate(net, b_lo, b_hi, prior=unflat(b_pri, widths))
+            with_splits = (b_sp != 0).any(1)
+            node_relu = with_splits | (mode == "relu")
+            stats["relu_nodes"] += int(node_relu.sum())
+            splits = _layers(b_sp, widths) if bool(with_splits.any()) else None
+            prop = propagate(net, b_lo, b_hi, prior=unflat(b_pri, widths), splits=splits)
             lb, lam = objective(prop, a_y, a_x)
-            if iters:  # optimised slopes on the boxes whose gap the last gain on their path could close
+            if iters:  # optimised bounds where the last gain on the path could close the gap (always with splits)
                 gap0 = (c + margin - lb).min(1).values
-                go = ~prop.infeasible & ~((lb - c) > margin).any(1) & (torch.isnan(b_gain) | (gap0 <= OPT_GATE * b_gain))
+                go = (~prop.infeasible & ~((lb - c) > margin).any(1)
+                      & (node_relu | torch.isnan(b_gain) | (gap0 <= gate * b_gain)))
                 g = go.nonzero()[:, 0]
                 if g.numel():
-                    lb_o, _, params, _ = optimise(select(prop, g), acts, a_y[g], a_x[g], (c + margin)[g],
-                                            _unflat_warm(b_warm[g], widths, K), b_has[g], iters)
-                    lb[g] = torch.maximum(lb[g], lb_o)  # (the split choice keeps the fixed-slope coefficients)
+                    lb_o, lam_o, alphas, betas = optimise(
+                        select(prop, g), acts, a_y[g], a_x[g], (c + margin)[g], _unflat_warm(b_wa[g], widths, K),
+                        b_has[g], iters, splits=None if splits is None else [s[g] for s in splits],
+                        warm_beta=_unflat_warm(b_wb[g], widths, K))
+                    better = lb_o > lb[g]
+                    lb[g] = torch.where(better, lb_o, lb[g])
+                    # input splitting keeps the fixed-slope coefficients for its split choice and vertices (the
+                    # optimised ones took more nodes on ACAS Xu in the core)
+                    lam[g] = torch.where((better & node_relu[g][:, None])[..., None], lam_o, lam[g])
                     b_gain[g] = gap0[g] - (c + margin - lb)[g].min(1).values
-                    b_warm[g] = _flat_warm(params, widths, K, g.numel(), lb)
+                    b_wa[g] = _flat_warm(alphas, widths, K, g.numel(), lb)
+                    b_wb[g] = _flat_warm(betas, widths, K, g.numel(), lb)
                     b_has[g] = True
             score, best = (lb - c).max(1)
             safe = prop.infeasible | (score > margin)
             stats["pruned"] += int(safe.sum())
             stats["infeasible"] += int(prop.infeasible.sum())
             o = (~safe).nonzero()[:, 0]
+            kids: list[tuple] = []
             if o.numel():
-                lo_o, hi_o = b_lo[o], b_hi[o]
-                found = first_candidate(module, lo_o, hi_o, lam[o], a_y[o], a_x[o], c[o], valid[o])
+                found = first_candidate(module, b_lo[o], b_hi[o], lam[o], a_y[o], a_x[o], c[o], valid[o])
                 if found is not None:
                     return finish("candidate", x=found[1], problem=int(b_pr[o[found[0]]]))
-                if hybrid:  # few unstable units left: ReLU splitting in the core decides these boxes
-                    un = unstable_counts(acts, [(l[o], u[o]) for l, u in prop.pre])
-                    hand = (un > 0) & (un <= thr[b_pr[o]])
-                    if bool(hand.any()):
-                        k = o[hand]
-                        h_lo.append(b_lo[k]), h_hi.append(b_hi[k]), h_pr.append(b_pr[k]), h_sc.append(score[k])
-                        o, lo_o, hi_o = o[~hand], lo_o[~hand], hi_o[~hand]
-                is_leaf = (hi_o - lo_o).max(1).values < min_width
-                for k in is_leaf.nonzero()[:, 0].tolist():
-                    j = int(o[k])
-                    pre = [(l[j].cpu().numpy().astype(np.float64), u[j].cpu().numpy().astype(np.float64))
-                           for l, u in prop.pre]
-                    leaves.append((int(b_pr[j]), b_lo[j].cpu().numpy().astype(np.float64),
-                                   b_hi[j].cpu().numpy().astype(np.float64), [], pre))
-                    stats["leaves"] += 1
-                    if len(leaves) >= max_leaves:
-                        return finish("node_limit")
-                sp = o[~is_leaf]
-                if sp.numel() and stats["nodes"] >= max_nodes:  # undecided boxes left: never "holds"
-                    return stop("node_limit", b_lo[sp], b_hi[sp], b_pr[sp])  # (no children past the limit)
-                if sp.numel():
-                    lo_s, hi_s = b_lo[sp], b_hi[sp]
-                    lam_best = lam[sp, best[sp]]
-                    dim = _split_dims(lo_s, hi_s, lam_best, W0[b_pr[sp]], min_width)
-                    kid_sl = torch.zeros_like(b_sl[sp])
-                    # the children start from this box's bounds (valid on both halves), or from their own where
-                    # the lookahead bounded them; halves it proved are not searched again
-                    pri = flat(prop.pre, b_lo)[sp]
-                    kid_pri, kid_done = torch.stack([pri, pri], 1), torch.zeros((sp.numel(), 2), dtype=torch.bool,
-                                                                                  device=dev)
-                    if look and time.monotonic() >= deadline:  # the lookahead costs 2n bound passes a box
-                        return stop("timeout", lo_s, hi_s, b_pr[sp])
-                    if look:
-                        dim, kid_sl, kid_done, kid_pri = _lookahead(net, lo_s, hi_s, a_y[sp], a_x[sp], c[sp],
-                                                                    score[sp], dim, b_sl[sp], W0[b_pr[sp]], margin,
-                                                                    min_width, pri, widths)
-                    mid = 0.5 * (lo_s.gather(1, dim[:, None]) + hi_s.gather(1, dim[:, None]))
-                    hi1, lo2 = hi_s.clone(), lo_s.clone()
-                    hi1.scatter_(1, dim[:, None], mid)
-                    lo2.scatter_(1, dim[:, None], mid)
-                    keep = ~torch.cat([kid_done[:, 0], kid_done[:, 1]])
-                    n_done = int((~keep).sum())
-                    stats["nodes"] += n_done  # bounded (by the lookahead) and proved: searched nodes, as in the core
-                    stats["pruned"] += n_done
-                    kids = tuple(v[keep] for v in (
-                        torch.cat([lo_s, lo2]), torch.cat([hi1, hi_s]), b_pr[sp].repeat(2), score[sp].repeat(2),
-                        b_dp[sp].repeat(2) + 1, kid_sl.repeat(2), torch.cat([kid_pri[:, 0], kid_pri[:, 1]]),
-                        b_gain[sp].repeat(2), b_warm[sp].repeat(2, 1), b_has[sp].repeat(2)))
+                if mode == "relu":
+                    to_relu = torch.ones(o.numel(), dtype=torch.bool, device=dev)
+                else:
+                    un = unstable_counts(acts, [(l[o], u[o]) for l, u in prop.pre]) if widths else \
+                        torch.zeros(o.numel(), dtype=torch.long, device=dev)
+                    to_relu = (un > 0) & (node_relu[o] | (hybrid & (un <= thr[b_pr[o]])))
+                r_idx, i_idx = o[to_relu], o[~to_relu]
+                if r_idx.numel():  # ReLU phases: the binding row's coefficients at the node's parameters pick the unit
+                    S, rows = r_idx.numel(), best[r_idx]
+                    al = be = [None] * len(widths)
+                    if iters:
+                        ar = torch.arange(S, device=dev)
+                        al = [q[ar, rows][:, None] if ok else None
+                              for q, ok in zip(_unflat_warm(b_wa[r_idx], widths, K), alpha_layers)]
+                        be = [q[ar, rows][:, None] if ok else None
+                              for q, ok in zip(_unflat_warm(b_wb[r_idx], widths, K), relu_like)]
+                    vout = output_coefficients(select(prop, r_idx), a_y[r_idx, rows][:, None], al, be,
+                                               _layers(b_sp[r_idx], widths), has=b_has[r_idx])
+                    unit, has_unit = branch_choice(acts, [(l[r_idx], u[r_idx]) for l, u in prop.pre], vout, S, dev)
+                    for k in (~has_unit).nonzero()[:, 0].tolist():
+                        leaf(int(r_idx[k]), prop, b_pr, b_lo, b_hi, b_sp)
+                        if len(leaves) >= max_leaves:
+                            return finish("node_limit")
+                    br, unit = r_idx[has_unit], unit[has_unit]
+                    if br.numel():
+                        sp_on, sp_off = b_sp[br].clone(), b_sp[br].clone()
+                        ar = torch.arange(br.numel(), device=dev)
+                        sp_on[ar, unit], sp_off[ar, unit] = 1, -1
+                        kids.append(tuple(v.repeat(2, *([1] * (v.dim() - 1))) for v in (
+                            b_lo[br], b_hi[br], b_pr[br], score[br], b_dp[br] + 1, torch.zeros_like(b_sl[br]),
+                            flat(prop.pre, b_lo)[br], b_gain[br], b_wa[br], b_wb[br], b_has[br]))
+                                    + (torch.cat([sp_on, sp_off]),))
+                if i_idx.numel():  # input boxes
+                    is_leaf = (b_hi[i_idx] - b_lo[i_idx]).max(1).values < min_width
+                    for k in is_leaf.nonzero()[:, 0].tolist():
+                        leaf(int(i_idx[k]), prop, b_pr, b_lo, b_hi, b_sp)
+                        if len(leaves) >= max_leaves:
+                            return finish("node_limit")
+                    sp = i_idx[~is_leaf]
+                    if sp.numel() and stats["nodes"] >= max_nodes:  # undecided boxes left: never "holds"
+                        return stop("node_limit", b_lo[sp], b_hi[sp], b_pr[sp])  # (no children past the limit)
+                    if sp.numel():
+                        lo_s, hi_s = b_lo[sp], b_hi[sp]
+                        dim = _split_dims(lo_s, hi_s, lam[sp, best[sp]], W0[b_pr[sp]], min_width)
+                        kid_sl = torch.zeros_like(b_sl[sp])
+                        # the children start from this box's bounds (valid on both halves), or from their own
+                        # where the lookahead bounded them; halves it proved are not searched again
+                        pri = flat(prop.pre, b_lo)[sp]
+                        kid_pri = torch.stack([pri, pri], 1)
+                        kid_done = torch.zeros((sp.numel(), 2), dtype=torch.bool, device=dev)
+                        if look and time.monotonic() >= deadline:  # the lookahead costs 2n bound passes a box
+                            return stop("timeout", lo_s, hi_s, b_pr[sp])
+                        if look:
+                            dim, kid_sl, kid_done, kid_pri = _lookahead(net, lo_s, hi_s, a_y[sp], a_x[sp], c[sp],
+                                                                        score[sp], dim, b_sl[sp], W0[b_pr[sp]],
+                                                                        margin, min_width, pri, widths)
+                        mid = 0.5 * (lo_s.gather(1, dim[:, None]) + hi_s.gather(1, dim[:, None]))
+                        hi1, lo2 = hi_s.clone(), lo_s.clone()
+                        hi1.scatter_(1, dim[:, None], mid)
+                        lo2.scatter_(1, dim[:, None], mid)
+                        keep = ~torch.cat([kid_done[:, 0], kid_done[:, 1]])
+                        n_done = int((~keep).sum())
+                        stats["nodes"] += n_done  # bounded (by the lookahead) and proved: searched, as in the core
+                        stats["pruned"] += n_done
+                        two = lambda v: v.repeat(2, *([1] * (v.dim() - 1)))  # noqa: E731
+                        kids.append(tuple(v[keep] for v in (
+                            torch.cat([lo_s, lo2]), torch.cat([hi1, hi_s]), two(b_pr[sp]), two(score[sp]),
+                            two(b_dp[sp]) + 1, two(kid_sl), torch.cat([kid_pri[:, 0], kid_pri[:, 1]]), two(b_gain[sp]),
+                            two(b_wa[sp]), two(b_wb[sp]), two(b_has[sp]), two(b_sp[sp]))))
             ctx.measured(take)
-            if kids is not None:
-                q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_warm, q_has = (
-                    torch.cat([q, k]) for q, k in zip(cols(), kids))
+            if kids:
+                q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_wa, q_wb, q_has, q_sp = (
+                    torch.cat([q] + [k[i] for k in kids]) for i, q in enumerate(cols()))
                 if ctx.queue_full(cols()):
                     return stop("node_limit")
             stats["max_queue"] = max(stats["max_queue"], q_lo.shape[0])

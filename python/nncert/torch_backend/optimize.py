@@ -140,9 +140,11 @@ def optimise(p: Propagation, acts: list, a_y: Any, a_x: Any, targets: Any, warm:
     return best, best_lam.detach(), best_a, best_b
 
 
-def output_coefficients(p: Propagation, a_y: Any, alphas: list, betas: list, splits: list | None) -> list:
+def output_coefficients(p: Propagation, a_y: Any, alphas: list, betas: list, splits: list | None,
+                        has: Any = None) -> list:
     """The coefficient on every activation's output (per layer (B, n), depth first) of the back-substituted
-    rows ``a_y`` (B, 1, out) at the given slopes and multipliers (the ReLU-split heuristic's input)."""
+    rows ``a_y`` (B, 1, out) at the given slopes and multipliers ((B, 1, n) per layer or None; for the boxes
+    outside ``has`` the relaxation's own slopes and no multipliers): the ReLU-split heuristic's input."""
     import torch
 
     rel = _relaxations(p.ops, [])
@@ -155,7 +157,14 @@ def output_coefficients(p: Propagation, a_y: Any, alphas: list, betas: list, spl
         if q is not None:
             l, u = p.pre[i]
             mask = (l < 0) & (u > 0)
-        new.append(ParamDiag(r, q, mask, None if b is None else -b * splits[i].to(b.dtype)[:, None, :]))
+            if has is not None:
+                q = torch.where(has[:, None, None], q, r.ls[:, None, :])
+        bz = None
+        if b is not None:
+            bz = -b * splits[i].to(b.dtype)[:, None, :]
+            if has is not None:
+                bz = torch.where(has[:, None, None], bz, torch.zeros_like(bz))
+        new.append(ParamDiag(r, q, mask, bz))
     rec: list = []
     with torch.no_grad():
         back_substitute([_replace(p.ops, new)], a_y, rec)

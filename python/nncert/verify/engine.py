@@ -76,8 +76,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     CROWN slopes only. ``device``: None or "cpu" runs the engine in the Rust core on the CPU; "cuda" /
     "cuda:k" runs the bound computations (root bounds, both branch and bounds in batches of sub-problems, with
     the core's optimised bounds and split choices) and the falsification with torch ops on that device, in
-    float64; the boxes the device's input splitting hands over when few unstable ReLUs are left (the core's
-    hybrid), the Z3 leaves and the counterexample replay stay on the CPU. ``backend``: "auto" (by device), "core" or "torch" ("torch" with
+    float64; the Z3 leaves and the counterexample replay stay on the CPU. ``backend``: "auto" (by device), "core" or "torch" ("torch" with
     device "cpu" runs the torch path on the CPU, for testing). Progress is reported as log lines on the
     ``nncert.verify`` logger (one per phase)."""
     t0 = time.monotonic()
@@ -107,15 +106,11 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     def branch_and_bound(mode: str, time_limit: float, max_nodes: int | None = None,
                          lookahead: bool = True, problems: list | None = None, keep_open: bool = False,
                          relu_below: int | None = None, max_leaves: int = max_leaves) -> dict[str, Any]:
-        if on_torch and mode == "input":
+        if on_torch:
             from ..torch_backend.bab import bab
             return bab(net, _problems(prop) if problems is None else problems, dev, time_limit=time_limit,
                        max_nodes=max_nodes, max_leaves=max_leaves, lookahead=lookahead, keep_open=keep_open,
-                       relu_below=relu_below, opt_iters=bound_iters)
-        if on_torch and not keep_open:
-            from ..torch_backend.bab_relu import bab_relu
-            return bab_relu(net, _problems(prop) if problems is None else problems, dev, time_limit=time_limit,
-                            max_nodes=max_nodes, max_leaves=max_leaves, opt_iters=bound_iters)
+                       relu_below=relu_below, opt_iters=bound_iters, mode=mode)
         from .. import _core
         return _core.branch_and_bound(net._core, _problems(prop) if problems is None else problems, mode=mode,
                                       time_limit=time_limit, max_nodes=max_nodes, max_leaves=max_leaves,
