@@ -401,7 +401,7 @@ def test_relu_split_on_torch_without_activations():
 @pytest.mark.gpu
 def test_both_searches_on_cuda_match_the_core():
     """On the GPU: ReLU splitting (MNIST 256x2) searches the core's tree, and input splitting with the hybrid
-    hand-off (ACAS Xu 4_2 / property 2) proves what the core proves."""
+    (ACAS Xu 4_2 / property 2) proves what the core proves."""
     from nncert import _core
     from nncert.devices import resolve_device
     from nncert.torch_backend.bab import bab
