@@ -417,3 +417,28 @@ def test_both_searches_on_cuda_match_the_core():
     prop = Property.from_vnnlib(data_path("vnncomp2021", "acasxu", "prop_2.vnnlib"))
     r = nncert.verify(net, prop, timeout=120, device="cuda")
     assert r.status == "holds" and r.stats["device"].startswith("cuda") and r.stats["relu_nodes"] > 0
+
+
+@pytest.mark.parametrize("act", [nncert.Tanh(), nncert.MaxMin(), nncert.LeakyReLU(2.0)], ids=repr)
+@pytest.mark.parametrize("mode", ["input", "relu"])
+def test_device_search_matches_the_core_on_other_activations(act, mode):
+    """Activations without free slopes (Tanh, MaxMin) or with a leak above 1 (multipliers only): the same outcome
+    and node count as the core in both modes (ReLU mode on a net without ReLUs: a leaf at the root)."""
+    from nncert import _core
+    from nncert.devices import CPU
+    from nncert.torch_backend.bab import bab
+
+    rng = np.random.default_rng(2)
+    layers = []
+    for k, (m, n) in enumerate(((10, 3), (10, 10), (2, 10))):
+        layers.append(nncert.Dense(rng.normal(size=(m, n)) / np.sqrt(n), 0.3 * rng.normal(size=m)))
+        if k < 2:
+            layers.append(act)
+    net = nncert.Network(layers)
+    lo, hi = -np.ones(3), np.ones(3)
+    top = (net(rng.uniform(lo, hi, (20000, 3))) @ np.array([1.0, -1.0])).max()
+    problem = (lo, hi, -np.array([[1.0, -1.0]]), np.zeros((1, 3)), np.array([-(top + 0.02 * (1 + abs(top)))]))
+    tr = bab(net, [problem], CPU, time_limit=30, mode=mode)
+    core = _core.branch_and_bound(net._core, [problem], mode=mode, time_limit=30)
+    assert tr["outcome"] == core["outcome"] and tr["stats"]["nodes"] == core["stats"]["nodes"]
+    assert tr["stats"]["nodes"] > 1 or mode == "relu"
