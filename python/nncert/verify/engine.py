@@ -136,7 +136,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
                 total = dict(s)
             else:
                 for key in ("nodes", "pruned", "infeasible", "leaves", "relu_nodes"):
-                    if key in s:  # (relu_nodes: the torch search's boxes handed to the core's ReLU splitting)
+                    if key in s:  # (relu_nodes: the torch search's nodes with ReLU phases fixed)
                         total[key] += s[key]
                 for key in ("max_depth", "max_queue"):
                     total[key] = max(total[key], s[key])
@@ -231,7 +231,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
         r = branch_and_bound(mode, max(0.0, deadline - tb))
         stats["phase_seconds"]["bab"] = time.monotonic() - tb
     stats.update({k: r["stats"][k] for k in ("nodes", "pruned", "max_depth", "max_queue", "stable", "unstable",
-                                             "relu_nodes") if k in r["stats"]})
+                                             "relu_nodes", "memory_limit") if k in r["stats"]})
     stats["split"] = mode
     out = r["outcome"]
     if out == "falsified":

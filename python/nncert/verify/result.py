@@ -17,7 +17,8 @@ class VerifyResult:
     "unknown" (neither). ``counterexample`` is ``(x, y)`` when violated. ``method`` says what decided it
     ("attack", "bab", "bab+attack": falsification in the boxes a branch and bound left open, "bab+z3",
     "smt"); ``stats`` has nodes, leaves sent to Z3, stable/unstable units
-    at the root, and seconds per phase."""
+    at the root, seconds per phase, the device it ran on, the split mode and, on the torch path, ``relu_nodes``
+    (nodes with ReLU phases fixed) and ``memory_limit`` (the queue outgrew its share of the device's memory)."""
 
     status: str
     counterexample: tuple[np.ndarray, np.ndarray] | None = None
