@@ -141,6 +141,8 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
                 for key in ("max_depth", "max_queue"):
                     total[key] = max(total[key], s[key])
                 total.pop("proved_volume", None)  # the rounds' shares do not add up
+                if s.get("memory_limit"):
+                    total["memory_limit"] = True
             leaves += [(origin[leaf[0]],) + tuple(leaf[1:]) for leaf in r["leaves"]]
             out = dict(r, stats=total, leaves=leaves)
             if "problem" in r:
