@@ -1,14 +1,14 @@
-"""Input-splitting branch and bound on a torch device, many boxes per batch.
+"""Branch and bound on a torch device over input boxes or ReLU phases, many nodes per batch.
 
-The same search as ``rust/core/src/bounds/bab.rs`` in ``SplitMode::Input`` (best-first on the largest
-bound margin, node pruned when some row's lower bound exceeds its ``c`` by more than ``margin``, box
-centre and bound-minimising vertices tried as candidates, the side chosen by the same lookahead, each box
-starting from its parent's bounds, optimised slopes gated as in the core, boxes with few unstable ReLUs handed
-to the core's ReLU splitting), but the lowest-scored nodes of the queue (all root problems together, their
-conjunctions padded to one row count) are bounded together by
-:func:`~nncert.torch_backend.propagate.propagate`: batches grow from 8 boxes to ``batch`` and are sized from
-the measured time per box so that the deadline holds. Bounds are computed in float64 (``dtype`` is for
-experiments only: float32 bounds are not sound enough to prove properties). Returns the same dict as
+The same search as ``rust/core/src/bounds/bab.rs`` (best-first on the largest bound margin; a node is pruned when
+some row's lower bound exceeds its ``c`` by more than ``margin``; the box centre and the bound-minimising vertices
+are tried as candidates; each node starts from its parent's bounds; optimised bounds (alpha/beta-CROWN) gated as
+in the core; input boxes split on the side the lookahead picks, ReLU nodes on the unit the BaBSR-style score picks;
+the hybrid switch from input boxes to ReLU phases), but the lowest-scored nodes of the queue (all root problems
+together, their conjunctions padded to one row count) are bounded together by
+:func:`~nncert.torch_backend.propagate.propagate`: batches grow from 8 nodes to ``batch`` and are sized from the
+measured time per node so that the deadline holds. Bounds are computed in float64 (``dtype`` is for experiments
+only: float32 bounds are not sound enough to prove properties). Returns the same dict as
 ``_core.branch_and_bound`` so the verify engine treats both alike (leaves go to Z3 on the CPU).
 """
 
