@@ -14,7 +14,8 @@
 # Within a 15-minute device budget (the machine's start counts too), skip the training and run a sample of the
 # full sets at a tenth of the competition timeouts:
 #   TRAIN_LIMIT=0 VERIFY_FULL_LIMIT=200 VERIFY_ACAS=40 VERIFY_MNIST=10 VERIFY_SCALE=0.1 VERIFY_DEVICE_SCALE=0.1 \
-#       bench/gpu_session.sh OUT
+#       ONLY="gpu-tests gpu-bench gpu-verify solvers-256 verify-full" bench/gpu_session.sh OUT
+# (ONLY: the steps to run, by name; those five have limits summing to 560 s, under one 600 s device command)
 # (VERIFY_DEVICE_SCALE: the torch path's share of the competition timeouts; default a quarter of VERIFY_SCALE)
 # Needs: the built package (python/nncert/_core*.so), torch with CUDA, numpy, scipy, onnx, tqdm, pytest,
 # hypothesis, z3-solver, scs and pyamg (cvxpy is not needed). The benchmark data subset it reads: ACAS Xu nets
@@ -28,9 +29,13 @@ mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONPATH=python${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 
-step() {  # step NAME SECONDS CMD...
+step() {  # step NAME SECONDS CMD... (skipped when ONLY is set and does not name it)
     local name=$1 limit=$2 t=$SECONDS
     shift 2
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then
+        echo "=== $name: skipped (ONLY=$ONLY)"
+        return
+    fi
     echo "=== $name (limit ${limit}s) at $(date -u +%T)"
     timeout --kill-after=5 "$limit" "$@"
     echo "=== $name: rc=$? in $((SECONDS - t))s"
