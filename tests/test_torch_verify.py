@@ -329,6 +329,9 @@ def test_z3_answers_that_decide_nothing_give_unknown(monkeypatch):
         r = nncert.verify(net, prop, timeout=30, split="relu", attack=False, backend=backend)
         assert r.status == "unknown" and r.message == "Z3 returned unknown"
         assert r.stats["z3_leaves"] == r.stats["bab_leaves"] > 1  # every leaf was tried
+    monkeypatch.setattr(smt, "check_isolated", lambda build, deadline: ("unknown", None))
+    r = nncert.verify(net, prop, timeout=30, method="smt")
+    assert r.status == "unknown" and r.message == "Z3 returned unknown" and r.stats["z3_leaves"] == 1
 
 
 @pytest.mark.parametrize("act", [nncert.ReLU(), nncert.LeakyReLU(0.1)], ids=repr)

@@ -270,18 +270,11 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
             smt.add_conjunction(enc, a_y, a_x, c)
             stats["z3_leaves"] += 1
             res, x = smt.check(enc, deadline)
-            if res == "unsat":
-                continue
-            if res == "timeout":
-                return done("timeout", "bab+z3")
-            # a model that does not replay, or Z3's "unknown", leaves this leaf open: a later leaf may still
-            # give a counterexample that replays
-            if res == "sat":
-                x = deepen(net, prop, np.clip(x, lo, hi), deadline)
-                if x is not None:
-                    return done("violated", "bab+z3", x)
-            undecided = undecided or ("a Z3 model did not replay through the network" if res == "sat"
-                                      else "Z3 returned unknown")
+            if res != "unsat":
+                verdict, x, why = _z3_answer(net, prop, res, x, lo, hi, deadline)
+                if verdict is not None:
+                    return done(verdict, "bab+z3", x)
+                undecided = undecided or why
     except smt.EncodingTimeout:
         return done("timeout", "bab+z3")
     finally:
@@ -291,15 +284,19 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     return done("holds", "bab+z3")
 
 
-def _z3_verdict(net, prop, res, x, lo, hi, deadline, done, method) -> VerifyResult:
-    """The result for a Z3 answer other than unsat: a model is reported only if it replays through the
-    network (after being pushed inside the region); timeout and unknown pass through."""
+def _z3_answer(net, prop, res, x, lo, hi, deadline) -> tuple[str | None, np.ndarray | None, str]:
+    """A Z3 answer other than unsat, judged: ("violated", x, "") when its model x replays through the network
+    (after being pushed inside the region), ("timeout", None, ""), or (None, None, why) when this query stays open
+    (a model that does not replay, or Z3's "unknown"): the caller goes on with its other queries, since one of
+    them may still give a counterexample that replays."""
+    if res == "timeout":
+        return "timeout", None, ""
     if res == "sat":
         x = deepen(net, prop, np.clip(x, lo, hi), deadline)
         if x is not None:
-            return done("violated", method, x)
-        return done("unknown", method, message="a Z3 model did not replay through the network")
-    return done(res, method, message="" if res == "timeout" else "Z3 returned unknown")
+            return "violated", x, ""
+        return None, None, "a Z3 model did not replay through the network"
+    return None, None, "Z3 returned unknown"
 
 
 def _smt(net, prop, deadline, stats, done) -> VerifyResult:
@@ -309,6 +306,7 @@ def _smt(net, prop, deadline, stats, done) -> VerifyResult:
         raise UnsupportedModelError("method='smt' supports networks of Dense, ReLU, LeakyReLU, MaxMin and Residual "
                                     "layers only")
     tz = time.monotonic()
+    undecided = ""
     try:
         for i, j in prop.pairs:
             lo, hi = prop.regions[i]
@@ -321,9 +319,14 @@ def _smt(net, prop, deadline, stats, done) -> VerifyResult:
             stats["z3_leaves"] += 1
             res, x = smt.check_isolated(build, deadline)
             if res != "unsat":
-                return _z3_verdict(net, prop, res, x, lo, hi, deadline, done, "smt")
+                verdict, x, why = _z3_answer(net, prop, res, x, lo, hi, deadline)
+                if verdict is not None:
+                    return done(verdict, "smt", x)
+                undecided = undecided or why
     except smt.EncodingTimeout:
         return done("timeout", "smt")
     finally:
         stats["phase_seconds"]["z3"] = time.monotonic() - tz
+    if undecided:
+        return done("unknown", "smt", message=undecided)
     return done("holds", "smt")
