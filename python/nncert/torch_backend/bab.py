@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import InvalidInputError, ShapeError
 from .compiled import TAct, TResidual, compiled
 from .network_ops import torch_module
-from .optimize import optimise, output_coefficients, select
+from .optimize import alpha_floor, optimise, output_coefficients, select
 from .propagate import objective, propagate
 
 
@@ -80,8 +80,8 @@ def unstable_counts(acts: list, pre: list) -> Any:
 
 
 class Search:
-    """What the device's searches share: the limits, the padded problem tensors, the network on the device, the
-    statistics and leaves, and the result dict."""
+    """A device search's set-up and bookkeeping: its limits, the padded problem tensors, the network on the device,
+    batch sizing, the queue's memory budget, the statistics and leaves, and the result dict."""
 
     def __init__(self, net: Any, problems: list[tuple], device: Any, time_limit: float, max_nodes: int | None,
                  batch: int | None, dtype: Any) -> None:
@@ -94,7 +94,8 @@ class Search:
         self.dtype = dtype or torch.float64
         self.batch = batch or (2048 if self.dev.type == "cuda" else 64)
         self.max_nodes = max_nodes if max_nodes is not None else 1 << 62
-        self.P, self.K, self.Ay, self.Ax, self.Cc, self.Valid = problem_tensors(net, problems, self.dev, self.dtype)
+        self.P, self.K, self.Ay, self.Ax, self.Cc, self.Valid, self.W0 = problem_tensors(net, problems, self.dev,
+                                                                                     self.dtype)
         self.acts = _acts(compiled(net, self.dev, self.dtype), [])
         self.module = torch_module(net, device, self.dtype)
         self.stats: dict[str, Any] = {"nodes": 0, "pruned": 0, "infeasible": 0, "leaves": 0, "max_depth": 0,
@@ -134,12 +135,15 @@ class Search:
 
 
 def problem_tensors(net: Any, problems: list[tuple], dev: Any, dtype: Any) -> tuple:
-    """The problems as tensors: P (per problem (lo, hi, a_y, a_x, c)), the padded row count K, and Ay (N, K, out),
-    Ax (N, K, in), Cc (N, K), Valid (N, K) (padding rows: a = 0, c = +inf, never prune, always met)."""
+    """The problems as tensors: P (per problem (lo, hi, a_y, a_x, c)), the padded row count K, Ay (N, K, out),
+    Ax (N, K, in), Cc (N, K), Valid (N, K) (padding rows: a = 0, c = +inf, never prune, always met) and W0 (N, in),
+    the side widths of each problem's root box."""
     import torch
 
     t = lambda v: torch.as_tensor(np.array(v, dtype=np.float64), dtype=dtype, device=dev)  # noqa: E731
     P = [tuple(t(v) for v in p[:5]) for p in problems]
+    # the side widths input splitting measures boxes against: the root's, or those given with a resumed problem
+    W0 = torch.stack([t(p[5]) if len(p) > 5 else q[1] - q[0] for p, q in zip(problems, P)]) if P else None
     K = max((len(p[4]) for p in P), default=1)
     Ay = torch.zeros((len(P), K, net.output_dim), dtype=dtype, device=dev)
     Ax = torch.zeros((len(P), K, net.input_dim), dtype=dtype, device=dev)
@@ -148,7 +152,7 @@ def problem_tensors(net: Any, problems: list[tuple], dev: Any, dtype: Any) -> tu
     for i, (_, _, a_y, a_x, c) in enumerate(P):
         k = len(c)
         Ay[i, :k], Ax[i, :k], Cc[i, :k], Valid[i, :k] = a_y, a_x, c, True
-    return P, K, Ay, Ax, Cc, Valid
+    return P, K, Ay, Ax, Cc, Valid, W0
 
 
 def first_candidate(module: Any, lo: Any, hi: Any, lam: Any, a_y: Any, a_x: Any, c: Any,
@@ -175,16 +179,22 @@ def _last_argmax(v: Any) -> Any:
     return v.shape[1] - 1 - v.flip(1).argmax(1)
 
 
+def _relative(widths: Any, w0: Any) -> tuple[Any, Any]:
+    """Side widths relative to the root box's (0 where the root's side is 0), and the relatively widest side."""
+    import torch
+
+    rel = torch.where(w0 > 0, widths / torch.where(w0 > 0, w0, torch.ones_like(w0)), torch.zeros_like(widths))
+    return rel, _last_argmax(rel)
+
+
 def _split_dims(lo: Any, hi: Any, lam_best: Any, w0: Any, min_width: float) -> Any:
     import torch
 
     widths = hi - lo
     dim = _last_argmax(widths)
     s = torch.where(widths >= min_width, lam_best.abs() * widths, torch.zeros_like(widths))
-    best_s, dim_s = s.max(1)
-    dim = torch.where(best_s > 0, s.argmax(1), dim)
-    rel = torch.where(w0 > 0, widths / torch.where(w0 > 0, w0, torch.ones_like(w0)), torch.zeros_like(widths))
-    widest = _last_argmax(rel)
+    dim = torch.where(s.max(1).values > 0, s.argmax(1), dim)
+    rel, widest = _relative(widths, w0)
     pick = rel.gather(1, widest[:, None])[:, 0] > 4 * rel.gather(1, dim[:, None])[:, 0]
     return torch.where(pick, widest, dim)
 
@@ -209,12 +219,18 @@ def flat(pre: list, lo: Any) -> Any:
     return torch.cat([lo[:, :0]] + [torch.cat([l, u], 1) for l, u in pre], 1)
 
 
-def unflat(v: Any, widths: list[int]) -> list:
+def _layers(v: Any, sizes: list[int]) -> list:
+    """A (B, sum sizes) queue column as its per-layer (B, size) slices."""
     out, k = [], 0
-    for n in widths:
-        out.append((v[:, k:k + n], v[:, k + n:k + 2 * n]))
-        k += 2 * n
+    for n in sizes:
+        out.append(v[:, k:k + n])
+        k += n
     return out
+
+
+def unflat(v: Any, widths: list[int]) -> list:
+    """The inverse of :func:`flat`: [(l, u)] per activation layer."""
+    return [(s[:, :n], s[:, n:]) for s, n in zip(_layers(v, [2 * n for n in widths]), widths)]
 
 
 def _flat_warm(params: list, widths: list[int], K: int, B: int, like: Any) -> Any:
@@ -225,11 +241,8 @@ def _flat_warm(params: list, widths: list[int], K: int, B: int, like: Any) -> An
 
 
 def _unflat_warm(v: Any, widths: list[int], K: int) -> list:
-    out, k = [], 0
-    for n in widths:
-        out.append(v[:, k:k + K * n].reshape(-1, K, n))
-        k += K * n
-    return out
+    """The inverse of :func:`_flat_warm`: (B, K, n) per activation layer."""
+    return [s.reshape(-1, K, n) for s, n in zip(_layers(v, [K * n for n in widths]), widths)]
 
 
 def _lookahead(net: Any, lo: Any, hi: Any, a_y: Any, a_x: Any, c: Any, node_m: Any, dim: Any, slices: Any,
@@ -267,21 +280,11 @@ def _lookahead(net: Any, lo: Any, hi: Any, a_y: Any, a_x: Any, c: Any, node_m: A
     out = torch.where(take, pick, dim)
     kid_slices = torch.where(better | ~take, torch.zeros_like(slices), slices + 1)
     # however good a side looks, slicing it while another stays far wider (relative to the root) stalls
-    rel = torch.where(w0 > 0, widths / torch.where(w0 > 0, w0, torch.ones_like(w0)), torch.zeros_like(widths))
-    widest = _last_argmax(rel)
+    rel, widest = _relative(widths, w0)
     far = rel.gather(1, widest[:, None])[:, 0] > 32 * rel.gather(1, out[:, None])[:, 0]
     out = torch.where(far, widest, out)
     rows = torch.arange(S, device=lo.device)
     return out, kid_slices, proved[rows, out], flat(q.pre, q.lo).reshape(S, n, 2, -1)[rows, out]
-
-
-def _layers(v: Any, widths: list[int]) -> list:
-    """A (B, sum n_k) per-unit tensor as its per-layer (B, n_k) slices."""
-    out, k = [], 0
-    for n in widths:
-        out.append(v[:, k:k + n])
-        k += n
-    return out
 
 
 def branch_choice(acts: list, pre: list, vout: list, count: int, device: Any) -> tuple[Any, Any]:
@@ -344,13 +347,11 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
         raise InvalidInputError(f"mode must be 'input' or 'relu', got {mode!r}")
     ctx = Search(net, problems, device, time_limit, max_nodes, batch, dtype)
     deadline, dev, dtype, max_nodes = ctx.deadline, ctx.dev, ctx.dtype, ctx.max_nodes
-    P, K, Ay, Ax, Cc, Valid, acts, module = ctx.P, ctx.K, ctx.Ay, ctx.Ax, ctx.Cc, ctx.Valid, ctx.acts, ctx.module
-    stats, leaves, finish = ctx.stats, ctx.leaves, ctx.finish
+    P, K, Ay, Ax, Cc, Valid, W0 = ctx.P, ctx.K, ctx.Ay, ctx.Ax, ctx.Cc, ctx.Valid, ctx.W0
+    acts, module, stats, leaves, finish = ctx.acts, ctx.module, ctx.stats, ctx.leaves, ctx.finish
     stats["relu_nodes"] = 0
-    t = lambda v: torch.as_tensor(np.array(v, dtype=np.float64), dtype=dtype, device=dev)  # noqa: E731
-    W0 = torch.stack([t(p[5]) if len(p) > 5 else q[1] - q[0] for p, q in zip(problems, P)]) if P else None
     relu_like = [a.kind in ("relu", "leaky_relu") for a in acts]
-    alpha_layers = [ok and (a.kind == "relu" or a.slope <= 1.0) for a, ok in zip(acts, relu_like)]
+    alpha_layers = [alpha_floor(a) is not None for a in acts]
     hybrid = mode == "input" and relu_share > 0 and bool(acts) and all(relu_like)
     iters = OPT_ITERS if opt_iters is None else int(opt_iters)
     gate = OPT_GATE if mode == "input" else float("inf")
@@ -458,6 +459,7 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                 found = first_candidate(module, b_lo[o], b_hi[o], lam[o], a_y[o], a_x[o], c[o], valid[o])
                 if found is not None:
                     return finish("candidate", x=found[1], problem=int(b_pr[o[found[0]]]))
+                pre_flat = flat(prop.pre, b_lo)  # the children's starting bounds
                 if mode == "relu":
                     to_relu = torch.ones(o.numel(), dtype=torch.bool, device=dev)
                 else:
@@ -488,7 +490,7 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                         sp_on[ar, unit], sp_off[ar, unit] = 1, -1
                         kids.append(tuple(v.repeat(2, *([1] * (v.dim() - 1))) for v in (
                             b_lo[br], b_hi[br], b_pr[br], score[br], b_dp[br] + 1, torch.zeros_like(b_sl[br]),
-                            flat(prop.pre, b_lo)[br], b_gain[br], b_wa[br], b_wb[br], b_has[br]))
+                            pre_flat[br], b_gain[br], b_wa[br], b_wb[br], b_has[br]))
                                     + (torch.cat([sp_on, sp_off]),))
                 if i_idx.numel():  # input boxes
                     is_leaf = (b_hi[i_idx] - b_lo[i_idx]).max(1).values < min_width
@@ -505,7 +507,7 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                         kid_sl = torch.zeros_like(b_sl[sp])
                         # the children start from this box's bounds (valid on both halves), or from their own
                         # where the lookahead bounded them; halves it proved are not searched again
-                        pri = flat(prop.pre, b_lo)[sp]
+                        pri = pre_flat[sp]
                         kid_pri = torch.stack([pri, pri], 1)
                         kid_done = torch.zeros((sp.numel(), 2), dtype=torch.bool, device=dev)
                         if look and time.monotonic() >= deadline:  # the lookahead costs 2n bound passes a box

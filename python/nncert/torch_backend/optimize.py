@@ -54,6 +54,16 @@ def select(p: Propagation, idx: Any) -> Propagation:
                        out=tuple(v[idx] for v in p.out), infeasible=p.infeasible[idx], lo=p.lo[idx], hi=p.hi[idx])
 
 
+def alpha_floor(act: Any) -> float | None:
+    """The lowest free slope of an activation's lower line (its leak: 0 for ReLU), or None when it has none
+    (not ReLU-like, or a leak above 1)."""
+    if act.kind == "relu":
+        return 0.0
+    if act.kind == "leaky_relu" and act.slope <= 1.0:
+        return act.slope
+    return None
+
+
 def optimise(p: Propagation, acts: list, a_y: Any, a_x: Any, targets: Any, warm: list | None = None,
              warm_mask: Any = None, iters: int = 20, splits: list | None = None,
              warm_beta: list | None = None) -> tuple[Any, Any, list, list]:
@@ -73,9 +83,9 @@ def optimise(p: Propagation, acts: list, a_y: Any, a_x: Any, targets: Any, warm:
     pick = (lambda w, d: w) if warm_mask is None else (lambda w, d: torch.where(warm_mask[:, None, None], w, d))
     alphas, betas, a_spec, b_spec = [], [], [], []
     for i, (act, r, (l, u)) in enumerate(zip(acts, rel, p.pre)):
-        a = act.slope if act.kind == "leaky_relu" else 0.0
+        a = alpha_floor(act)
         relu = act.kind in ("relu", "leaky_relu") and isinstance(r, Diag)
-        if relu and a <= 1.0:
+        if relu and a is not None:
             start = r.ls[:, None, :].expand(B, K, -1)
             if warm is not None and warm[i] is not None:
                 start = pick(warm[i], start)
