@@ -142,3 +142,38 @@ def test_optimised_slopes_match_the_rust_core(act, residual):
     again = torch.maximum(again, crown).numpy()
     assert np.all(again[:6] >= got[:6] - 1e-12)
     np.testing.assert_array_equal(again[6:], got[6:])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("residual", [False, True])
+def test_optimised_slopes_on_cuda_replay_one_graph_and_match_the_core(monkeypatch, residual):
+    """On CUDA the Adam steps of alpha-CROWN replay one captured graph: the same bounds as the eager steps on the
+    device and as the core, and the capture does not fall back."""
+    from nncert.torch_backend import optimize
+    from nncert.torch_backend.bab import _acts
+    from nncert.torch_backend.compiled import compiled
+    from nncert.torch_backend.propagate import objective, propagate
+
+    graphed = []
+    real = optimize._graphed_steps
+    monkeypatch.setattr(optimize, "_graphed_steps", lambda *a: graphed.append(real(*a)) or graphed[-1])
+    rng = np.random.default_rng(5)
+    net = random_net(rng, nncert.ReLU(), residual)
+    lo, hi = boxes(rng, 16, 3)
+    a_y, a_x = rng.normal(size=(2, 2)), 0.3 * rng.normal(size=(2, 3))
+    dev = torch.device("cuda")
+    t = lambda v: torch.as_tensor(np.asarray(v, dtype=np.float64), device=dev)  # noqa: E731
+    p = propagate(net, t(lo), t(hi))
+    A_y, A_x = t(a_y).expand(16, 2, 2), t(a_x).expand(16, 2, 3)
+    crown, _ = objective(p, A_y, A_x)
+    acts = _acts(compiled(net, dev, torch.float64), [])
+    inf = torch.full((16, 2), float("inf"), dtype=torch.float64, device=dev)
+    got = torch.maximum(optimize.optimise(p, acts, A_y, A_x, inf, iters=20)[0], crown).cpu().numpy()
+    assert graphed == [20] and optimize._graphs["enabled"]
+    monkeypatch.setitem(optimize._graphs, "enabled", False)
+    eager = torch.maximum(optimize.optimise(p, acts, A_y, A_x, inf, iters=20)[0], crown).cpu().numpy()
+    assert graphed == [20]
+    np.testing.assert_allclose(got, eager, rtol=0, atol=1e-12)
+    for b in range(16):
+        core = _core.output_bounds(net._core, lo[b], hi[b], a_y, a_x, opt_iters=20)["lower"]
+        np.testing.assert_allclose(got[b], core, rtol=0, atol=1e-9)

@@ -11,12 +11,19 @@ sub-domain) to the coefficient reaching the unit (beta-CROWN), ascended and proj
 
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Any
 
 from .propagate import ParamDiag, Propagation, back_substitute, concretize
 from .relax import Diag, Pairs
 
 LR_ALPHA, LR_BETA, BETA1, BETA2, EPS = 0.1, 0.05, 0.9, 0.999, 1e-8
+#: On CUDA, optimisations of at least this many steps replay one captured graph per step (NNCERT_CUDA_GRAPHS=0: never)
+GRAPH_MIN_ITERS = 4
+#: Replays between two checks (each a host synchronisation) whether any box still ascends
+GRAPH_CHECK_EVERY = 4
+_graphs = {"enabled": os.environ.get("NNCERT_CUDA_GRAPHS", "1") != "0"}
 
 
 def _relaxations(ops: list, out: list) -> list:
@@ -81,73 +88,130 @@ def optimise(p: Propagation, acts: list, a_y: Any, a_x: Any, targets: Any, warm:
     B, K = a_y.shape[:2]
     rel = _relaxations(p.ops, [])
     pick = (lambda w, d: w) if warm_mask is None else (lambda w, d: torch.where(warm_mask[:, None, None], w, d))
-    alphas, betas, a_spec, b_spec = [], [], [], []
+    # Every free parameter lives in one tensor theta (B, K, N): the slopes of the alpha layers, then the
+    # multipliers of the split layers, each layer a slice; lo/hi/lr give each column its projection and step.
+    starts, cols, a_spec, b_spec = [], [], [], []  # cols: (lo, hi, lr, width) per slice
     for i, (act, r, (l, u)) in enumerate(zip(acts, rel, p.pre)):
         a = alpha_floor(act)
         relu = act.kind in ("relu", "leaky_relu") and isinstance(r, Diag)
+        a_spec.append(None)
         if relu and a is not None:
             start = r.ls[:, None, :].expand(B, K, -1)
             if warm is not None and warm[i] is not None:
                 start = pick(warm[i], start)
-            alphas.append(start.detach().clone().clamp(a, 1.0).requires_grad_(True))
-            a_spec.append(((l < 0) & (u > 0), a))
-        else:
-            alphas.append(None)
-            a_spec.append(None)
+            a_spec[-1] = (l < 0) & (u > 0)
+            starts.append(start.clamp(a, 1.0))
+            cols.append((a, 1.0, LR_ALPHA, l.shape[1]))
+    for i, (act, r, (l, u)) in enumerate(zip(acts, rel, p.pre)):
+        relu = act.kind in ("relu", "leaky_relu") and isinstance(r, Diag)
         sp = splits[i] if splits is not None and relu else None
+        b_spec.append(None)
         if sp is not None and bool((sp != 0).any()):
             start = torch.zeros((B, K, l.shape[1]), dtype=l.dtype, device=l.device)
             if warm_beta is not None and warm_beta[i] is not None:
                 start = pick(warm_beta[i], start)
-            on = (sp != 0)[:, None, :]
-            betas.append(torch.where(on, start, torch.zeros_like(start)).clamp(min=0).detach().requires_grad_(True))
-            b_spec.append((sp != 0, -sp.to(l.dtype)))  # s = -1 for active (z >= 0), +1 for inactive
-        else:
-            betas.append(None)
-            b_spec.append(None)
-    groups = [(q, s[0], s[1], LR_ALPHA, 1.0) for q, s in zip(alphas, a_spec) if q is not None]
-    groups += [(q, s[0], 0.0, LR_BETA, float("inf")) for q, s in zip(betas, b_spec) if q is not None]
-    best = torch.full((B, K), -float("inf"), dtype=p.lo.dtype, device=p.lo.device)
+            b_spec[-1] = -sp.to(l.dtype)  # s = -1 for active (z >= 0), +1 for inactive
+            starts.append(torch.where((sp != 0)[:, None, :], start, torch.zeros_like(start)).clamp(min=0))
+            cols.append((0.0, float("inf"), LR_BETA, l.shape[1]))
+    dt, dev = p.lo.dtype, p.lo.device
+    best = torch.full((B, K), -float("inf"), dtype=dt, device=dev)
     best_lam = torch.zeros_like(a_x)
-    keep = lambda qs: [None if q is None else q.detach().clone() for q in qs]  # noqa: E731
-    best_a, best_b = keep(alphas), keep(betas)
-    if not groups:
-        return best, best_lam, best_a, best_b
-    live = [g[0] for g in groups]
-    m1 = [torch.zeros_like(q) for q in live]
-    m2 = [torch.zeros_like(q) for q in live]
-    active = torch.ones(B, dtype=torch.bool, device=p.lo.device)
+
+    def per_layer(v: Any) -> tuple[list, list]:
+        parts = iter(v.split([c[3] for c in cols], -1))  # one split (its gradient is one concatenation)
+        alphas = [None if s is None else next(parts) for s in a_spec]
+        return alphas, [None if s is None else next(parts) for s in b_spec]
+
+    if not cols:
+        return best, best_lam, [None] * len(rel), [None] * len(rel)
+    theta = torch.cat(starts, -1).detach().requires_grad_(True)
+    col = lambda k: torch.cat([torch.full((c[3],), c[k], dtype=dt, device=dev) for c in cols])  # noqa: E731
+    lo_t, hi_t, lr_t = col(0), col(1), col(2)
+    best_theta = theta.detach().clone()
+    m1, m2 = torch.zeros_like(best_theta), torch.zeros_like(best_theta)
+    active = torch.ones(B, dtype=torch.bool, device=dev)
+    # the iteration updates theta, m1, m2, best, best_lam, best_theta and active in place: the same code runs
+    # eagerly and, on CUDA, as a captured graph
+
+    def evaluate() -> Any:
+        """The bound at theta; keeps each row's best iterate and stops the boxes whose target is met."""
+        alphas, betas = per_layer(theta)
+        new = []
+        for r, q, sa, b, sb in zip(rel, alphas, a_spec, betas, b_spec):
+            new.append(r if q is None and b is None else
+                       ParamDiag(r, q, sa, None if b is None else b * sb[:, None, :]))
+        lam, c = back_substitute([_replace(p.ops, new)], a_y)
+        lam = lam + a_x
+        bound = concretize(lam, c, p.lo, p.hi)
+        with torch.no_grad():
+            up = (bound > best) & active[:, None]
+            best.copy_(torch.where(up, bound, best))
+            best_lam.copy_(torch.where(up[..., None], lam, best_lam))
+            best_theta.copy_(torch.where(up[..., None], theta, best_theta))
+            active.copy_(active & ~(best > targets).any(1))
+        return bound
+
+    def step(bc1: Any, bc2: Any) -> None:
+        """One projected Adam ascent step (bias corrections bc1, bc2). Every entry moves: the gradient is exactly
+        zero on the units a slice leaves fixed (stable units, unsplit ones), so those never change, and a box
+        that stopped moves on but its best iterate is kept."""
+        (g,) = torch.autograd.grad(evaluate().sum(), [theta])
+        with torch.no_grad():
+            m1.copy_(BETA1 * m1 + (1 - BETA1) * g)
+            m2.copy_(BETA2 * m2 + (1 - BETA2) * g * g)
+            mh, vh = m1 / bc1, m2 / bc2
+            theta.copy_((theta + lr_t * mh / (vh.sqrt() + EPS)).clamp(lo_t, hi_t))
+
+    bias = lambda t: (1 - BETA1 ** (t + 1), 1 - BETA2 ** (t + 1))  # noqa: E731
     with torch.enable_grad():
-        for t in range(iters + 1):
-            new = []
-            for r, q, sa, b, sb in zip(rel, alphas, a_spec, betas, b_spec):
-                if q is None and b is None:
-                    new.append(r)
-                else:
-                    new.append(ParamDiag(r, q, None if sa is None else sa[0],
-                                         None if b is None else b * sb[1][:, None, :]))
-            lam, c = back_substitute([_replace(p.ops, new)], a_y)
-            lam = lam + a_x
-            bound = concretize(lam, c, p.lo, p.hi)
-            with torch.no_grad():
-                up = (bound > best) & active[:, None]
-                best = torch.where(up, bound, best)
-                best_lam = torch.where(up[..., None], lam, best_lam)
-                upd = lambda qs, bs: [b if q is None else torch.where(up[..., None], q, b)  # noqa: E731
-                                      for q, b in zip(qs, bs)]
-                best_a, best_b = upd(alphas, best_a), upd(betas, best_b)
-                active = active & ~(best > targets).any(1)
+        t = 0
+        if dev.type == "cuda" and iters >= GRAPH_MIN_ITERS and _graphs["enabled"]:
+            t = _graphed_steps(step, bias, iters, active, theta)
+        for t in range(t, iters + 1):
             if t == iters or not bool(active.any()):
+                evaluate()
                 break
-            grads = torch.autograd.grad(bound.sum(), live)
-            with torch.no_grad():
-                for (q, mask, lo, lr, hi), g, m, v in zip(groups, grads, m1, m2):
-                    go = active[:, None, None] & mask[:, None, :]
-                    m.copy_(torch.where(go, BETA1 * m + (1 - BETA1) * g, m))
-                    v.copy_(torch.where(go, BETA2 * v + (1 - BETA2) * g * g, v))
-                    mh, vh = m / (1 - BETA1 ** (t + 1)), v / (1 - BETA2 ** (t + 1))
-                    q.copy_(torch.where(go, (q + lr * mh / (vh.sqrt() + EPS)).clamp(lo, hi), q))
+            step(*bias(t))
+    best_a, best_b = per_layer(best_theta)
     return best, best_lam.detach(), best_a, best_b
+
+
+def _graphed_steps(step: Any, bias: Any, iters: int, active: Any, like: Any) -> int:
+    """Steps 0 .. iters - 1 of ``step`` on CUDA: step 0 eagerly on a side stream (the warm-up a capture needs),
+    then one captured graph replayed per step: one launch for the few hundred small kernels of a step, where
+    launching them one by one from Python costs far more than running them. Every GRAPH_CHECK_EVERY steps it
+    stops if no box ascends any more. Returns the next step for the eager loop: ``iters``, or earlier where it
+    stopped; 1 if the capture failed (graphs are then off for the process, with a warning)."""
+    import torch
+
+    dev = like.device
+    side = torch.cuda.Stream(device=dev)
+    side.wait_stream(torch.cuda.current_stream(dev))
+    with torch.cuda.stream(side):
+        step(*bias(0))
+    torch.cuda.current_stream(dev).wait_stream(side)
+    bc = torch.ones(2, dtype=like.dtype, device=dev)  # the bias corrections, refilled before each replay
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph, stream=side):
+            step(bc[0], bc[1])
+    except Exception as e:  # noqa: BLE001 - any capture failure: run eagerly from now on
+        _graphs["enabled"] = False
+        warnings.warn(f"CUDA graph capture of the bound optimisation failed ({e}); running it eagerly",
+                      RuntimeWarning, stacklevel=3)
+        return 1
+    try:
+        for t in range(1, iters):
+            if (t - 1) % GRAPH_CHECK_EVERY == 0 and not bool(active.any()):
+                return t
+            b1, b2 = bias(t)
+            bc[0].fill_(b1)
+            bc[1].fill_(b2)
+            graph.replay()
+        return iters
+    finally:
+        torch.cuda.current_stream(dev).synchronize()
+        graph.reset()
 
 
 def output_coefficients(p: Propagation, a_y: Any, alphas: list, betas: list, splits: list | None,

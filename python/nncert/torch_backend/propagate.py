@@ -59,13 +59,14 @@ def _back_act(r: Diag | Pairs | ParamDiag, lam: Any, c: Any) -> tuple[Any, Any]:
 
     if isinstance(r, ParamDiag):
         d = r.base
-        ls, li = d.ls[:, None, :], d.li[:, None, :]
-        if r.alpha is not None:
-            m = r.mask[:, None, :]
-            ls, li = torch.where(m, r.alpha, ls), torch.where(m, torch.zeros_like(r.alpha), li)
         pos = lam >= 0
-        c = c + torch.where(pos, lam * li, lam * d.ui[:, None, :]).sum(-1)
-        out = torch.where(pos, lam * ls, lam * d.us[:, None, :])
+        if r.alpha is not None:  # a lower line alpha z: the relaxations with free slopes have zero intercepts
+            ls = torch.where(r.mask[:, None, :], r.alpha, d.ls[:, None, :])
+            c = c + (lam.clamp(max=0) * d.ui[:, None, :]).sum(-1)
+        else:
+            ls = d.ls[:, None, :]
+            c = c + torch.where(pos, lam * d.li[:, None, :], lam * d.ui[:, None, :]).sum(-1)
+        out = lam * torch.where(pos, ls, d.us[:, None, :])
         return (out if r.bz is None else out + r.bz), c
     if isinstance(r, Diag):
         pos = lam >= 0
