@@ -16,6 +16,10 @@
 #   TRAIN_LIMIT=0 VERIFY_FULL_LIMIT=200 VERIFY_ACAS=40 VERIFY_MNIST=10 VERIFY_SCALE=0.1 VERIFY_DEVICE_SCALE=0.1 \
 #       ONLY="gpu-tests gpu-bench gpu-verify solvers-256 verify-full" bench/gpu_session.sh OUT
 # (ONLY: the steps to run, by name; those five have limits summing to 560 s, under one 600 s device command)
+# On the H100 of 2026-11-26 (bench/results/gpu-2026-11-26-h100/) the steps ran as several short commands instead,
+# carrying python/nncert/_core.abi3.so, the z3 (and scs) wheels and the data files the steps read: all three
+# wheels with the data exceed the 64 MiB a command may carry. The full ACAS Xu set at VERIFY_SCALE=0.1 took 110 s
+# there, the 30 MNIST 256x2 instances at 0.25 36 s.
 # (VERIFY_DEVICE_SCALE: the torch path's share of the competition timeouts; default a quarter of VERIFY_SCALE)
 # Needs: the built package (python/nncert/_core*.so), torch with CUDA, numpy, scipy, onnx, tqdm, pytest,
 # hypothesis, z3-solver, scs and pyamg (cvxpy is not needed). The benchmark data subset it reads: ACAS Xu nets
