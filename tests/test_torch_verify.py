@@ -388,6 +388,45 @@ def test_queue_outgrowing_its_memory_share_stops_the_search(monkeypatch):
     assert r.status == "unknown" and "memory" in r.message
 
 
+@pytest.mark.parametrize("mode", ["input", "relu"])
+def test_a_batch_the_device_has_no_memory_for_is_retried_in_halves(monkeypatch, mode):
+    """A batch whose bounds run out of device memory goes back to the queue as it was and later batches take
+    half as many nodes: the same tree (same outcome, nodes, depth and leaves) as with memory to spare; when a
+    single node does not fit, the error is raised, not swallowed."""
+    from nncert.devices import CPU
+    from nncert.torch_backend import bab as tb
+    from nncert.verify.engine import _problems
+
+    if mode == "input":
+        net = nncert.Network.from_onnx(data_path("vnncomp2021", "acasxu", "ACASXU_run2a_2_1_batch_2000.onnx"))
+        problems = _problems(Property.from_vnnlib(data_path("vnncomp2021", "acasxu", "prop_3.vnnlib")).bind(5))
+    else:
+        net, leafy = _leafy_net()
+        problems = _problems(leafy.bind(net.output_dim))
+    free = tb.bab(net, problems, CPU, time_limit=60, mode=mode)
+    real = tb.propagate
+    limit = [40]
+
+    def short_of_memory(net, lo, hi, *a, **k):
+        if lo.shape[0] > limit[0]:
+            raise torch.cuda.OutOfMemoryError("simulated: out of device memory")
+        return real(net, lo, hi, *a, **k)
+
+    monkeypatch.setattr(tb, "propagate", short_of_memory)
+    tight = tb.bab(net, problems, CPU, time_limit=60, mode=mode, batch=64)
+    assert tight["stats"]["memory_retries"] >= 1 and "memory_retries" not in free["stats"]
+    assert tight["outcome"] == free["outcome"]
+    for key in ("nodes", "max_depth", "leaves", "pruned"):
+        assert tight["stats"][key] == free["stats"][key], key
+    if mode == "input":  # and through nncert.verify, which reports the retries
+        r = nncert.verify(net, Property.from_vnnlib(data_path("vnncomp2021", "acasxu", "prop_3.vnnlib")), timeout=60,
+                          backend="torch")
+        assert r.status == "holds" and r.stats["memory_retries"] >= 1
+    limit[0] = 0
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        tb.bab(net, problems, CPU, time_limit=60, mode=mode)
+
+
 def test_relu_split_on_torch_without_activations():
     """A network without activations has nothing to branch on: its bound is exact, so it holds or its bound's
     minimising vertex is a counterexample (sum x = -3 at x = -1: y >= 3.5 never, y >= 2.5 at x = 1)."""

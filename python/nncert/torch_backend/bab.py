@@ -124,6 +124,15 @@ class Search:
         self._tb = time.monotonic()
         return take
 
+    def shrink(self, taken: int) -> bool:
+        """After the device ran out of memory on a batch of ``taken`` nodes: later batches take at most half as
+        many (``stats["memory_retries"]`` counts these). False when a single node did not fit."""
+        if taken <= 1:
+            return False
+        self.batch = self._cap = taken // 2
+        self.stats["memory_retries"] = self.stats.get("memory_retries", 0) + 1
+        return True
+
     def measured(self, taken: int) -> None:
         """Records the time per node of the batch just done."""
         dt = (time.monotonic() - self._tb) / taken
@@ -410,16 +419,12 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
         q_sp = torch.zeros((len(P), U), dtype=torch.int8, device=dev)
         cols = lambda: (q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_wa, q_wb, q_has, q_sp)  # noqa: E731
         look = lookahead and net.input_dim <= LOOKAHEAD_MAX_DIM
-        while q_lo.shape[0] > 0:
-            if time.monotonic() >= deadline:
-                return stop("timeout")
-            if stats["nodes"] >= max_nodes:
-                return stop("node_limit")
-            take = ctx.plan(q_lo.shape[0])
-            order = torch.argsort(q_sc, stable=True)
-            sel, rest = order[:take], order[take:]
-            b_lo, b_hi, b_pr, _, b_dp, b_sl, b_pri, b_gain, b_wa, b_wb, b_has, b_sp = (v[sel] for v in cols())
-            q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_wa, q_wb, q_has, q_sp = (v[rest] for v in cols())
+
+        def run_batch(take: int, b_lo: Any, b_hi: Any, b_pr: Any, b_dp: Any, b_sl: Any, b_pri: Any, b_gain: Any,
+                      b_wa: Any, b_wb: Any, b_has: Any, b_sp: Any) -> tuple[dict[str, Any] | None, list]:
+            """Bounds, prunes and splits one batch of nodes taken from the queue. Returns the search's result where
+            the batch ends it (else None) and the children to queue. Its tensors die with it, which is what lets
+            the loop retry the batch in halves when the device runs out of memory."""
             stats["nodes"] += take
             stats["max_depth"] = max(stats["max_depth"], int(b_dp.max()))
             # all root problems in one padded batch: rows a = 0, c = +inf never prune and are always met
@@ -442,6 +447,8 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                         warm_beta=_unflat_warm(b_wb[g], widths, K))
                     better = lb_o > lb[g]
                     lb[g] = torch.where(better, lb_o, lb[g])
+                    # (copies: a batch retried after running out of memory must find its columns as they were)
+                    b_gain, b_wa, b_wb, b_has = (v.clone() for v in (b_gain, b_wa, b_wb, b_has))
                     # input splitting keeps the fixed-slope coefficients for its split choice and vertices (the
                     # optimised ones took more nodes on ACAS Xu in the core)
                     lam[g] = torch.where((better & node_relu[g][:, None])[..., None], lam_o, lam[g])
@@ -458,7 +465,7 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
             if o.numel():
                 found = first_candidate(module, b_lo[o], b_hi[o], lam[o], a_y[o], a_x[o], c[o], valid[o])
                 if found is not None:
-                    return finish("candidate", x=found[1], problem=int(b_pr[o[found[0]]]))
+                    return (finish("candidate", x=found[1], problem=int(b_pr[o[found[0]]])), [])
                 pre_flat = flat(prop.pre, b_lo)  # the children's starting bounds
                 if mode == "relu":
                     to_relu = torch.ones(o.numel(), dtype=torch.bool, device=dev)
@@ -482,7 +489,7 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                     for k in (~has_unit).nonzero()[:, 0].tolist():
                         leaf(int(r_idx[k]), prop, b_pr, b_lo, b_hi, b_sp)
                         if len(leaves) >= max_leaves:
-                            return finish("node_limit")
+                            return (finish("node_limit"), [])
                     br, unit = r_idx[has_unit], unit[has_unit]
                     if br.numel():
                         sp_on, sp_off = b_sp[br].clone(), b_sp[br].clone()
@@ -497,10 +504,10 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                     for k in is_leaf.nonzero()[:, 0].tolist():
                         leaf(int(i_idx[k]), prop, b_pr, b_lo, b_hi, b_sp)
                         if len(leaves) >= max_leaves:
-                            return finish("node_limit")
+                            return (finish("node_limit"), [])
                     sp = i_idx[~is_leaf]
                     if sp.numel() and stats["nodes"] >= max_nodes:  # undecided boxes left: never "holds"
-                        return stop("node_limit", b_lo[sp], b_hi[sp], b_pr[sp])  # (no children past the limit)
+                        return (stop("node_limit", b_lo[sp], b_hi[sp], b_pr[sp]), [])  # (no children past the limit)
                     if sp.numel():
                         lo_s, hi_s = b_lo[sp], b_hi[sp]
                         dim = _split_dims(lo_s, hi_s, lam[sp, best[sp]], W0[b_pr[sp]], min_width)
@@ -511,7 +518,7 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                         kid_pri = torch.stack([pri, pri], 1)
                         kid_done = torch.zeros((sp.numel(), 2), dtype=torch.bool, device=dev)
                         if look and time.monotonic() >= deadline:  # the lookahead costs 2n bound passes a box
-                            return stop("timeout", lo_s, hi_s, b_pr[sp])
+                            return (stop("timeout", lo_s, hi_s, b_pr[sp]), [])
                         if look:
                             dim, kid_sl, kid_done, kid_pri = _lookahead(net, lo_s, hi_s, a_y[sp], a_x[sp], c[sp],
                                                                         score[sp], dim, b_sl[sp], W0[b_pr[sp]],
@@ -529,6 +536,38 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                             torch.cat([lo_s, lo2]), torch.cat([hi1, hi_s]), two(b_pr[sp]), two(score[sp]),
                             two(b_dp[sp]) + 1, two(kid_sl), torch.cat([kid_pri[:, 0], kid_pri[:, 1]]), two(b_gain[sp]),
                             two(b_wa[sp]), two(b_wb[sp]), two(b_has[sp]), two(b_sp[sp]))))
+            return None, kids
+
+        while q_lo.shape[0] > 0:
+            if time.monotonic() >= deadline:
+                return stop("timeout")
+            if stats["nodes"] >= max_nodes:
+                return stop("node_limit")
+            take = ctx.plan(q_lo.shape[0])
+            order = torch.argsort(q_sc, stable=True)
+            sel, rest = order[:take], order[take:]
+            batch = tuple(v[sel] for v in cols())
+            b_lo, b_hi, b_pr, _, b_dp, b_sl, b_pri, b_gain, b_wa, b_wb, b_has, b_sp = batch
+            q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_wa, q_wb, q_has, q_sp = (v[rest] for v in cols())
+            saved = dict(stats), len(leaves)
+            try:
+                done, kids = run_batch(take, b_lo, b_hi, b_pr, b_dp, b_sl, b_pri, b_gain, b_wa, b_wb, b_has, b_sp)
+            except torch.cuda.OutOfMemoryError:
+                # the batch goes back to the queue as it was, and later batches take half as many nodes (a single
+                # node too many: raise)
+                stats.clear()
+                stats.update(saved[0])
+                del leaves[saved[1]:]
+                q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_wa, q_wb, q_has, q_sp = (
+                    torch.cat([b, q]) for b, q in zip(batch, cols()))
+                batch = b_lo = b_hi = b_pr = b_dp = b_sl = b_pri = b_gain = b_wa = b_wb = b_has = b_sp = None
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+                if not ctx.shrink(take):
+                    raise
+                continue
+            if done is not None:
+                return done
             ctx.measured(take)
             if kids:
                 q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_wa, q_wb, q_has, q_sp = (

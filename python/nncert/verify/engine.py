@@ -135,8 +135,9 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
             if not total:
                 total = dict(s)
             else:
-                for key in ("nodes", "pruned", "infeasible", "leaves", "relu_nodes"):
-                    if key in s:  # (relu_nodes: the torch search's nodes with ReLU phases fixed)
+                for key in ("nodes", "pruned", "infeasible", "leaves", "relu_nodes", "memory_retries"):
+                    if key in s:  # (relu_nodes, memory_retries: the torch search's)
+                        total.setdefault(key, 0)
                         total[key] += s[key]
                 for key in ("max_depth", "max_queue"):
                     total[key] = max(total[key], s[key])
@@ -233,7 +234,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
         r = branch_and_bound(mode, max(0.0, deadline - tb))
         stats["phase_seconds"]["bab"] = time.monotonic() - tb
     stats.update({k: r["stats"][k] for k in ("nodes", "pruned", "max_depth", "max_queue", "stable", "unstable",
-                                             "relu_nodes", "memory_limit") if k in r["stats"]})
+                                             "relu_nodes", "memory_limit", "memory_retries") if k in r["stats"]})
     stats["split"] = mode
     out = r["outcome"]
     if out == "falsified":

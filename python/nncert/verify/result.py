@@ -18,7 +18,8 @@ class VerifyResult:
     ("attack", "bab", "bab+attack": falsification in the boxes a branch and bound left open, "bab+z3",
     "smt"); ``stats`` has nodes, leaves sent to Z3, stable/unstable units
     at the root, seconds per phase, the device it ran on, the split mode and, on the torch path, ``relu_nodes``
-    (nodes with ReLU phases fixed) and ``memory_limit`` (the queue outgrew its share of the device's memory)."""
+    (nodes with ReLU phases fixed), ``memory_limit`` (the queue outgrew its share of the device's memory) and
+    ``memory_retries`` (batches retried in halves after the device ran out of memory)."""
 
     status: str
     counterexample: tuple[np.ndarray, np.ndarray] | None = None
