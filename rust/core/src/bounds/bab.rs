@@ -15,7 +15,7 @@ use faer::Mat;
 use rayon::prelude::*;
 
 use super::optimize::{optimise_rows, output_coefficients, OptOptions, RowParams};
-use super::propagate::{activation_layers, minimising_vertex, propagate, Interval, PropOptions, Split};
+use super::propagate::{activation_layers, minimising_vertex, propagate, propagate_settled, Interval, PropOptions, Split};
 use crate::error::{invalid_err, shape_err, Result};
 use crate::network::{Layer, Network};
 
@@ -164,6 +164,8 @@ struct Node {
     hi: Vec<f64>,
     splits: Vec<Split>,
     prior: Option<Vec<Interval>>,
+    /// Leading activation layers whose prior is final (see [`propagate_settled`]): a ReLU split's child.
+    settled: usize,
     /// The parent's optimised parameters per objective row (warm start).
     warm: Option<Arc<Vec<RowParams>>>,
     /// How much the last optimisation on the path from the root closed the gap.
@@ -302,7 +304,7 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], relu_below: &[usi
         return Ok(Eval::Skipped(node));
     }
     let p = &probs[node.problem];
-    let prop = propagate(net, &node.lo, &node.hi, opts.prop, &node.splits, node.prior.as_deref())?;
+    let prop = propagate_settled(net, &node.lo, &node.hi, opts.prop, &node.splits, node.prior.as_deref(), node.settled)?;
     if prop.infeasible {
         return Ok(Eval::Safe { infeasible: true });
     }
@@ -352,12 +354,13 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], relu_below: &[usi
             return Ok(Eval::Candidate(x));
         }
     }
-    let child = |lo: Vec<f64>, hi: Vec<f64>, splits: Vec<Split>, prior: Option<Vec<Interval>>| Node {
+    let child = |lo: Vec<f64>, hi: Vec<f64>, splits: Vec<Split>, prior: Option<Vec<Interval>>, settled: usize| Node {
         problem: node.problem,
         lo,
         hi,
         splits,
         prior,
+        settled,
         warm: warm.clone(),
         gain,
         slices: 0,
@@ -478,7 +481,7 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], relu_below: &[usi
                     Some((false, pre)) => pre,
                     None => prop.pre.clone(),
                 };
-                let mut k = child(lo, hi, node.splits.clone(), Some(pre));
+                let mut k = child(lo, hi, node.splits.clone(), Some(pre), 0);
                 k.slices = slices;
                 kids.push(k);
             }
@@ -517,7 +520,8 @@ fn evaluate(net: &Network, acts: &[&Layer], probs: &[Problem], relu_below: &[usi
             for active in [true, false] {
                 let mut s = node.splits.clone();
                 s.push(Split { act: a, unit: k, active });
-                kids.push(child(node.lo.clone(), node.hi.clone(), s, Some(prop.pre.clone())));
+                // same box, one more split at layer a: the layers up to a keep the parent's bounds
+                kids.push(child(node.lo.clone(), node.hi.clone(), s, Some(prop.pre.clone()), a + 1));
             }
             Ok(Eval::Children { kids, proved: 0, proved_volume: 0.0 })
         }
@@ -556,7 +560,7 @@ pub fn bab(net: &Network, problems: &[Problem], opts: &BabOptions) -> Result<Bab
     let mut heap = BinaryHeap::new();
     let mut seq = 0u64;
     for (i, p) in problems.iter().enumerate() {
-        heap.push(Node { problem: i, lo: p.lo.clone(), hi: p.hi.clone(), splits: vec![], prior: None, warm: None, gain: None, slices: 0, weight: 1.0, depth: 0, score: f64::NEG_INFINITY, seq });
+        heap.push(Node { problem: i, lo: p.lo.clone(), hi: p.hi.clone(), splits: vec![], prior: None, settled: 0, warm: None, gain: None, slices: 0, weight: 1.0, depth: 0, score: f64::NEG_INFINITY, seq });
         seq += 1;
     }
     // Small batches for the expensive ReLU-split nodes keep the deadline tight.
