@@ -185,3 +185,26 @@ def test_acasxu_property_2_hard_instances(net_id, expected):
     if expected == "violated":
         x, y = r.counterexample
         assert p.in_region(0, x) and np.all(p.conj_values(0, x, net(x)) <= 0)
+
+
+def test_relu_splitting_searches_a_little_before_the_full_attack(monkeypatch):
+    """With ReLU splitting a cheap attack and a search of at most QUICK_NODES nodes come first: a property that
+    holds after a small search (MNIST 256x2 prop_0: 15 nodes) never waits for the full attack; when the small
+    search does not decide, the full attack runs and then a new search, whose nodes are added to the first's."""
+    from nncert.verify import engine
+
+    net = nncert.Network.from_onnx(data_path("vnncomp2021", "mnistfc", "mnist-net_256x2.onnx"))
+    prop = Property.from_vnnlib(data_path("vnncomp2021", "mnistfc", "prop_0_0.03.vnnlib"))
+    plain = nncert.verify(net, prop, timeout=60, attack=False)
+    assert plain.status == "holds" and plain.stats["nodes"] == 15
+    efforts = []
+    real = engine.falsify
+    monkeypatch.setattr(engine, "falsify", lambda *a, **k: efforts.append(k) or real(*a, **k))
+    r = nncert.verify(net, prop, timeout=60)
+    assert r.status == "holds" and r.method == "bab" and r.stats["nodes"] == 15
+    assert efforts == [engine.QUICK_ATTACK]  # the full attack never ran
+    efforts.clear()
+    monkeypatch.setattr(engine, "QUICK_NODES", 4)
+    r = nncert.verify(net, prop, timeout=60)
+    assert r.status == "holds" and efforts == [engine.QUICK_ATTACK, {}]
+    assert 15 + 4 <= r.stats["nodes"] < 15 + 15
