@@ -71,7 +71,8 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
 
     method: "auto" (falsification, then bound-propagation branch and bound in the Rust core, then Z3
     on the leaves it cannot decide; input splitting (core or torch) runs in rounds, 1% of the timeout and
-    doubling, with falsification in the boxes each round left open), "bab" (the same without Z3), or "smt" (one plain Z3 encoding of the
+    doubling, with falsification in the boxes each round left open; ReLU splitting first tries a cheap attack
+    and a search of at most QUICK_NODES nodes, and runs the full attack only where those do not decide), "bab" (the same without Z3), or "smt" (one plain Z3 encoding of the
     whole network per (box, conjunction); small networks only). ``timeout`` (seconds) is a hard
     wall-clock limit for the whole call. ``split``: "input" or "relu" (default: input for at most
     12 inputs). ``bound_iters``: gradient steps per node and objective row of the optimised bounds
