@@ -5,7 +5,7 @@ the same run, a plain whole-network Z3 encoding (nncert.verify(method="smt")) on
 
 Instances are read from the competition CSVs (NNCERT_DATA, default ../shared/data). ``--acas N`` picks
 N instances spread evenly over the 186 (always including properties 5-10), ``--mnist N`` the first N of
-the 256x2 network. Prints a markdown table and writes bench/verify_results.csv.
+each network in ``--mnist-nets`` (default 256x2). Prints a markdown table and writes bench/verify_results.csv.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ def pick_acas(n: int):
     return (common[::step][:k] + special)[:n] if n else []
 
 
-def pick_mnist(n: int):
+def pick_mnist(n: int, net: str = "256x2"):
     rows = read_instances(os.path.join(DATA, "vnncomp2021", "mnistfc", "mnistfc_instances.csv"))
-    return [r for r in rows if "256x2" in r[0]][:n]
+    return [r for r in rows if f"{net}." in r[0]][:n]
 
 
 def run(rows, scale, z3_every, z3_timeout, label, bound_iters=None, device=None, device_scale=None):
@@ -105,6 +105,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--acas", type=int, default=26)
     ap.add_argument("--mnist", type=int, default=15)
+    ap.add_argument("--mnist-nets", default="256x2", help="comma-separated MNIST networks (256x2, 256x4, 256x6)")
     ap.add_argument("--timeout-scale", type=float, default=0.25)
     ap.add_argument("--z3", type=int, default=4, help="run plain Z3 on every k-th instance (0: never)")
     ap.add_argument("--z3-timeout", type=float, default=30.0)
@@ -122,7 +123,8 @@ def main():
     sel = (lambda rows: [r for r in rows if any(w in r[0] + "|" + r[1] for w in keep)]) if keep else (lambda rows: rows)
     dev = (a.device, a.device_timeout_scale)
     recs = run(sel(pick_acas(a.acas)), a.timeout_scale, a.z3, a.z3_timeout, "acasxu", a.bound_iters, *dev)
-    recs += run(sel(pick_mnist(a.mnist)), a.timeout_scale, a.z3, a.z3_timeout, "mnist256x2", a.bound_iters, *dev)
+    for m in a.mnist_nets.split(","):
+        recs += run(sel(pick_mnist(a.mnist, m)), a.timeout_scale, a.z3, a.z3_timeout, f"mnist{m}", a.bound_iters, *dev)
     with open(a.output, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(max(recs, key=len)))
         w.writeheader()
