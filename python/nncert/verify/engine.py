@@ -239,6 +239,7 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
             stats["phase_seconds"]["bab"] += time.monotonic() - tq
             if _decided(q, max_leaves):
                 quick = q
+                log.info("verify: a search of %d nodes decided before the full attack", q["stats"]["nodes"])
             else:
                 quick_nodes = q["stats"]["nodes"]
         if quick is None:
@@ -320,7 +321,7 @@ def _decided(r: dict[str, Any], max_leaves: int) -> bool:
     limit other than its node count)."""
     if r["outcome"] == "node_limit":
         return bool(r["stats"].get("memory_limit")) or len(r["leaves"]) >= max_leaves
-    return r["outcome"] not in ("timeout",)
+    return r["outcome"] != "timeout"
 
 
 def _z3_answer(net, prop, res, x, lo, hi, deadline) -> tuple[str | None, np.ndarray | None, str]:
