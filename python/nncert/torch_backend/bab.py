@@ -249,6 +249,11 @@ def _flat_warm(params: list, widths: list[int], K: int, B: int, like: Any) -> An
                                                  for q, n in zip(params, widths)], 1)
 
 
+def _twice(v: Any) -> Any:
+    """A batch column stacked on itself: the columns of both children of every node (first halves, then second)."""
+    return v.repeat(2, *([1] * (v.dim() - 1)))
+
+
 def _unflat_warm(v: Any, widths: list[int], K: int) -> list:
     """The inverse of :func:`_flat_warm`: (B, K, n) per activation layer."""
     return [s.reshape(-1, K, n) for s, n in zip(_layers(v, [K * n for n in widths]), widths)]
@@ -420,8 +425,8 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
         cols = lambda: (q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_wa, q_wb, q_has, q_sp)  # noqa: E731
         look = lookahead and net.input_dim <= LOOKAHEAD_MAX_DIM
 
-        def run_batch(take: int, b_lo: Any, b_hi: Any, b_pr: Any, b_dp: Any, b_sl: Any, b_pri: Any, b_gain: Any,
-                      b_wa: Any, b_wb: Any, b_has: Any, b_sp: Any) -> tuple[dict[str, Any] | None, list]:
+        def run_batch(take: int, b_lo: Any, b_hi: Any, b_pr: Any, _b_sc: Any, b_dp: Any, b_sl: Any, b_pri: Any,
+                      b_gain: Any, b_wa: Any, b_wb: Any, b_has: Any, b_sp: Any) -> tuple[dict[str, Any] | None, list]:
             """Bounds, prunes and splits one batch of nodes taken from the queue. Returns the search's result where
             the batch ends it (else None) and the children to queue. Its tensors die with it, which is what lets
             the loop retry the batch in halves when the device runs out of memory."""
@@ -495,7 +500,7 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                         sp_on, sp_off = b_sp[br].clone(), b_sp[br].clone()
                         ar = torch.arange(br.numel(), device=dev)
                         sp_on[ar, unit], sp_off[ar, unit] = 1, -1
-                        kids.append(tuple(v.repeat(2, *([1] * (v.dim() - 1))) for v in (
+                        kids.append(tuple(_twice(v) for v in (
                             b_lo[br], b_hi[br], b_pr[br], score[br], b_dp[br] + 1, torch.zeros_like(b_sl[br]),
                             pre_flat[br], b_gain[br], b_wa[br], b_wb[br], b_has[br]))
                                     + (torch.cat([sp_on, sp_off]),))
@@ -531,11 +536,11 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                         n_done = int((~keep).sum())
                         stats["nodes"] += n_done  # bounded (by the lookahead) and proved: searched, as in the core
                         stats["pruned"] += n_done
-                        two = lambda v: v.repeat(2, *([1] * (v.dim() - 1)))  # noqa: E731
                         kids.append(tuple(v[keep] for v in (
-                            torch.cat([lo_s, lo2]), torch.cat([hi1, hi_s]), two(b_pr[sp]), two(score[sp]),
-                            two(b_dp[sp]) + 1, two(kid_sl), torch.cat([kid_pri[:, 0], kid_pri[:, 1]]), two(b_gain[sp]),
-                            two(b_wa[sp]), two(b_wb[sp]), two(b_has[sp]), two(b_sp[sp]))))
+                            torch.cat([lo_s, lo2]), torch.cat([hi1, hi_s]), _twice(b_pr[sp]), _twice(score[sp]),
+                            _twice(b_dp[sp]) + 1, _twice(kid_sl), torch.cat([kid_pri[:, 0], kid_pri[:, 1]]),
+                            _twice(b_gain[sp]), _twice(b_wa[sp]), _twice(b_wb[sp]), _twice(b_has[sp]),
+                            _twice(b_sp[sp]))))
             return None, kids
 
         while q_lo.shape[0] > 0:
@@ -547,11 +552,10 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
             order = torch.argsort(q_sc, stable=True)
             sel, rest = order[:take], order[take:]
             batch = tuple(v[sel] for v in cols())
-            b_lo, b_hi, b_pr, _, b_dp, b_sl, b_pri, b_gain, b_wa, b_wb, b_has, b_sp = batch
             q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_wa, q_wb, q_has, q_sp = (v[rest] for v in cols())
             saved = dict(stats), len(leaves)
             try:
-                done, kids = run_batch(take, b_lo, b_hi, b_pr, b_dp, b_sl, b_pri, b_gain, b_wa, b_wb, b_has, b_sp)
+                done, kids = run_batch(take, *batch)
             except torch.cuda.OutOfMemoryError:
                 # the batch goes back to the queue as it was, and later batches take half as many nodes (a single
                 # node too many: raise)
@@ -560,7 +564,7 @@ def bab(net: Any, problems: list[tuple], device: Any, time_limit: float = 60.0, 
                 del leaves[saved[1]:]
                 q_lo, q_hi, q_pr, q_sc, q_dp, q_sl, q_pri, q_gain, q_wa, q_wb, q_has, q_sp = (
                     torch.cat([b, q]) for b, q in zip(batch, cols()))
-                batch = b_lo = b_hi = b_pr = b_dp = b_sl = b_pri = b_gain = b_wa = b_wb = b_has = b_sp = None
+                batch = None
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
                 if not ctx.shrink(take):

@@ -88,8 +88,8 @@ def optimise(p: Propagation, acts: list, a_y: Any, a_x: Any, targets: Any, warm:
     B, K = a_y.shape[:2]
     rel = _relaxations(p.ops, [])
     pick = (lambda w, d: w) if warm_mask is None else (lambda w, d: torch.where(warm_mask[:, None, None], w, d))
-    # Every free parameter lives in one tensor theta (B, K, N): the slopes of the alpha layers, then the
-    # multipliers of the split layers, each layer a slice; lo/hi/lr give each column its projection and step.
+    # Every free parameter lives in one tensor theta (B, K, N): per activation layer its slopes and then its split
+    # multipliers, each a slice; lo/hi/lr give each column its projection and step.
     starts, cols, a_spec, b_spec = [], [], [], []  # cols: (lo, hi, lr, width) per slice
     for i, (act, r, (l, u)) in enumerate(zip(acts, rel, p.pre)):
         a = alpha_floor(act)
@@ -102,8 +102,6 @@ def optimise(p: Propagation, acts: list, a_y: Any, a_x: Any, targets: Any, warm:
             a_spec[-1] = (l < 0) & (u > 0)
             starts.append(start.clamp(a, 1.0))
             cols.append((a, 1.0, LR_ALPHA, l.shape[1]))
-    for i, (act, r, (l, u)) in enumerate(zip(acts, rel, p.pre)):
-        relu = act.kind in ("relu", "leaky_relu") and isinstance(r, Diag)
         sp = splits[i] if splits is not None and relu else None
         b_spec.append(None)
         if sp is not None and bool((sp != 0).any()):
@@ -119,8 +117,11 @@ def optimise(p: Propagation, acts: list, a_y: Any, a_x: Any, targets: Any, warm:
 
     def per_layer(v: Any) -> tuple[list, list]:
         parts = iter(v.split([c[3] for c in cols], -1))  # one split (its gradient is one concatenation)
-        alphas = [None if s is None else next(parts) for s in a_spec]
-        return alphas, [None if s is None else next(parts) for s in b_spec]
+        alphas, betas = [], []
+        for sa, sb in zip(a_spec, b_spec):  # (in the order the slices were laid out)
+            alphas.append(None if sa is None else next(parts))
+            betas.append(None if sb is None else next(parts))
+        return alphas, betas
 
     if not cols:
         return best, best_lam, [None] * len(rel), [None] * len(rel)

@@ -252,17 +252,14 @@ def verify(net, prop: Property, timeout: float = 60.0, method: str = "auto", dev
     tb = time.monotonic()
     if quick is not None:
         r = quick
-    elif mode == "input" and attack:
-        log.info("verify: falsification found nothing in %.2f s; branch and bound (input split, %.1f s left)",
-                 stats["phase_seconds"]["attack"], deadline - tb)
-        ta0 = stats["phase_seconds"]["attack"]
-        r = guided(max(0.0, deadline - tb))
-        stats["phase_seconds"]["bab"] += time.monotonic() - tb - (stats["phase_seconds"]["attack"] - ta0)
     else:
         log.info("verify: falsification found nothing in %.2f s; branch and bound (%s split, %.1f s left)",
                  stats["phase_seconds"]["attack"], mode, deadline - tb)
-        r = branch_and_bound(mode, max(0.0, deadline - tb))
-        stats["phase_seconds"]["bab"] += time.monotonic() - tb
+        ta0 = stats["phase_seconds"]["attack"]
+        # input splitting runs in rounds with falsification between them (its time is the attack's)
+        left = max(0.0, deadline - tb)
+        r = guided(left) if mode == "input" and attack else branch_and_bound(mode, left)
+        stats["phase_seconds"]["bab"] += time.monotonic() - tb - (stats["phase_seconds"]["attack"] - ta0)
     stats.update({k: r["stats"][k] for k in ("nodes", "pruned", "max_depth", "max_queue", "stable", "unstable",
                                              "relu_nodes", "memory_limit", "memory_retries") if k in r["stats"]})
     stats["nodes"] = stats.get("nodes", 0) + quick_nodes
