@@ -108,14 +108,14 @@ def test_timeout_is_reported_as_timeout_near_the_limit():
     assert r.status == "timeout" and r.counterexample is None and "time limit" in r.message
     # The limit is honoured (not ignored or hung); the 5% precision is measured in bench/verify_bench.py,
     # not asserted here, since a unit test must not depend on the machine's load.
-    assert r.seconds < 1.5 + 1.0
+    assert r.seconds < 1.5 + 5.0
 
 
 def test_whole_network_z3_honours_the_timeout():
     net = nncert.Network.from_onnx(data_path("vnncomp2021", "test", "test_unsat.onnx"))
     p = Property.from_vnnlib(data_path("vnncomp2021", "test", "test_prop.vnnlib"))
     r = nncert.verify(net, p, timeout=1.0, method="smt")
-    assert r.status == "timeout" and r.seconds < 1.0 + 1.0  # honoured; precision is a benchmark matter
+    assert r.status == "timeout" and r.seconds < 1.0 + 5.0  # honoured; precision is a benchmark matter
 
 
 def test_bad_inputs_raise_typed_errors():
