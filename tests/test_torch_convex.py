@@ -181,7 +181,9 @@ def test_project_cones_binding():
     np.testing.assert_allclose(P2, P, atol=1e-12)  # feasible points stay put
     with pytest.raises(nncert.ShapeError):
         _core.convex_project_cones(X, D, U[:, :9])
-    assert _core.convex_ustep_choose("auto", 25, 4, 5, 1e9) == "woodbury"
+    # the smaller factorisation: n x n (Woodbury) while n <= dP, else the dP x dP system of V - W
+    assert _core.convex_ustep_choose("auto", 20, 4, 5, 1e9) == "woodbury"
+    assert _core.convex_ustep_choose("auto", 21, 4, 5, 1e9) == "dense"
     assert _core.convex_ustep_choose("auto", 2000, 4, 5, 1e9) == "dense"
     with pytest.raises(nncert.InvalidInputError, match="GiB"):
         _core.convex_ustep_choose("dense", 2000, 400, 50, 1e6)

@@ -2,8 +2,8 @@
 
 Same splitting, same updates in the same order, same residuals, stopping rule, residual balancing of rho (with
 refactorisation for the squared loss), over-relaxation and history records; the u-step is chosen by the core's
-own rule (``_core.convex_ustep_choose``) among the dense 2dP x 2dP Cholesky, the n x n Woodbury factorisation and
-PCG preconditioned by the d x d block. The final cone projection (Hildreth's method, sequential by nature) runs in
+own rule (``_core.convex_ustep_choose``) among the dense Cholesky (of the dP x dP system of V - W and the d x d
+one of V + W), the n x n Woodbury factorisation and PCG preconditioned by the d x d block. The final cone projection (Hildreth's method, sequential by nature) runs in
 the Rust core on the CPU (``_core.convex_project_cones``): a d x 2P transfer, once per output.
 
 Returns the same dicts as ``_core.convex_admm`` so that the estimator's code after the solve is shared.
@@ -25,6 +25,7 @@ from ..errors import InvalidInputError, ShapeError, SolverError
 LOSSES = ("squared", "logistic", "hinge")
 U_SOLVERS = ("auto", "dense", "woodbury", "pcg")
 PCG_MAX_ITER = 2000  # as in ustep.rs
+DENSE_ROWS = 2048  # rows of F_h at a time (ustep.rs)
 PROJECT_SWEEPS = 2000  # as in admm.rs
 
 
@@ -125,14 +126,18 @@ class _USolver:
         am.diagonal().add_(a * c)
         self.kind, self.ops, self.scale, self.c, self.tol = kind, ops, a, c, pcg_tol
         if kind == "dense":
-            m = 2 * d * p
-            signed = torch.cat([ops.D, -ops.D], dim=1)  # +-D_j
-            F = (signed[:, :, None] * X[:, None, :]).reshape(n, m)  # column j d + c: +-D_j x_c
-            mm = F.T @ F
+            # T = V - W: (blkdiag(A) + 2 F_h^T F_h) vec T, F_h = [D_1 X, .., D_P X]; S = V + W: A S (ustep.rs)
+            m = d * p
+            tm = torch.zeros((m, m), dtype=X.dtype, device=X.device)
+            for r0 in range(0, n, DENSE_ROWS):
+                Dr, Xr = ops.D[r0:r0 + DENSE_ROWS], X[r0:r0 + DENSE_ROWS]
+                F = (Dr[:, :, None] * Xr[:, None, :]).reshape(Dr.shape[0], m)  # column j d + c: D_j x_c
+                tm.addmm_(F.T, F, alpha=2.0)
             del F
-            for j in range(2 * p):
-                mm[j * d:(j + 1) * d, j * d:(j + 1) * d] += am
-            self.L = _chol(mm, "dense u-step matrix")
+            for j in range(p):
+                tm[j * d:(j + 1) * d, j * d:(j + 1) * d] += am
+            self.La = _chol(am, "d x d block")
+            self.L = _chol(tm, "dense u-step matrix")
         elif kind == "woodbury":
             self.La = _chol(am, "d x d block")
             ainv_xt = torch.cholesky_solve(X.T.contiguous(), self.La)  # d x n
@@ -150,9 +155,10 @@ class _USolver:
         import torch
         ops = self.ops
         if self.kind == "dense":
-            d, m2 = ops.d, 2 * ops.p
-            col = R.T.reshape(-1, 1)
-            return torch.cholesky_solve(col, self.L).reshape(m2, d).T.contiguous(), 0
+            d, p = ops.d, ops.p
+            S = torch.cholesky_solve(R[:, :p] + R[:, p:], self.La)
+            T = torch.cholesky_solve((R[:, :p] - R[:, p:]).T.reshape(-1, 1), self.L).reshape(p, d).T
+            return torch.cat([0.5 * (S + T), 0.5 * (S - T)], dim=1).contiguous(), 0
         if self.kind == "woodbury":
             T = torch.cholesky_solve(R, self.La)
             f = ops.f_from_z(ops.X @ T)

@@ -461,3 +461,57 @@ fn pcg_warm_state_gives_the_same_solves() {
         assert!(dx < 1e-11, "step {step}: X U differs by {dx}");
     }
 }
+
+#[test]
+fn dense_ustep_solves_the_full_system() {
+    // The dense u-step factors the dP x dP system of T = V - W (and the d x d one of S = V + W); its solution must
+    // satisfy the 2dP x 2dP system M = blkdiag(a (c I + X^T X)) + F^T F [+ Gamma^T Gamma] built here from the
+    // definitions (F u = sum_j D_j X (v_j - w_j), Gamma u = D (V - W)_f^T), with and without Gamma; n > dP and
+    // n < dP, several row blocks.
+    for (n, d, p, gamma) in [(25, 4, 3, None), (3000, 3, 4, None), (25, 4, 6, Some(vec![0usize, 2])), (2500, 3, 4, Some(vec![1]))] {
+        let (x, dm, _) = problem(n, d, p, 3);
+        let ops = Ops { x: x.as_ref(), dm: dm.clone() };
+        let (a, c) = (0.7, 1.3);
+        let us = USolver::with_gamma(&ops, a, c, USolve::Dense, 1e-13, gamma.as_deref()).unwrap();
+        let mut s = 11;
+        let r = Mat::from_fn(d, 2 * p, |_, _| lcg(&mut s));
+        let mut u = Mat::<f64>::zeros(d, 2 * p);
+        us.solve(&ops, r.as_ref(), u.as_mut()).unwrap();
+        let m = 2 * d * p;
+        let idx = |j: usize, c: usize| j * d + c;
+        let sign = |j: usize| if j < p { 1.0 } else { -1.0 };
+        let mut mm = Mat::<f64>::zeros(m, m);
+        for k in 0..n {
+            // row k of F and of Gamma's rows k (one per coordinate in f)
+            let fk: Vec<f64> = (0..m).map(|i| sign(i / d) * dm[(k, (i / d) % p)] * x[(k, i % d)]).collect();
+            for i in 0..m {
+                for l in 0..m {
+                    mm[(i, l)] += fk[i] * fk[l];
+                }
+            }
+            for &fc in gamma.iter().flatten() {
+                let gk: Vec<f64> = (0..m).map(|i| if i % d == fc { sign(i / d) * dm[(k, (i / d) % p)] } else { 0.0 }).collect();
+                for i in 0..m {
+                    for l in 0..m {
+                        mm[(i, l)] += gk[i] * gk[l];
+                    }
+                }
+            }
+            for j in 0..2 * p {
+                for r1 in 0..d {
+                    for r2 in 0..d {
+                        mm[(idx(j, r1), idx(j, r2))] += a * x[(k, r1)] * x[(k, r2)];
+                    }
+                }
+            }
+        }
+        for i in 0..m {
+            mm[(i, i)] += a * c;
+        }
+        let uv = Mat::from_fn(m, 1, |i, _| u[(i % d, i / d)]);
+        let mu = &mm * &uv;
+        let err = (0..m).map(|i| (mu[(i, 0)] - r[(i % d, i / d)]).abs()).fold(0.0, f64::max);
+        let scale = (0..m).map(|i| r[(i % d, i / d)].abs()).fold(0.0, f64::max);
+        assert!(err < 1e-9 * scale, "n = {n}, gamma = {gamma:?}: residual {err}");
+    }
+}

@@ -1,7 +1,9 @@
 //! The u-step of the ADMM: solve (a * blkdiag(c I + X^T X) + F^T F) U = R for U (d x 2P).
 //!
 //! The matrix never changes during a run, so it is factored once. Three ways, one interface:
-//! - `Dense`: Cholesky of the 2dP x 2dP matrix itself;
+//! - `Dense`: in the variables S = V + W and T = V - W the matrix splits (F = [F_h, -F_h]): a S = blkdiag(A) S with
+//!   A = a (c I + X^T X) (d x d), and (blkdiag(A) + 2 F_h^T F_h) vec T (dP x dP), each factored once by Cholesky;
+//!   a quarter of the 2dP x 2dP matrix's memory and an eighth of its factorisation;
 //! - `Woodbury`: Cholesky of A = a (I + X^T X) (d x d) and of the n x n capacitance matrix
 //!   K = I + F B^{-1} F^T = I + 2 (X A^{-1} X^T) o (D D^T), since every pattern appears in a v and a w block;
 //! - `Pcg`: matrix-free conjugate gradients preconditioned by blkdiag(A)^{-1}, for when neither fits.
@@ -9,7 +11,7 @@
 //! The adversarial ADMM adds Gamma^T Gamma (Gamma U = D (V - W)_f^T, see [`super::ops`]); its matrix is factored
 //! `Dense` or applied by `Pcg` (the n x n Woodbury capacitance does not cover the n d_f extra rows).
 
-use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::{matmul, triangular::{self, BlockStructure}};
 use faer::prelude::*;
 use faer::reborrow::ReborrowMut;
 use faer::{Accum, Mat, MatMut, MatRef, Side};
@@ -50,7 +52,7 @@ impl USolve {
 pub fn memory_bytes(kind: USolve, n: usize, d: usize, p: usize) -> f64 {
     let (n, m) = (n as f64, (2 * d * p) as f64);
     match kind {
-        USolve::Dense => 8.0 * (n * m + 2.0 * m * m),
+        USolve::Dense => 8.0 * (DENSE_ROWS.min(n as usize) as f64 * m / 2.0 + 0.5 * m * m),
         USolve::Woodbury => 8.0 * (3.0 * n * n + 2.0 * n * d as f64),
         USolve::Pcg | USolve::Auto => 8.0 * 6.0 * m,
     }
@@ -60,10 +62,21 @@ pub fn memory_bytes(kind: USolve, n: usize, d: usize, p: usize) -> f64 {
 fn factor_flops(kind: USolve, n: usize, d: usize, p: usize) -> f64 {
     let (n, m) = (n as f64, (2 * d * p) as f64);
     match kind {
-        USolve::Dense => n * m * m + m * m * m / 3.0,
+        // the lower triangle of F_h^T F_h (n (dP)^2 flops), then the dP x dP Cholesky
+        USolve::Dense => n * m * m / 4.0 + m * m * m / 24.0,
         USolve::Woodbury => n * n * (p as f64 + d as f64) + n * n * n / 3.0,
         _ => 0.0,
     }
+}
+
+/// Rows of F_h formed at a time while the dense u-step's matrix is accumulated.
+const DENSE_ROWS: usize = 2048;
+
+/// Whether a factorisation of `flops` is worth it against the matrix-free u-step: up to 2e11 flops always, and up
+/// to the cost of 1,000 PCG inner iterations (each two n x d x 2P products, 8 n d P flops), which a run needing
+/// thousands of ADMM iterations spends many times over.
+fn worth_factoring(flops: f64, n: usize, d: usize, p: usize) -> bool {
+    flops <= 2e11f64.max(1000.0 * 8.0 * (n * d * p) as f64)
 }
 
 /// Picks the u-step for `Auto`, or checks that an explicit choice fits in `memory_limit` bytes.
@@ -79,11 +92,10 @@ pub fn choose(kind: USolve, n: usize, d: usize, p: usize, memory_limit: f64) -> 
         }
         return Ok(kind);
     }
-    let first = if n <= 2 * d * p { USolve::Woodbury } else { USolve::Dense };
+    let first = if n <= d * p { USolve::Woodbury } else { USolve::Dense };
     let second = if first == USolve::Woodbury { USolve::Dense } else { USolve::Woodbury };
     for k in [first, second] {
-        // Beyond ~2e11 flops (minutes on a laptop) the matrix-free u-step wins.
-        if memory_bytes(k, n, d, p) <= memory_limit && factor_flops(k, n, d, p) <= 2e11 {
+        if memory_bytes(k, n, d, p) <= memory_limit && worth_factoring(factor_flops(k, n, d, p), n, d, p) {
             return Ok(k);
         }
     }
@@ -99,14 +111,19 @@ pub fn choose_robust(kind: USolve, n: usize, d: usize, p: usize, memory_limit: f
              'dense' or 'pcg'".into())),
         USolve::Auto => {
             let k = USolve::Dense;
-            Ok(if memory_bytes(k, n, d, p) <= memory_limit && factor_flops(k, n, d, p) <= 2e11 { k } else { USolve::Pcg })
+            Ok(if memory_bytes(k, n, d, p) <= memory_limit && worth_factoring(factor_flops(k, n, d, p), n, d, p) {
+                k
+            } else {
+                USolve::Pcg
+            })
         }
         k => choose(k, n, d, p, memory_limit),
     }
 }
 
 pub(crate) enum USolver {
-    Dense { llt: faer::linalg::solvers::Llt<f64> },
+    /// `a`: A = a (c I + X^T X) (d x d); `t`: blkdiag(A) + 2 (F_h^T F_h [+ Gamma_h^T Gamma_h]) (dP x dP).
+    Dense { a: faer::linalg::solvers::Llt<f64>, t: faer::linalg::solvers::Llt<f64> },
     Woodbury { a: faer::linalg::solvers::Llt<f64>, k: faer::linalg::solvers::Llt<f64> },
     Pcg { a: faer::linalg::solvers::Llt<f64>, scale: f64, c: f64, tol: f64, max_iter: usize, gamma: Option<Vec<usize>> },
 }
@@ -136,44 +153,52 @@ impl USolver {
         }
         match kind {
             USolve::Dense => {
-                let m = 2 * d * p;
-                let mut f = Mat::<f64>::zeros(n, m);
-                for j in 0..2 * p {
-                    let sign = if j < p { 1.0 } else { -1.0 };
-                    let dj = ops.dm.col(j % p);
-                    for c in 0..d {
-                        let xc = ops.x.col(c);
-                        let mut fc = f.col_mut(j * d + c);
-                        for k in 0..n {
-                            fc[k] = sign * dj[k] * xc[k];
+                let m = d * p;
+                // Lower triangle of 2 F_h^T F_h, F_h = [D_1 X, .., D_P X], accumulated over blocks of rows.
+                let mut tm = Mat::<f64>::zeros(m, m);
+                let mut f = Mat::<f64>::zeros(DENSE_ROWS.min(n), m);
+                for r0 in (0..n).step_by(DENSE_ROWS) {
+                    let rows = DENSE_ROWS.min(n - r0);
+                    for j in 0..p {
+                        let dj = ops.dm.col(j);
+                        for c in 0..d {
+                            let xc = ops.x.col(c);
+                            let mut fc = f.col_mut(j * d + c);
+                            for k in 0..rows {
+                                fc[k] = dj[r0 + k] * xc[r0 + k];
+                            }
                         }
                     }
+                    let fb = f.as_ref().subrows(0, rows);
+                    triangular::matmul(tm.as_mut(), BlockStructure::TriangularLower, Accum::Add, fb.transpose(),
+                                       BlockStructure::Rectangular, fb, BlockStructure::Rectangular, 2.0, par());
                 }
-                let mut mm = Mat::<f64>::zeros(m, m);
-                matmul(mm.as_mut(), Accum::Replace, f.transpose(), f.as_ref(), 1.0, par());
                 drop(f);
-                for j in 0..2 * p {
+                for j in 0..p {
                     for r in 0..d {
-                        for c in 0..d {
-                            mm[(j * d + r, j * d + c)] += am[(r, c)];
+                        for c in 0..=r {
+                            tm[(j * d + r, j * d + c)] += am[(r, c)];
                         }
                     }
                 }
                 if let Some(fidx) = gamma {
-                    // Gamma^T Gamma = (s s^T o [D D; D D]^T [D D]) (x) I_f with s = (+1, .., -1, ..).
+                    // Gamma_h^T Gamma_h = (D^T D) (x) I_f over the coordinates f (Gamma U = D (V - W)_f^T).
                     let mut dtd = Mat::<f64>::zeros(p, p);
                     matmul(dtd.as_mut(), Accum::Replace, ops.dm.transpose(), ops.dm.as_ref(), 1.0, par());
-                    for j in 0..2 * p {
-                        for l in 0..2 * p {
-                            let sign = if (j < p) == (l < p) { 1.0 } else { -1.0 };
-                            let v = sign * dtd[(j % p, l % p)];
+                    for j in 0..p {
+                        for l in 0..=j {
                             for &fc in fidx {
-                                mm[(j * d + fc, l * d + fc)] += v;
+                                tm[(j * d + fc, l * d + fc)] += 2.0 * dtd[(j, l)];
                             }
                         }
                     }
                 }
-                Ok(USolver::Dense { llt: chol(&mm, "dense u-step matrix")? })
+                for c in 0..m {
+                    for r in 0..c {
+                        tm[(r, c)] = tm[(c, r)];
+                    }
+                }
+                Ok(USolver::Dense { a: chol(&am, "d x d block")?, t: chol(&tm, "dense u-step matrix")? })
             }
             USolve::Woodbury => {
                 let a_llt = chol(&am, "d x d block")?;
@@ -270,20 +295,20 @@ impl USolver {
         }
     }
 
-    /// The dense u-step: one solve with the 2dP x 2dP Cholesky factor.
+    /// The dense u-step: S = A^{-1} (R_v + R_w) blockwise and vec T = (blkdiag(A) + 2 F_h^T F_h)^{-1} vec(R_v - R_w),
+    /// then V = (S + T) / 2 and W = (S - T) / 2.
     fn solve_direct(&self, ops: &Ops<'_>, r: MatRef<'_, f64>, mut u: MatMut<'_, f64>) -> Result<usize> {
         let (d, p) = (ops.d(), ops.p());
-        let USolver::Dense { llt } = self else { unreachable!("solve_direct is the dense u-step") };
-        let mut col = Mat::<f64>::zeros(2 * d * p, 1);
-        for j in 0..2 * p {
+        let USolver::Dense { a, t } = self else { unreachable!("solve_direct is the dense u-step") };
+        let mut sm = Mat::<f64>::from_fn(d, p, |c, j| r[(c, j)] + r[(c, p + j)]);
+        a.solve_in_place(sm.as_mut());
+        let mut col = Mat::<f64>::from_fn(d * p, 1, |i, _| r[(i % d, i / d)] - r[(i % d, p + i / d)]);
+        t.solve_in_place(col.as_mut());
+        for j in 0..p {
             for c in 0..d {
-                col[(j * d + c, 0)] = r[(c, j)];
-            }
-        }
-        llt.solve_in_place(col.as_mut());
-        for j in 0..2 * p {
-            for c in 0..d {
-                u[(c, j)] = col[(j * d + c, 0)];
+                let (sv, tv) = (sm[(c, j)], col[(j * d + c, 0)]);
+                u[(c, j)] = 0.5 * (sv + tv);
+                u[(c, p + j)] = 0.5 * (sv - tv);
             }
         }
         Ok(0)
