@@ -50,7 +50,7 @@ def run(n: int, d: int, P: int, beta: float, scs: bool, clarabel: bool, anderson
     fstar = fstar_given
     if fstar is not None:
         row["fstar_given"] = fstar
-        print(f"f* given (from an earlier Clarabel run of the same problem): {fstar:.8g}", flush=True)
+        print(f"f* given (--fstar: an earlier reference solve of the same problem): {fstar:.8g}", flush=True)
     elif clarabel:
         opts = {} if clarabel_time_limit is None else {"time_limit": float(clarabel_time_limit)}
         t0 = time.perf_counter()
