@@ -185,6 +185,12 @@ def test_project_cones_binding():
     assert _core.convex_ustep_choose("auto", 20, 4, 5, 1e9) == "woodbury"
     assert _core.convex_ustep_choose("auto", 21, 4, 5, 1e9) == "dense"
     assert _core.convex_ustep_choose("auto", 2000, 4, 5, 1e9) == "dense"
+    # n = 60,000, d = 51, P = 50: forming and factoring the dense u-step costs ~4e11 flops, less than 1,000 PCG
+    # iterations, so it is factored, unless the run's time limit is too short to afford it (not interruptible)
+    assert _core.convex_ustep_choose("auto", 60000, 51, 50, 8e9) == "dense"
+    assert _core.convex_ustep_choose("auto", 60000, 51, 50, 8e9, 100.0) == "dense"
+    assert _core.convex_ustep_choose("auto", 60000, 51, 50, 8e9, 10.0) == "pcg"
+    assert _core.convex_ustep_choose("dense", 60000, 51, 50, 8e9, 10.0) == "dense"  # an explicit choice stands
     with pytest.raises(nncert.InvalidInputError, match="GiB"):
         _core.convex_ustep_choose("dense", 2000, 400, 50, 1e6)
 

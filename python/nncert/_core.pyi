@@ -121,9 +121,10 @@ def convex_scp(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], h: npt.ND
     factor_seconds, solve_seconds and history (k, 7) as in convex_admm."""
 def convex_ustep_memory(kind: str, n: int, d: int, p: int) -> float:
     """Bytes the 'dense' | 'woodbury' | 'pcg' u-step would allocate."""
-def convex_ustep_choose(kind: str, n: int, d: int, p: int, memory_limit: float) -> str:
+def convex_ustep_choose(kind: str, n: int, d: int, p: int, memory_limit: float, time_limit: float = ...) -> str:
     """The u-step 'auto' picks ('dense' | 'woodbury' | 'pcg'), or the explicit kind checked against
-    memory_limit bytes (InvalidInputError when it does not fit)."""
+    memory_limit bytes (InvalidInputError when it does not fit); under a finite time_limit (seconds) a
+    factorisation must fit in half of it at 10 GFlop/s."""
 def convex_project_cones(x: npt.NDArray[np.float64], patterns: npt.NDArray[np.float64],
                          u: npt.NDArray[np.float64], max_sweeps: int = 2000) -> tuple[npt.NDArray[np.float64], float]:
     """Each column j of u (d x 2P) projected onto {v : (2D_j - I) X v >= 0} (pattern j mod P; Hildreth);

@@ -3,8 +3,9 @@
 Same splitting, same updates in the same order, same residuals, stopping rule, residual balancing of rho (with
 refactorisation for the squared loss), over-relaxation and history records; the u-step is chosen by the core's
 own rule (``_core.convex_ustep_choose``) among the dense Cholesky (of the dP x dP system of V - W and the d x d
-one of V + W), the n x n Woodbury factorisation and PCG preconditioned by the d x d block. The final cone projection (Hildreth's method, sequential by nature) runs in
-the Rust core on the CPU (``_core.convex_project_cones``): a d x 2P transfer, once per output.
+one of V + W), the n x n Woodbury factorisation and PCG preconditioned by the d x d block. The final cone
+projection (Hildreth's method, sequential by nature) runs in the Rust core on the CPU
+(``_core.convex_project_cones``): a d x 2P transfer, once per output.
 
 Returns the same dicts as ``_core.convex_admm`` so that the estimator's code after the solve is shared.
 float32 is supported (``dtype="float32"``): the scalars of the stopping rule and rho are kept in Python floats;
@@ -254,7 +255,7 @@ def convex_admm(x: Any, y: Any, patterns: Any, beta: float, loss: str = "squared
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(tdev)
         memory_limit = min(float(memory_limit), 0.8 * float(free))
-    kind = _core.convex_ustep_choose(u_solver, n, d, P, float(memory_limit))
+    kind = _core.convex_ustep_choose(u_solver, n, d, P, float(memory_limit), float(time_limit))
 
     squared = loss == "squared"
     X = torch.as_tensor(Xn, dtype=tdt, device=tdev)

@@ -303,12 +303,15 @@ fn convex_ustep_memory(kind: &str, n: usize, d: usize, p: usize) -> PyResult<f64
 }
 
 /// The u-step `auto` would pick (or the explicit one, checked against `memory_limit` bytes) for an n x d problem
-/// with P patterns; the torch path uses it so that both paths choose the same way.
+/// with P patterns and a run limited to `time_limit` seconds; the torch path uses it so that both paths choose the
+/// same way.
 #[pyfunction]
-fn convex_ustep_choose(py: Python<'_>, kind: &str, n: usize, d: usize, p: usize, memory_limit: f64) -> PyResult<&'static str> {
+#[pyo3(signature = (kind, n, d, p, memory_limit, time_limit = f64::INFINITY))]
+fn convex_ustep_choose(py: Python<'_>, kind: &str, n: usize, d: usize, p: usize, memory_limit: f64, time_limit: f64)
+                       -> PyResult<&'static str> {
     run_detached(py, || {
         let k = USolve::parse(kind)?;
-        Ok(nncert_core::convex::ustep::choose(k, n, d, p, memory_limit)?.name())
+        Ok(nncert_core::convex::ustep::choose(k, n, d, p, memory_limit, time_limit)?.name())
     })
 }
 

@@ -271,7 +271,7 @@ impl<'a> AdmmProblem<'a> {
     pub fn new(x: MatRef<'a, f64>, patterns: MatRef<'_, f64>, loss: Loss, settings: &AdmmSettings) -> Result<Self> {
         check_problem(x, patterns, settings)?;
         let (n, d, p) = (x.nrows(), x.ncols(), patterns.ncols());
-        let kind = ustep::choose(settings.u_solver, n, d, p, settings.memory_limit)?;
+        let kind = ustep::choose(settings.u_solver, n, d, p, settings.memory_limit, settings.time_limit)?;
         let ops = Ops { x, dm: patterns.to_owned() };
         let squared = loss == Loss::Squared;
         let a = if squared { settings.rho } else { 1.0 };

@@ -43,7 +43,7 @@ impl<'a> RobustAdmmProblem<'a> {
         if !(eps >= 0.0 && eps.is_finite()) {
             return Err(Error::InvalidInput(format!("adversarial eps must be finite and >= 0, got {eps}")));
         }
-        let kind = ustep::choose_robust(settings.u_solver, n, d, p, settings.memory_limit)?;
+        let kind = ustep::choose_robust(settings.u_solver, n, d, p, settings.memory_limit, settings.time_limit)?;
         let fidx: Vec<usize> = (0..d).filter(|&c| feat[c]).collect();
         let ops = Ops { x, dm: patterns.to_owned() };
         let c = if settings.z_weight > 0.0 { settings.z_weight } else { (x.squared_norm_l2() / d as f64).max(1e-12) };

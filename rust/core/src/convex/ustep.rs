@@ -74,13 +74,16 @@ const DENSE_ROWS: usize = 2048;
 
 /// Whether a factorisation of `flops` is worth it against the matrix-free u-step: up to 2e11 flops always, and up
 /// to the cost of 1,000 PCG inner iterations (each two n x d x 2P products, 8 n d P flops), which a run needing
-/// thousands of ADMM iterations spends many times over.
-fn worth_factoring(flops: f64, n: usize, d: usize, p: usize) -> bool {
-    flops <= 2e11f64.max(1000.0 * 8.0 * (n * d * p) as f64)
+/// thousands of ADMM iterations spends many times over. The factorisation cannot be interrupted, so under a finite
+/// `time_limit` (seconds) it must also take at most half of it at a modest 10 GFlop/s.
+fn worth_factoring(flops: f64, n: usize, d: usize, p: usize, time_limit: f64) -> bool {
+    let cap = 2e11f64.max(1000.0 * 8.0 * (n * d * p) as f64);
+    flops <= if time_limit.is_finite() { cap.min(0.5 * time_limit * 1e10) } else { cap }
 }
 
-/// Picks the u-step for `Auto`, or checks that an explicit choice fits in `memory_limit` bytes.
-pub fn choose(kind: USolve, n: usize, d: usize, p: usize, memory_limit: f64) -> Result<USolve> {
+/// Picks the u-step for `Auto`, or checks that an explicit choice fits in `memory_limit` bytes; `time_limit` (seconds,
+/// may be infinite) is the run's, see [`worth_factoring`].
+pub fn choose(kind: USolve, n: usize, d: usize, p: usize, memory_limit: f64, time_limit: f64) -> Result<USolve> {
     let gib = |b: f64| b / (1u64 << 30) as f64;
     if kind != USolve::Auto {
         let need = memory_bytes(kind, n, d, p);
@@ -95,7 +98,7 @@ pub fn choose(kind: USolve, n: usize, d: usize, p: usize, memory_limit: f64) -> 
     let first = if n <= d * p { USolve::Woodbury } else { USolve::Dense };
     let second = if first == USolve::Woodbury { USolve::Dense } else { USolve::Woodbury };
     for k in [first, second] {
-        if memory_bytes(k, n, d, p) <= memory_limit && worth_factoring(factor_flops(k, n, d, p), n, d, p) {
+        if memory_bytes(k, n, d, p) <= memory_limit && worth_factoring(factor_flops(k, n, d, p), n, d, p, time_limit) {
             return Ok(k);
         }
     }
@@ -104,20 +107,22 @@ pub fn choose(kind: USolve, n: usize, d: usize, p: usize, memory_limit: f64) -> 
 
 /// Picks the u-step of the adversarial ADMM: `Dense` when it fits (memory and flops as in [`choose`]), else `Pcg`;
 /// `Woodbury` is refused.
-pub fn choose_robust(kind: USolve, n: usize, d: usize, p: usize, memory_limit: f64) -> Result<USolve> {
+pub fn choose_robust(kind: USolve, n: usize, d: usize, p: usize, memory_limit: f64, time_limit: f64) -> Result<USolve> {
     match kind {
         USolve::Woodbury => Err(Error::Unsupported(
             "the Woodbury u-step does not cover the adversarial program's gradient rows; use u_solver='auto', \
              'dense' or 'pcg'".into())),
         USolve::Auto => {
             let k = USolve::Dense;
-            Ok(if memory_bytes(k, n, d, p) <= memory_limit && worth_factoring(factor_flops(k, n, d, p), n, d, p) {
+            Ok(if memory_bytes(k, n, d, p) <= memory_limit
+                && worth_factoring(factor_flops(k, n, d, p), n, d, p, time_limit)
+            {
                 k
             } else {
                 USolve::Pcg
             })
         }
-        k => choose(k, n, d, p, memory_limit),
+        k => choose(k, n, d, p, memory_limit, time_limit),
     }
 }
 
