@@ -40,6 +40,31 @@ def sample_patterns(X: np.ndarray, n_patterns: int, random_state: Any = 0) -> np
     return unique_columns((X @ H >= 0).astype(np.float64))
 
 
+def patterns_from_network(net: Any, X: Any) -> np.ndarray:
+    """The distinct non-empty activation patterns 1[W x + b >= 0] of the first hidden layer of ``net`` (a
+    :class:`nncert.Network` or a torch module :meth:`nncert.Network.from_torch` accepts, starting Dense, ReLU) on
+    the samples X (n, d), as an (n, P) 0/1 matrix for ``ConvexReLU(patterns=...)``.
+
+    With these patterns among its own, the convex program's optimum is at most the network's weight-decay
+    objective loss + beta/2 (||W||^2 + ||b||^2 + ||output weights||^2) for a two-layer network: each neuron is a
+    feasible group of its own pattern, and beta |a| ||(w, b)|| <= beta/2 (a^2 + ||(w, b)||^2)."""
+    from ..layers import Dense, ReLU
+    from ..network import Network
+
+    if not isinstance(net, Network):
+        net = Network.from_torch(net)
+    layers = net.layers
+    if len(layers) < 2 or not isinstance(layers[0], Dense) or not isinstance(layers[1], ReLU):
+        raise InvalidInputError(f"patterns_from_network needs a network that starts Dense, ReLU; got "
+                                f"{', '.join(map(repr, layers[:2]))}")
+    X = as_float_array(X, "X", ndim=2)
+    check_finite(X, "X")
+    first = layers[0]
+    if X.shape[1] != first.in_features:
+        raise ShapeError(f"X has {X.shape[1]} features but the network's first layer takes {first.in_features}")
+    return unique_columns((X @ first.W.T + first.b >= 0).astype(np.float64))
+
+
 def check_patterns(patterns: Any, n: int) -> np.ndarray:
     """Validates user-given patterns: an (n, P) 0/1 matrix; duplicates and all-zero columns are removed."""
     D = as_float_array(patterns, "patterns", ndim=2)
