@@ -52,7 +52,11 @@ impl USolve {
 pub fn memory_bytes(kind: USolve, n: usize, d: usize, p: usize) -> f64 {
     let (n, m) = (n as f64, (2 * d * p) as f64);
     match kind {
-        USolve::Dense => 8.0 * (DENSE_ROWS.min(n as usize) as f64 * m / 2.0 + 0.5 * m * m),
+        // a block of rows of F_h, the dP x dP matrix and its factor
+        USolve::Dense => {
+            let h = (d * p) as f64;
+            8.0 * (DENSE_ROWS.min(n as usize) as f64 * h + 2.0 * h * h)
+        }
         USolve::Woodbury => 8.0 * (3.0 * n * n + 2.0 * n * d as f64),
         USolve::Pcg | USolve::Auto => 8.0 * 6.0 * m,
     }
@@ -60,10 +64,13 @@ pub fn memory_bytes(kind: USolve, n: usize, d: usize, p: usize) -> f64 {
 
 /// Flops of the one-off factorisation (to steer `Auto` away from huge factorisations).
 fn factor_flops(kind: USolve, n: usize, d: usize, p: usize) -> f64 {
-    let (n, m) = (n as f64, (2 * d * p) as f64);
+    let n = n as f64;
     match kind {
         // the lower triangle of F_h^T F_h (n (dP)^2 flops), then the dP x dP Cholesky
-        USolve::Dense => n * m * m / 4.0 + m * m * m / 24.0,
+        USolve::Dense => {
+            let h = (d * p) as f64;
+            n * h * h + h * h * h / 3.0
+        }
         USolve::Woodbury => n * n * (p as f64 + d as f64) + n * n * n / 3.0,
         _ => 0.0,
     }
@@ -79,6 +86,11 @@ const DENSE_ROWS: usize = 2048;
 fn worth_factoring(flops: f64, n: usize, d: usize, p: usize, time_limit: f64) -> bool {
     let cap = 2e11f64.max(1000.0 * 8.0 * (n * d * p) as f64);
     flops <= if time_limit.is_finite() { cap.min(0.5 * time_limit * 1e10) } else { cap }
+}
+
+/// Whether the factorisation `k` fits in `memory_limit` bytes and is worth it (see [`worth_factoring`]).
+fn affordable(k: USolve, n: usize, d: usize, p: usize, memory_limit: f64, time_limit: f64) -> bool {
+    memory_bytes(k, n, d, p) <= memory_limit && worth_factoring(factor_flops(k, n, d, p), n, d, p, time_limit)
 }
 
 /// Picks the u-step for `Auto`, or checks that an explicit choice fits in `memory_limit` bytes; `time_limit` (seconds,
@@ -98,7 +110,7 @@ pub fn choose(kind: USolve, n: usize, d: usize, p: usize, memory_limit: f64, tim
     let first = if n <= d * p { USolve::Woodbury } else { USolve::Dense };
     let second = if first == USolve::Woodbury { USolve::Dense } else { USolve::Woodbury };
     for k in [first, second] {
-        if memory_bytes(k, n, d, p) <= memory_limit && worth_factoring(factor_flops(k, n, d, p), n, d, p, time_limit) {
+        if affordable(k, n, d, p, memory_limit, time_limit) {
             return Ok(k);
         }
     }
@@ -113,14 +125,7 @@ pub fn choose_robust(kind: USolve, n: usize, d: usize, p: usize, memory_limit: f
             "the Woodbury u-step does not cover the adversarial program's gradient rows; use u_solver='auto', \
              'dense' or 'pcg'".into())),
         USolve::Auto => {
-            let k = USolve::Dense;
-            Ok(if memory_bytes(k, n, d, p) <= memory_limit
-                && worth_factoring(factor_flops(k, n, d, p), n, d, p, time_limit)
-            {
-                k
-            } else {
-                USolve::Pcg
-            })
+            Ok(if affordable(USolve::Dense, n, d, p, memory_limit, time_limit) { USolve::Dense } else { USolve::Pcg })
         }
         k => choose(k, n, d, p, memory_limit, time_limit),
     }
